@@ -1,0 +1,269 @@
+"""Datasets that need no network: shipped with jdl or generated in code.
+
+Every loader returns a :class:`Dataset` with ``train``, ``val`` and ``test``
+splits, each a dict ``{"x": float32 array, "y": int32 labels}`` of NumPy arrays,
+deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import gzip
+from importlib import resources
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+
+class Dataset(NamedTuple):
+    """Train / validation / test splits of one dataset.
+
+    Attributes:
+      name: the dataset's name.
+      train, val, test: ``{"x": inputs, "y": labels}`` dicts of NumPy arrays.
+      num_classes: number of target classes.
+    """
+
+    name: str
+    train: dict
+    val: dict
+    test: dict
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train["x"].shape[1:])
+
+    def summary(self) -> str:
+        return (
+            f"{self.name}: input {self.input_shape}, {self.num_classes} classes, "
+            f"{len(self.train['y'])} train / {len(self.val['y'])} val / {len(self.test['y'])} test"
+        )
+
+
+def _as_split(x: np.ndarray, y: np.ndarray) -> dict:
+    return {"x": np.asarray(x, np.float32), "y": np.asarray(y, np.int32)}
+
+
+def split_arrays(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> tuple[dict, dict, dict]:
+    """Shuffle once with ``seed`` and cut into train / validation / test.
+
+    Each class is split in the same proportions (stratified), so small
+    validation sets still contain every class.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
+            "and leave some data for training"
+        )
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_test = int(round(test_fraction * len(idx)))
+        n_val = int(round(val_fraction * len(idx)))
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test : n_test + n_val])
+        parts["train"].append(idx[n_test + n_val :])
+    out = []
+    for name in ("train", "val", "test"):
+        idx = rng.permutation(np.concatenate(parts[name]))
+        out.append(_as_split(x[idx], y[idx]))
+    return tuple(out)
+
+
+def xor() -> Dataset:
+    """The four XOR points, labels ``x₁ XOR x₂``; all splits are the same four points.
+
+    Not linearly separable: a perceptron cannot fit it, one hidden layer can (seed 001).
+    """
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    y = np.array([0, 1, 1, 0], np.int32)
+    s = _as_split(x, y)
+    return Dataset("xor", s, dict(s), dict(s), 2)
+
+
+def two_moons(num_samples: int = 1000, *, noise: float = 0.1, seed: int = 0) -> Dataset:
+    """Two interleaving half circles in 2-D (as in scikit-learn's ``make_moons``)."""
+    rng = np.random.default_rng(seed)
+    n0 = num_samples // 2
+    n1 = num_samples - n0
+    t0 = np.linspace(0, np.pi, n0)
+    t1 = np.linspace(0, np.pi, n1)
+    x = np.concatenate(
+        [np.stack([np.cos(t0), np.sin(t0)], 1), np.stack([1 - np.cos(t1), 0.5 - np.sin(t1)], 1)]
+    )
+    x = x + noise * rng.standard_normal(x.shape)
+    y = np.concatenate([np.zeros(n0), np.ones(n1)]).astype(np.int32)
+    return Dataset("two_moons", *split_arrays(x, y, val_fraction=0.1, test_fraction=0.2, seed=seed), 2)
+
+
+def spirals(
+    num_samples: int = 1500, *, num_classes: int = 3, noise: float = 0.2, seed: int = 0
+) -> Dataset:
+    """``num_classes`` interleaved spiral arms in 2-D (the CS231n toy problem)."""
+    rng = np.random.default_rng(seed)
+    per = num_samples // num_classes
+    xs, ys = [], []
+    for c in range(num_classes):
+        r = np.linspace(0.0, 1.0, per)
+        t = np.linspace(c * 4.0, (c + 1) * 4.0, per) + noise * rng.standard_normal(per)
+        xs.append(np.stack([r * np.sin(t), r * np.cos(t)], 1))
+        ys.append(np.full(per, c))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    return Dataset(
+        "spirals", *split_arrays(x, y, val_fraction=0.1, test_fraction=0.2, seed=seed), num_classes
+    )
+
+
+def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1 797 8×8 handwritten digits (UCI ML hand-written digits, test set of
+    Alpaydin & Kaynak, CC BY 4.0; the copy scikit-learn ships), pixels in 0…16."""
+    with resources.files("jdl.data").joinpath("digits.csv.gz").open("rb") as f:
+        table = np.loadtxt(gzip.open(f), delimiter=",", dtype=np.float32)
+    return table[:, :64].reshape(-1, 8, 8), table[:, 64].astype(np.int32)
+
+
+def digits(*, flatten: bool = True, seed: int = 0) -> Dataset:
+    """8×8 digits, scaled to [0, 1]; 20 % test, 10 % validation, stratified.
+
+    Args:
+      flatten: inputs as 64-vectors (for MLPs) or ``(8, 8, 1)`` images (for CNNs).
+      seed: the seed of the split.
+    """
+    images, labels = load_digits_arrays()
+    x = images / 16.0
+    x = x.reshape(len(x), 64) if flatten else x[..., None]
+    return Dataset("digits", *split_arrays(x, labels, val_fraction=0.1, test_fraction=0.2, seed=seed), 10)
+
+
+# --- MNIST-1D ---------------------------------------------------------------------
+
+def _mnist1d_templates() -> np.ndarray:
+    """The ten 12-point digit templates of MNIST-1D (Greydanus 2020)."""
+    d = np.array(
+        [
+            [5, 6, 6.5, 6.75, 7, 7, 7, 7, 6.75, 6.5, 6, 5],
+            [5, 3, 3, 3.4, 3.8, 4.2, 4.6, 5, 5.4, 5.8, 5, 5],
+            [5, 6, 6.5, 6.5, 6, 5.25, 4.75, 4, 3.5, 3.5, 4, 5],
+            [5, 6, 6.5, 6.5, 6, 5, 5, 6, 6.5, 6.5, 6, 5],
+            [5, 4.4, 3.8, 3.2, 2.6, 2.6, 5, 5, 5, 5, 5, 5],
+            [5, 3, 3, 3, 3, 5, 6, 6.5, 6.5, 6, 4.5, 5],
+            [5, 4, 3.5, 3.25, 3, 3, 3, 3, 3.25, 3.5, 4, 5],
+            [5, 7, 7, 6.6, 6.2, 5.8, 5.4, 5, 4.6, 4.2, 5, 5],
+            [5, 4, 3.5, 3.5, 4, 5, 5, 4, 3.5, 3.5, 4, 5],
+            [5, 4, 3.5, 3.5, 4, 5, 5, 5, 5, 4.7, 4.3, 5],
+        ],
+        np.float64,
+    )
+    d = d - d.mean(1, keepdims=True)
+    d = d / d.std(1, keepdims=True)
+    d = d - d[:, :1]
+    return d / 6.0
+
+
+def _interpolate(x: np.ndarray, n: int) -> np.ndarray:
+    """Resample each row of ``x`` to ``n`` points by linear interpolation."""
+    old = np.linspace(0, 1, x.shape[-1])
+    new = np.linspace(0, 1, n)
+    return np.stack([np.interp(new, old, row) for row in x])
+
+
+def _smooth_noise(rng, shape, scale: float) -> np.ndarray:
+    """Correlated noise: white noise smoothed with a Gaussian kernel (σ = 2 points)."""
+    kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
+    kernel /= kernel.sum()
+    white = rng.standard_normal(shape)
+    smooth = np.stack([np.convolve(row, kernel, mode="same") for row in white])
+    return scale * smooth / (smooth.std() + 1e-12)
+
+
+def mnist1d_arrays(
+    num_samples: int = 5000,
+    *,
+    length: int = 40,
+    seed: int = 42,
+    template_length: int = 12,
+    padding: tuple[int, int] = (36, 60),
+    scale_coeff: float = 0.4,
+    max_translation: int = 48,
+    corr_noise_scale: float = 0.25,
+    iid_noise_scale: float = 2e-2,
+    shear_scale: float = 0.75,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Generate MNIST-1D procedurally (Greydanus, 2020, "Scaling down deep learning").
+
+    Each example is one of ten 1-D templates, padded with a random amount of
+    zeros, stretched, translated (circularly), given correlated and i.i.d. noise
+    and a linear shear, then resampled to ``length`` points. The pipeline and
+    its defaults follow the reference generator; the random draws differ, so the
+    arrays are not bit-identical to the published dataset.
+    """
+    rng = np.random.default_rng(seed)
+    templates = _mnist1d_templates()
+    y = np.arange(num_samples) % 10
+    rng.shuffle(y)
+    base_len = template_length + padding[1]
+    xs = np.empty((num_samples, base_len))
+    for i, label in enumerate(y):
+        pad = rng.integers(*padding)
+        left = rng.integers(0, pad + 1)
+        row = np.concatenate([np.zeros(left), templates[label] + 1e-8, np.zeros(pad - left)])
+        xs[i] = _interpolate(row[None], base_len)[0]
+    # random stretch: resample around the centre by a factor in [1 - s, 1 + s]
+    factors = 1 + scale_coeff * (2 * rng.random(num_samples) - 1)
+    grid = np.arange(base_len)
+    centre = base_len / 2
+    for i in range(num_samples):
+        xs[i] = np.interp((grid - centre) / factors[i] + centre, grid, xs[i], left=0.0, right=0.0)
+    shifts = rng.integers(-max_translation, max_translation + 1, num_samples)
+    xs = np.stack([np.roll(row, s) for row, s in zip(xs, shifts)])
+    xs = xs + _smooth_noise(rng, xs.shape, corr_noise_scale)
+    xs = xs + iid_noise_scale * rng.standard_normal(xs.shape)
+    slopes = shear_scale * (2 * rng.random(num_samples) - 1)
+    xs = xs + slopes[:, None] * np.linspace(-0.5, 0.5, base_len)[None]
+    xs = _interpolate(xs, length)
+    return xs.astype(np.float32), y.astype(np.int32)
+
+
+def mnist1d(*, seed: int = 42, val_fraction: float = 0.1) -> Dataset:
+    """MNIST-1D: 4 000 train (of which ``val_fraction`` held out for validation)
+    and 1 000 test sequences of length 40, 10 classes, as ``(N, 40)`` arrays."""
+    x, y = mnist1d_arrays(5000, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    idx = rng.permutation(len(y))
+    train_idx, test_idx = idx[:4000], idx[4000:]
+    n_val = int(round(val_fraction * 4000))
+    return Dataset(
+        "mnist1d",
+        _as_split(x[train_idx[n_val:]], y[train_idx[n_val:]]),
+        _as_split(x[train_idx[:n_val]], y[train_idx[:n_val]]),
+        _as_split(x[test_idx], y[test_idx]),
+        10,
+    )
+
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "xor": xor,
+    "two_moons": two_moons,
+    "spirals": spirals,
+    "digits": digits,
+    "mnist1d": mnist1d,
+}
+
+
+def load_dataset(name: str, **kwargs) -> Dataset:
+    """Load a dataset by name: one of ``DATASETS``."""
+    try:
+        loader = DATASETS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}"
+        ) from None
+    return loader(**kwargs)

@@ -1,0 +1,91 @@
+"""Minibatches: per-epoch reshuffling, drop-last, deterministic for a key.
+
+Two forms of the same order. :func:`epoch_indices` gives the ``int32[steps, B]``
+index array that a fused train step gathers from device-resident data;
+:func:`batches` yields the same minibatches as NumPy dicts for a plain loop.
+Batch gradient descent is ``batch_size = N``; SGD in the strict sense is
+``batch_size = 1``; minibatch SGD is anything between (16…256, powers of two,
+are the usual choices, seeds 001/003).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jdl.validation import check_batch_entries, check_positive_int
+
+
+def num_batches(num_examples: int, batch_size: int, *, drop_last: bool) -> int:
+    """Number of minibatches in one epoch."""
+    full, rest = divmod(num_examples, batch_size)
+    return full + (0 if drop_last or rest == 0 else 1)
+
+
+def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_examples: int) -> jax.Array:
+    """The order of examples in ``epoch``: ``permutation(fold_in(key, epoch))``."""
+    return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+
+
+def epoch_indices(
+    key: jax.Array,
+    epoch: int,
+    num_examples: int,
+    batch_size: int,
+    *,
+    shuffle: bool = True,
+) -> tuple[jax.Array, jax.Array | None]:
+    """Minibatch indices for one epoch.
+
+    Returns:
+      ``(full, rest)``: ``full`` is ``int32[N // B, B]``; ``rest`` holds the
+      ``N mod B`` leftover indices (``None`` when there are none). Callers that
+      drop the last partial batch ignore ``rest``.
+    """
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if batch_size > num_examples:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {num_examples} training examples; "
+            f"use batch_size <= {num_examples}"
+        )
+    order = (
+        epoch_permutation(key, epoch, num_examples)
+        if shuffle
+        else jnp.arange(num_examples)
+    ).astype(jnp.int32)
+    steps = num_examples // batch_size
+    full = order[: steps * batch_size].reshape(steps, batch_size)
+    rest = order[steps * batch_size :] if num_examples % batch_size else None
+    return full, rest
+
+
+def batches(
+    data: dict,
+    batch_size: int,
+    *,
+    key: jax.Array | None = None,
+    epoch: int = 0,
+    drop_last: bool = False,
+) -> Iterator[dict]:
+    """Yield the minibatches of one epoch as dicts of NumPy arrays.
+
+    Args:
+      data: ``{"x": ..., "y": ...}`` with a leading example axis.
+      batch_size: examples per minibatch.
+      key: shuffling key (raw or typed); ``None`` keeps the data order.
+      epoch: the epoch number, folded into ``key`` so each epoch reshuffles.
+      drop_last: skip the final partial batch.
+    """
+    check_batch_entries(data)
+    n = len(data["y"])
+    if key is not None and not jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(jnp.asarray(key))
+    full, rest = epoch_indices(key, epoch, n, batch_size, shuffle=key is not None)
+    groups = list(np.asarray(full))
+    if rest is not None and not drop_last:
+        groups.append(np.asarray(rest))
+    for idx in groups:
+        yield {k: np.asarray(v)[idx] for k, v in data.items()}

@@ -1,0 +1,1 @@
+"""Hessian and curvature tools (issue #4)."""

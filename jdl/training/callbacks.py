@@ -1,0 +1,121 @@
+"""The callback protocol of :func:`jdl.training.fit`, and the basic callbacks.
+
+A callback sees the run through a :class:`FitContext` and may return a new
+train state (e.g. with a changed learning rate in ``opt_state``), add entries
+to the epoch's log, or ask the run to stop. Callbacks with state of their own
+implement ``get_state()``/``set_state()`` (JSON-serialisable), so that state
+is checkpointed and an interrupted run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from jdl.training.state import TrainState
+
+
+@dataclasses.dataclass
+class FitContext:
+    """What a callback can see of a running :func:`fit`.
+
+    Attributes:
+      model, loss_fn, optimizer: as passed to ``fit``.
+      train_data, val_data: device-resident ``{"x", "y"}`` dicts (val may be None).
+      batch_size: minibatch size.
+      epochs: the number of epochs the run is asked for.
+      epoch: the current epoch (0-based); ``step`` the optimizer steps taken.
+      history: the per-epoch logs so far.
+      out_dir: the run directory, or None.
+      stop_training: set to True to end the run after the current epoch.
+    """
+
+    model: Any
+    loss_fn: Any
+    optimizer: Any
+    train_data: dict
+    val_data: dict | None
+    batch_size: int
+    epochs: int
+    epoch: int = 0
+    step: int = 0
+    history: list = dataclasses.field(default_factory=list)
+    out_dir: str | None = None
+    stop_training: bool = False
+
+
+class Callback:
+    """Base class: override what you need. Returning a state replaces the run's state."""
+
+    def on_fit_start(self, ctx: FitContext, state: TrainState) -> TrainState | None:
+        return None
+
+    def on_steps_end(self, ctx: FitContext, state: TrainState, metrics: dict) -> TrainState | None:
+        """After each fused call of ``steps_per_call`` steps; ``metrics`` are stacked per step."""
+        return None
+
+    def on_epoch_end(self, ctx: FitContext, state: TrainState, logs: dict) -> TrainState | None:
+        """After validation; add entries to ``logs`` to record them in the history."""
+        return None
+
+    def on_fit_end(self, ctx: FitContext, state: TrainState) -> TrainState | None:
+        return None
+
+    def get_state(self) -> dict:
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        del state
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs (seed 003).
+
+    Records ``best_epoch`` and ``best_<monitor>``; with ``restore_best`` the
+    run ends with the parameters of the best epoch.
+    """
+
+    def __init__(self, monitor: str = "val_loss", *, patience: int = 5, min_delta: float = 0.0,
+                 mode: str = "min", restore_best: bool = True):
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
+        self.mode, self.restore_best = mode, restore_best
+        self.best = math.inf if mode == "min" else -math.inf
+        self.best_epoch = -1
+        self.wait = 0
+        self._best_state: TrainState | None = None
+
+    def _improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, ctx, state, logs):
+        if self.monitor not in logs:
+            raise ValueError(
+                f"EarlyStopping monitors {self.monitor!r} but the epoch logs only have "
+                f"{sorted(logs)}; pass validation data or monitor another metric"
+            )
+        value = float(logs[self.monitor])
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, ctx.epoch, 0
+            self._best_state = state
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                ctx.stop_training = True
+        logs["best_epoch"] = self.best_epoch
+        return None
+
+    def on_fit_end(self, ctx, state):
+        if self.restore_best and self._best_state is not None:
+            return self._best_state
+        return None
+
+    def get_state(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}
+
+    def set_state(self, state: dict) -> None:
+        self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]

@@ -1,0 +1,131 @@
+"""Checkpoints with Orbax: the train state plus JSON metadata, written atomically.
+
+Orbax writes each checkpoint into a temporary directory and renames it into
+place only once it is complete, so a crash mid-write leaves the previous
+checkpoint as it was; unfinished temporaries are ignored when looking for the
+latest one. Before restoring, the saved leaf paths, shapes and dtypes are
+compared with the state we restore into, so a checkpoint from another model or
+optimizer fails with a message that names the first difference.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jdl.training.state import TrainState
+
+
+def tree_spec(tree: Any) -> list[list]:
+    """``[[path, shape, dtype], ...]`` for each leaf, as JSON-friendly lists."""
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [
+        [jax.tree_util.keystr(path), list(np.shape(leaf)), str(leaf.dtype)] for path, leaf in flat
+    ]
+
+
+def _first_difference(saved: list, current: list) -> str | None:
+    saved_map = {p: (s, d) for p, s, d in saved}
+    current_map = {p: (s, d) for p, s, d in current}
+    for p, (s, d) in current_map.items():
+        if p not in saved_map:
+            return f"the checkpoint has no entry {p}"
+        if saved_map[p] != (s, d):
+            ss, sd = saved_map[p]
+            return f"{p} is {sd}{tuple(ss)} in the checkpoint but {d}{tuple(s)} now"
+    extra = sorted(set(saved_map) - set(current_map))
+    if extra:
+        return f"the checkpoint has entries the current state lacks, e.g. {extra[0]}"
+    return None
+
+
+class Checkpointer:
+    """Save and restore :class:`TrainState` plus metadata in one directory.
+
+    Args:
+      directory: where checkpoints live (``<directory>/<epoch>/``).
+      max_to_keep: how many recent checkpoints to keep.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2):
+        self.directory = os.path.abspath(os.fspath(directory))
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+            ),
+        )
+
+    def latest_epoch(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_epochs(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, epoch: int, state: TrainState, meta: dict) -> None:
+        """Write the checkpoint for ``epoch`` (after that epoch has finished)."""
+        meta = dict(meta, tree_spec=tree_spec(state), epoch=epoch)
+        self._manager.save(
+            epoch,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def read_meta(self, epoch: int | None = None) -> dict:
+        epoch = self.latest_epoch() if epoch is None else epoch
+        if epoch is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        try:
+            return dict(
+                self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            )
+        except Exception as e:  # orbax raises many kinds on damaged files
+            raise ValueError(
+                f"the checkpoint {os.path.join(self.directory, str(epoch))} is unreadable "
+                f"({type(e).__name__}: {e}); it is corrupt or incomplete. Earlier checkpoints: "
+                f"{[s for s in self.all_epochs() if s != epoch] or 'none'}; delete the damaged one "
+                "to resume from an earlier one, or start a new run in another directory"
+            ) from None
+
+    def restore(self, template: TrainState, epoch: int | None = None) -> tuple[TrainState, dict]:
+        """Restore into the structure of ``template`` (a freshly created state).
+
+        Raises:
+          ValueError: the checkpoint is unreadable, or was written for a
+            different model or optimizer (names the first differing entry).
+        """
+        epoch = self.latest_epoch() if epoch is None else epoch
+        meta = self.read_meta(epoch)
+        difference = _first_difference(meta.get("tree_spec", []), tree_spec(template))
+        if difference:
+            raise ValueError(
+                f"the checkpoint in {self.directory} does not match this model/optimizer: "
+                f"{difference}. Resume with the settings the run was started with "
+                f"(saved config: {meta.get('config', 'unknown')}), or use another output directory"
+            )
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        try:
+            restored = self._manager.restore(
+                epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+            ).state
+        except Exception as e:
+            raise ValueError(
+                f"the checkpoint {os.path.join(self.directory, str(epoch))} could not be read "
+                f"({type(e).__name__}: {e}); it is corrupt. Delete it to resume from an earlier "
+                "one, or start a new run in another directory"
+            ) from None
+        return restored, meta
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

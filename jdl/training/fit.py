@@ -1,0 +1,271 @@
+"""``fit``: the training loop, a thin stateful shell around the pure steps.
+
+Each epoch reshuffles the training set with ``permutation(fold_in(data_key, epoch))``
+and runs its minibatches through the fused train step (``steps_per_call`` steps
+per compiled call, device-resident data), then evaluates on the validation set,
+calls the callbacks, appends one record to the history, writes it to
+``metrics.jsonl`` and checkpoints. Everything that decides the result lives in
+the train state (its key and step), so a run resumed from a checkpoint ends
+bit-identical to one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from jdl.data.datasets import Dataset
+from jdl.data.loader import epoch_indices
+from jdl.training import sharding as shd
+from jdl.training.callbacks import Callback, FitContext
+from jdl.training.checkpoint import Checkpointer
+from jdl.training.model import Model
+from jdl.training.state import TrainState, create_train_state, step_keys
+from jdl.training.step import LoopKind, make_evaluate, make_fused_train_step, make_train_step
+from jdl.validation import (
+    check_batch,
+    check_batch_entries,
+    check_positive_int,
+    check_writable_dir,
+)
+
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns: the final state and one log dict per epoch."""
+
+    state: TrainState
+    history: list[dict]
+
+
+def _to_device(data: dict, sharding=None) -> dict:
+    return {k: jax.device_put(jnp.asarray(v), sharding) for k, v in data.items()}
+
+
+def _write_history(out_dir: str, history: list[dict]) -> None:
+    """Rewrite ``metrics.jsonl`` atomically (write a temporary file, then rename)."""
+    path = os.path.join(out_dir, METRICS_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for record in history:
+            f.write(json.dumps(record) + "\n")
+    os.replace(tmp, path)
+
+
+def _mean_metrics(chunks: list[dict]) -> dict:
+    stacked = {k: np.concatenate([np.atleast_1d(np.asarray(c[k])) for c in chunks]) for k in chunks[0]}
+    return {k: float(v.mean()) for k, v in stacked.items()}
+
+
+def fit(
+    model: Model,
+    loss_fn,
+    optimizer: optax.GradientTransformation,
+    data: Dataset | dict,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    val_data: dict | None = None,
+    state: TrainState | None = None,
+    callbacks: Sequence[Callback] = (),
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 1,
+    drop_last: bool = False,
+    steps_per_call: int | None = None,
+    progress: bool | None = None,
+    metrics_fn=None,
+    loop: LoopKind = "auto",
+    mesh: jax.sharding.Mesh | None = None,
+    config: dict | None = None,
+) -> FitResult:
+    """Train ``model`` for ``epochs`` epochs of minibatch SGD with ``optimizer``.
+
+    Args:
+      model: a :class:`~jdl.training.model.Model`.
+      loss_fn: ``loss_fn(outputs, targets)`` (e.g. :func:`jdl.nn.cross_entropy`).
+      optimizer: any ``optax.GradientTransformation``.
+      data: a :class:`~jdl.data.Dataset` (its ``train`` and ``val`` splits are
+        used) or a ``{"x", "y"}`` dict of training data.
+      epochs: total epochs; with ``resume`` the run continues up to this many.
+      batch_size: examples per step (``N`` for batch GD, 1 for pure SGD).
+      seed: seeds initialisation, shuffling and dropout (ignored when
+        ``state`` is given or the run resumes).
+      val_data: validation data (overrides ``data.val``).
+      state: start from this state instead of initialising.
+      callbacks: :class:`~jdl.training.callbacks.Callback` objects.
+      out_dir: run directory for ``metrics.jsonl`` and ``checkpoints/``.
+        A directory that already holds a run is never overwritten: pass
+        ``resume=True`` to continue it.
+      resume: continue from the latest checkpoint in ``out_dir``.
+      checkpoint_every: checkpoint every this many epochs (and at the end).
+      drop_last: skip each epoch's final partial minibatch.
+      steps_per_call: steps fused into one compiled call (default: a whole
+        epoch); the progress bar and ``on_steps_end`` update between calls.
+      progress: show a progress bar (default: only on a terminal).
+      metrics_fn: extra train/eval metrics (default: accuracy for labels).
+      loop: how fused steps run (see :func:`make_fused_train_step`).
+      mesh: a data-parallel mesh (:func:`jdl.training.sharding.data_parallel_mesh`):
+        state and data replicated, each minibatch split over ``"data"``.
+      config: JSON-serialisable run settings saved with checkpoints.
+
+    Returns:
+      :class:`FitResult` ``(state, history)``; each history record has
+      ``epoch``, ``step``, ``train_loss``, ``train_grad_norm``, ``val_*`` and
+      ``time`` (plus ``*_accuracy`` for classification and what callbacks add).
+    """
+    epochs = int(epochs)
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    batch_size = check_positive_int(batch_size, "batch_size", hint="e.g. --batch-size 128")
+    checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    if isinstance(data, Dataset):
+        train, val = data.train, data.val if val_data is None else val_data
+    else:
+        train, val = data, val_data
+    check_batch_entries(train)
+    if val is not None:
+        check_batch_entries(val)
+    n = int(np.shape(train["y"])[0])
+    if batch_size > n:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {n} training examples; use at most {n}"
+        )
+    if mesh is not None:
+        shd.check_divisible(batch_size, mesh)
+
+    # The output directory: checked before any work, never overwritten.
+    checkpointer = None
+    if out_dir is not None:
+        out_dir = check_writable_dir(out_dir)
+        ckpt_dir = os.path.join(out_dir, CHECKPOINT_DIR)
+        has_run = os.path.isdir(ckpt_dir) and any(
+            name.isdigit() for name in os.listdir(ckpt_dir)
+        )
+        if has_run and not resume:
+            raise FileExistsError(
+                f"{out_dir} already holds a run (checkpoints in {ckpt_dir}); pass resume=True "
+                "(--resume) to continue it, or choose another output directory"
+            )
+        checkpointer = Checkpointer(ckpt_dir)
+    elif resume:
+        raise ValueError("resume=True needs out_dir, the directory of the run to continue")
+
+    sample = {k: np.asarray(v)[:batch_size] for k, v in train.items()}
+    if state is None:
+        state = create_train_state(model, optimizer, key=seed, batch=sample)
+    else:
+        check_batch(state.batch_spec, sample, where="training data")
+    if val is not None:
+        check_batch(state.batch_spec, val, where="validation data")
+
+    history: list[dict] = []
+    start_epoch = 0
+    if resume and checkpointer is not None and checkpointer.latest_epoch() is not None:
+        state, meta = checkpointer.restore(state)
+        history = list(meta.get("history", []))
+        start_epoch = int(meta["epoch"]) + 1
+        for cb, cb_state in zip(callbacks, meta.get("callbacks", [])):
+            cb.set_state(cb_state)
+
+    data_sharding = shd.replicated(mesh) if mesh is not None else None
+    if mesh is not None:
+        state = shd.replicate(state, mesh)
+    train_dev = _to_device(train, data_sharding)
+    val_dev = _to_device(val, data_sharding) if val is not None else None
+
+    fused = make_fused_train_step(
+        model, loss_fn, optimizer, metrics_fn=metrics_fn, loop=loop,
+        batch_sharding=shd.batch_sharding(mesh) if mesh is not None else None,
+    )
+    single = make_train_step(model, loss_fn, optimizer, metrics_fn=metrics_fn)
+    evaluate = make_evaluate(model, loss_fn, metrics_fn=metrics_fn)
+
+    steps_per_epoch = n // batch_size
+    chunk = steps_per_epoch if steps_per_call is None else check_positive_int(steps_per_call, "steps_per_call")
+    ctx = FitContext(
+        model=model, loss_fn=loss_fn, optimizer=optimizer, train_data=train_dev,
+        val_data=val_dev, batch_size=batch_size, epochs=epochs, epoch=start_epoch,
+        step=int(state.step), history=history, out_dir=out_dir,
+    )
+    if out_dir is not None:
+        _write_history(out_dir, history)
+    for cb in callbacks:
+        state = cb.on_fit_start(ctx, state) or state
+
+    _, data_key = step_keys(state.key)
+    remaining_steps = (epochs - start_epoch) * (steps_per_epoch + (0 if drop_last or n % batch_size == 0 else 1))
+    show = _is_terminal() if progress is None else bool(progress)
+    bar = tqdm(total=max(remaining_steps, 0), disable=not show, unit="step", dynamic_ncols=True,
+               leave=False)
+    try:
+        for epoch in range(start_epoch, epochs):
+            ctx.epoch = epoch
+            t0 = time.perf_counter()
+            full, rest = epoch_indices(data_key, epoch, n, batch_size)
+            chunks = []
+            for s in range(0, steps_per_epoch, chunk):
+                state, metrics = fused(state, train_dev, full[s : s + chunk])
+                chunks.append(metrics)
+                ctx.step = int(state.step)
+                for cb in callbacks:
+                    state = cb.on_steps_end(ctx, state, metrics) or state
+                bar.update(int(full[s : s + chunk].shape[0]))
+                bar.set_postfix(_postfix(epoch, metrics), refresh=False)
+            if rest is not None and not drop_last:
+                state, metrics = single(state, {k: v[rest] for k, v in train_dev.items()})
+                chunks.append(metrics)
+                bar.update(1)
+            ctx.step = int(state.step)
+            logs: dict[str, Any] = {"epoch": epoch, "step": ctx.step}
+            logs.update({f"train_{k}": v for k, v in _mean_metrics(chunks).items()})
+            if val_dev is not None:
+                logs.update({f"val_{k}": v for k, v in evaluate(state, val_dev).items()})
+            for cb in callbacks:
+                state = cb.on_epoch_end(ctx, state, logs) or state
+            logs["time"] = time.perf_counter() - t0
+            history.append(logs)
+            bar.set_postfix(_postfix(epoch, logs), refresh=True)
+            last = epoch == epochs - 1 or ctx.stop_training
+            if checkpointer is not None:
+                _write_history(out_dir, history)
+                if (epoch + 1) % checkpoint_every == 0 or last:
+                    checkpointer.save(epoch, state, {
+                        "history": history, "config": config or {},
+                        "callbacks": [cb.get_state() for cb in callbacks],
+                        "model": model.name,
+                    })
+            if ctx.stop_training:
+                break
+        for cb in callbacks:
+            state = cb.on_fit_end(ctx, state) or state
+    finally:
+        bar.close()
+        if checkpointer is not None:
+            checkpointer.close()
+    return FitResult(state, history)
+
+
+def _is_terminal() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
+def _postfix(epoch: int, metrics: dict) -> dict:
+    out = {"epoch": epoch}
+    for name in ("loss", "accuracy", "train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        if name in metrics:
+            out[name] = f"{float(np.asarray(metrics[name]).reshape(-1)[-1]):.4f}"
+    return out

@@ -1,0 +1,103 @@
+"""The train state: one pytree that holds everything a training run changes."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from jdl.training.model import Model
+
+PyTree = Any
+
+
+class ArraySpec(NamedTuple):
+    """Shape (without the batch axis) and dtype of one batch entry."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a training run updates, as one pytree.
+
+    Attributes:
+      params: the trainable parameters.
+      model_state: non-trainable model variables (BatchNorm statistics).
+      opt_state: the optimizer's state.
+      step: number of optimizer steps taken (int32 scalar).
+      key: the run's PRNG key as raw ``uint32[2]`` data; per-step keys are
+        ``fold_in(key, step)``, so a run is reproducible and resumable exactly.
+      batch_spec: static shapes/dtypes of the batch entries the model was
+        initialised for, used to reject mismatched data before tracing.
+    """
+
+    params: PyTree
+    model_state: PyTree
+    opt_state: PyTree
+    step: jax.Array
+    key: jax.Array
+    batch_spec: tuple[tuple[str, ArraySpec], ...] = struct.field(pytree_node=False, default=())
+
+
+def batch_spec_of(batch: dict) -> tuple[tuple[str, ArraySpec], ...]:
+    """The static spec of a batch: per entry, the shape after the batch axis, and the dtype."""
+    spec = []
+    for name in sorted(batch):
+        a = batch[name]
+        spec.append((name, ArraySpec(tuple(int(d) for d in np.shape(a)[1:]), str(jnp.result_type(a)))))
+    return tuple(spec)
+
+
+def _raw_key(key) -> jax.Array:
+    if isinstance(key, int):
+        return jax.random.key_data(jax.random.key(key))
+    key = jnp.asarray(key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    return key
+
+
+def create_train_state(
+    model: Model,
+    optimizer: optax.GradientTransformation,
+    *,
+    key: jax.Array | int,
+    batch: dict,
+) -> TrainState:
+    """Initialise a model and its optimizer into a :class:`TrainState`.
+
+    Args:
+      model: a :class:`~jdl.training.model.Model`.
+      optimizer: any ``optax.GradientTransformation``.
+      key: PRNG key (or an integer seed). It is split into the init key and
+        the run key stored in the state.
+      batch: a sample batch ``{"x": inputs, "y": targets}``; its shapes and
+        dtypes become the state's ``batch_spec``.
+    """
+    from jdl.validation import check_batch_entries
+
+    check_batch_entries(batch)
+    init_key, run_key = jax.random.split(jax.random.wrap_key_data(_raw_key(key)))
+    variables = model.init(jax.random.key_data(init_key), jnp.asarray(batch["x"]))
+    opt_state = optimizer.init(variables.params)
+    return TrainState(
+        params=variables.params,
+        model_state=variables.model_state,
+        opt_state=opt_state,
+        step=jnp.zeros((), jnp.int32),
+        key=jax.random.key_data(run_key),
+        batch_spec=batch_spec_of(batch),
+    )
+
+
+def step_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Split a run key into the dropout stream and the data-shuffling stream."""
+    k = jax.random.wrap_key_data(key)
+    dropout, data = jax.random.split(k)
+    return dropout, data

@@ -1,0 +1,93 @@
+"""Checks at the library's boundary: bad input fails here, with a message that
+names the problem and the fix, before anything is traced or compiled."""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import jax.numpy as jnp
+import numpy as np
+
+
+def check_batch_entries(batch) -> None:
+    """A batch is a mapping with at least ``"x"`` and ``"y"`` of equal length."""
+    if not isinstance(batch, Mapping):
+        raise TypeError(
+            f"a batch must be a dict like {{'x': inputs, 'y': targets}}, got {type(batch).__name__}; "
+            "wrap arrays as dict(x=x, y=y)"
+        )
+    missing = [k for k in ("x", "y") if k not in batch]
+    if missing:
+        raise ValueError(
+            f"batch is missing {missing}; it has keys {sorted(batch)}. "
+            "Pass {'x': inputs, 'y': targets}"
+        )
+    lengths = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in batch.items()}
+    if None in lengths.values():
+        scalars = [k for k, n in lengths.items() if n is None]
+        raise ValueError(f"batch entries {scalars} are scalars; every entry needs a leading batch axis")
+    if len(set(lengths.values())) > 1:
+        raise ValueError(
+            f"batch entries have different lengths {lengths}; every entry needs the same "
+            "number of examples along axis 0"
+        )
+
+
+def check_batch(batch_spec, batch, *, where: str = "batch", leading_axes: int = 1) -> None:
+    """Compare a batch with the spec the model was initialised for.
+
+    Args:
+      batch_spec: ``TrainState.batch_spec``.
+      batch: the batch (or dataset) about to be used.
+      where: how to name it in a message ("batch", "validation data", ...).
+      leading_axes: axes before the per-example shape (1 for a batch).
+    """
+    check_batch_entries(batch)
+    for name, spec in batch_spec:
+        if name not in batch:
+            raise ValueError(f"{where} has no entry {name!r}; the model was initialised with one")
+        a = batch[name]
+        shape = tuple(np.shape(a)[leading_axes:])
+        dtype = str(jnp.result_type(a))
+        if shape != tuple(spec.shape):
+            raise ValueError(
+                f"{where} entry {name!r} has per-example shape {shape} but the model was "
+                f"initialised for {tuple(spec.shape)}; reshape the data or re-initialise the model "
+                "for this shape"
+            )
+        if dtype != spec.dtype:
+            raise ValueError(
+                f"{where} entry {name!r} has dtype {dtype} but the model was initialised with "
+                f"{spec.dtype}; cast it, e.g. {name}.astype(jnp.{spec.dtype})"
+            )
+
+
+def check_positive_int(value, name: str, *, hint: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}{'; ' + hint if hint else ''}")
+    return int(value)
+
+
+def check_positive_float(value, name: str, *, hint: str = "") -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}{'; ' + hint if hint else ''}")
+    return v
+
+
+def check_writable_dir(path: str | os.PathLike, *, what: str = "output directory") -> str:
+    """Create ``path`` if needed and make sure we can write there, before training starts."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is a file, not a directory; choose another path")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create {what} {path!r} ({e.strerror}); choose a writable path") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{what} {path!r} is not writable; choose a writable path or fix its permissions")
+    return path

@@ -18,9 +18,8 @@ def register_optimizer(name: str, factory: Callable[..., optax.GradientTransform
     OPTIMIZERS[name] = factory
 
 
-# Optax functions that take a learning rate but are not drop-in optimizers:
-# transforms meant for chaining, and L-BFGS, whose update needs the loss function.
-_NOT_OPTIMIZERS = {"lbfgs", "scale_by_learning_rate", "scale_by_rprop"}
+# Optax functions that take a learning rate but are transforms meant for chaining.
+_NOT_OPTIMIZERS = {"scale_by_learning_rate", "scale_by_rprop"}
 
 
 def _optax_names() -> list[str]:

@@ -66,7 +66,10 @@ def _train_step_fn(model: Model, loss_fn: LossFn, optimizer, metrics_fn: Metrics
         (value, (outputs, model_state)), grads = jax.value_and_grad(loss, has_aux=True)(
             state.params, state.model_state, batch, key
         )
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        updates, opt_state = _optimizer_update(
+            optimizer, grads, state.opt_state, state.params, value,
+            lambda p: loss(p, state.model_state, batch, key)[0],
+        )
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": value, "grad_norm": optax.global_norm(grads)}
         metrics.update(metrics_fn(outputs, batch["y"]))
@@ -76,6 +79,19 @@ def _train_step_fn(model: Model, loss_fn: LossFn, optimizer, metrics_fn: Metrics
         return new_state, metrics
 
     return train_step
+
+
+def _optimizer_update(optimizer, grads, opt_state, params, value, value_fn):
+    """``optimizer.update``, passing ``value``, ``grad`` and ``value_fn`` to optimizers
+    that take extra arguments (``optax.GradientTransformationExtraArgs``): line
+    searches (``optax.lbfgs``) and jdl's second-order methods read the loss
+    function of the current minibatch from ``value_fn``. Plain transforms ignore them.
+    """
+    if isinstance(optimizer, optax.GradientTransformationExtraArgs):
+        return optimizer.update(
+            grads, opt_state, params, value=value, grad=grads, value_fn=value_fn
+        )
+    return optimizer.update(grads, opt_state, params)
 
 
 def _checked(fn, *, leading_axes=1):

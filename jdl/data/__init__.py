@@ -9,6 +9,7 @@ from jdl.data.datasets import mnist1d as mnist1d
 from jdl.data.datasets import mnist1d_arrays as mnist1d_arrays
 from jdl.data.datasets import spirals as spirals
 from jdl.data.datasets import split_arrays as split_arrays
+from jdl.data.datasets import standardize as standardize
 from jdl.data.datasets import two_moons as two_moons
 from jdl.data.datasets import xor as xor
 from jdl.data.loader import batches as batches
@@ -30,6 +31,7 @@ __all__ = [
     "num_batches",
     "spirals",
     "split_arrays",
+    "standardize",
     "two_moons",
     "xor",
 ]

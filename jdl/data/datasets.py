@@ -267,3 +267,21 @@ def load_dataset(name: str, **kwargs) -> Dataset:
             f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}"
         ) from None
     return loader(**kwargs)
+
+
+def standardize(dataset: Dataset, *, eps: float = 0.1) -> Dataset:
+    """Standardise every input feature with the training split's statistics.
+
+    ``x ← (x − μ_train) / (σ_train + ε)``, applied to all three splits. The ε
+    keeps features that never vary in training (the blank border pixels of the
+    digits) finite. Centred, equally scaled inputs make the loss surface
+    better conditioned (seed 004 §3.1.1: input normalisation as preconditioning).
+    """
+    x = dataset.train["x"]
+    mean = x.mean(axis=0, dtype=np.float64)
+    std = x.std(axis=0, dtype=np.float64)
+
+    def apply(split: dict) -> dict:
+        return {**split, "x": ((split["x"] - mean) / (std + eps)).astype(np.float32)}
+
+    return dataset._replace(train=apply(dataset.train), val=apply(dataset.val), test=apply(dataset.test))

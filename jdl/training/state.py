@@ -85,6 +85,7 @@ def create_train_state(
     check_batch_entries(batch)
     init_key, run_key = jax.random.split(jax.random.wrap_key_data(_raw_key(key)))
     variables = model.init(jax.random.key_data(init_key), jnp.asarray(batch["x"]))
+    _check_model_accepts(model, variables, batch)
     opt_state = optimizer.init(variables.params)
     return TrainState(
         params=variables.params,
@@ -94,6 +95,30 @@ def create_train_state(
         key=jax.random.key_data(run_key),
         batch_spec=batch_spec_of(batch),
     )
+
+
+def _check_model_accepts(model: Model, variables, batch: dict) -> None:
+    """Run the model abstractly (``jax.eval_shape``: no compilation, no FLOPs) on
+    the sample batch, so a shape or dtype mismatch between data and model is
+    reported here, in the user's terms, rather than from inside a compiled step."""
+    x = jnp.asarray(batch["x"])
+    try:
+        out, _ = jax.eval_shape(lambda v, a: model.apply(v, a, train=False, key=None), variables, x)
+    except Exception as e:  # noqa: BLE001 - re-raised with context below
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"model {model.name!r} cannot be applied to inputs of shape {tuple(x.shape)} and dtype "
+            f"{x.dtype}: {first_line}. Check that the data's feature shape matches the model's "
+            "input size (e.g. in_features) and rebuild the model for this data"
+        ) from None
+    y = np.asarray(batch["y"])
+    if np.issubdtype(y.dtype, np.integer) and out.ndim == y.ndim + 1 and y.size:
+        num_classes = out.shape[-1]
+        if y.min() < 0 or y.max() >= num_classes:
+            raise ValueError(
+                f"labels range over [{y.min()}, {y.max()}] but the model has {num_classes} outputs; "
+                "build the model with as many outputs as classes"
+            )
 
 
 def step_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:

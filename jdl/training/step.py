@@ -71,7 +71,7 @@ def _train_step_fn(model: Model, loss_fn: LossFn, optimizer, metrics_fn: Metrics
             lambda p: loss(p, state.model_state, batch, key)[0],
         )
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": value, "grad_norm": optax.global_norm(grads)}
+        metrics = {"loss": value, "grad_norm": optax.tree.norm(grads)}
         metrics.update(metrics_fn(outputs, batch["y"]))
         new_state = state.replace(
             params=params, model_state=model_state, opt_state=opt_state, step=state.step + 1

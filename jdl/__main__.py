@@ -1,0 +1,1 @@
+from jdl.cli import main; raise SystemExit(main())

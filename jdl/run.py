@@ -1,0 +1,230 @@
+"""Runs on disk: a configuration, the objects it builds, and a run directory.
+
+A run directory (what ``jdl train`` writes) holds::
+
+    config.json            the RunConfig, so the run can be rebuilt and resumed
+    checkpoints/<epoch>/   Orbax checkpoints of the TrainState (latest two)
+    metrics.jsonl          one JSON record per epoch
+    learning_curve.png     loss and accuracy per epoch
+    summary.json           final train / validation / test metrics
+
+:func:`load_run` rebuilds the model, dataset and train state from such a
+directory, for analysis (``jdl hessian``) or to continue training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, NamedTuple
+
+import numpy as np
+import optax
+
+from jdl.data import Dataset, load_dataset, standardize
+from jdl.models import get_model, model_entry
+from jdl.nn import cross_entropy
+from jdl.optim import get_optimizer
+from jdl.training.checkpoint import Checkpointer
+from jdl.training.fit import CHECKPOINT_DIR, METRICS_FILE
+from jdl.training.model import Model
+from jdl.training.state import TrainState, create_train_state
+from jdl.validation import check_positive_float, check_positive_int
+
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run (the CLI's options).
+
+    Attributes:
+      dataset: a name from :data:`jdl.data.DATASETS`.
+      model: a name from :data:`jdl.models.MODELS`.
+      hidden: hidden widths for models that take them.
+      dropout: dropout rate for models that take it.
+      optimizer: a jdl or Optax optimizer name.
+      learning_rate: peak learning rate η.
+      schedule: ``"constant"`` or ``"cosine"`` (η·½(1 + cos(π t/T)) over the run).
+      batch_size: minibatch size.
+      epochs: epochs to train.
+      seed: seeds initialisation, shuffling and dropout.
+      standardize: standardise input features with training statistics.
+    """
+
+    dataset: str = "digits"
+    model: str = "mlp"
+    hidden: tuple[int, ...] = (256, 256)
+    dropout: float = 0.0
+    optimizer: str = "adam"
+    learning_rate: float = 2e-3
+    schedule: str = "cosine"
+    batch_size: int = 64
+    epochs: int = 40
+    seed: int = 0
+    standardize: bool = True
+
+    def validate(self) -> "RunConfig":
+        """Check every field, raising one clear error for the first bad one."""
+        check_positive_int(self.batch_size, "batch size", hint="e.g. --batch-size 64")
+        check_positive_float(self.learning_rate, "learning rate", hint="e.g. --lr 1e-3")
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, got {self.epochs!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if any((not isinstance(h, int)) or h <= 0 for h in self.hidden):
+            raise ValueError(f"hidden widths must be positive integers, got {self.hidden}")
+        from jdl.data import DATASETS
+
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {sorted(DATASETS)}")
+        model_entry(self.model)  # raises for an unknown name
+        get_optimizer(self.optimizer, self.learning_rate)  # raises for an unknown name
+        return self
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self) | {"hidden": list(self.hidden)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "RunConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - fields
+        if unknown:
+            raise ValueError(f"config has unknown fields {sorted(unknown)}")
+        d = dict(d)
+        if "hidden" in d:
+            d["hidden"] = tuple(d["hidden"])
+        return cls(**d)
+
+
+class RunParts(NamedTuple):
+    """The objects a :class:`RunConfig` builds."""
+
+    dataset: Dataset
+    model: Model
+    loss_fn: Any
+    optimizer: optax.GradientTransformation
+
+
+def build_dataset(config: RunConfig) -> Dataset:
+    kind = model_entry(config.model).input_kind
+    if config.dataset == "digits":
+        ds = load_dataset("digits", flatten=kind == "vector")
+    else:
+        ds = load_dataset(config.dataset)
+        if kind == "image" and ds.train["x"].ndim != 4:
+            raise ValueError(
+                f"model {config.model!r} needs images but dataset {config.dataset!r} has inputs of "
+                f"shape {ds.input_shape}; use --dataset digits or a vector/sequence model"
+            )
+    return standardize(ds) if config.standardize else ds
+
+
+def steps_per_epoch(config: RunConfig, num_examples: int) -> int:
+    return -(-num_examples // config.batch_size)
+
+
+def build_optimizer(config: RunConfig, num_examples: int) -> optax.GradientTransformation:
+    """The named optimizer at ``learning_rate``, times the schedule's factor.
+
+    The schedule multiplies the update (``optax.scale_by_schedule``), which for
+    every optimizer whose update is linear in η equals scheduling η itself.
+    """
+    base = get_optimizer(config.optimizer, config.learning_rate)
+    if config.schedule == "constant":
+        return base
+    total = max(config.epochs * steps_per_epoch(config, num_examples), 1)
+    return optax.chain(base, optax.scale_by_schedule(optax.cosine_decay_schedule(1.0, total)))
+
+
+def build_run(config: RunConfig) -> RunParts:
+    """Dataset, model, loss and optimizer for ``config``."""
+    config.validate()
+    ds = build_dataset(config)
+    model = get_model(
+        config.model, ds.input_shape, ds.num_classes, hidden=config.hidden, dropout_rate=config.dropout
+    )
+    return RunParts(ds, model, cross_entropy, build_optimizer(config, len(ds.train["y"])))
+
+
+def initial_state(config: RunConfig, parts: RunParts) -> TrainState:
+    sample = {k: v[: config.batch_size] for k, v in parts.dataset.train.items()}
+    return create_train_state(parts.model, parts.optimizer, key=config.seed, batch=sample)
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+def read_config(run_dir: str) -> RunConfig:
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{run_dir} is not a jdl run directory (no {CONFIG_FILE}); pass the --out directory "
+            "of a `jdl train` run"
+        )
+    try:
+        with open(path) as f:
+            return RunConfig.from_json(json.load(f))
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise ValueError(f"{path} is not a valid run configuration ({e}); it is corrupt") from None
+
+
+class LoadedRun(NamedTuple):
+    """A trained run rebuilt from its directory."""
+
+    model: Model
+    loss_fn: Any
+    state: TrainState
+    dataset: Dataset
+    config: RunConfig
+    history: list[dict]
+    optimizer: optax.GradientTransformation
+
+
+def load_run(run_dir: str | os.PathLike, *, epoch: int | None = None) -> LoadedRun:
+    """Rebuild the model and dataset of a run and restore its checkpoint.
+
+    Args:
+      run_dir: a directory written by ``jdl train`` (or :func:`train_run`).
+      epoch: which checkpoint (default: the latest).
+
+    Raises:
+      FileNotFoundError: not a run directory, or it holds no checkpoint.
+      ValueError: the checkpoint is corrupt or does not match the config.
+    """
+    run_dir = os.fspath(run_dir)
+    config = read_config(run_dir)
+    parts = build_run(config)
+    template = initial_state(config, parts)
+    ckpt = Checkpointer(os.path.join(run_dir, CHECKPOINT_DIR))
+    try:
+        if ckpt.latest_epoch() is None:
+            raise FileNotFoundError(f"{run_dir} holds no checkpoint yet; train it first")
+        state, meta = ckpt.restore(template, epoch)
+    finally:
+        ckpt.close()
+    return LoadedRun(parts.model, parts.loss_fn, state, parts.dataset, config,
+                     list(meta.get("history", [])), parts.optimizer)
+
+
+def read_history(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def num_params(params) -> int:
+    import jax
+
+    return int(sum(np.size(p) for p in jax.tree.leaves(params)))

@@ -1,0 +1,325 @@
+"""The training core: model adapters, pure steps, fused steps, compile counts, vmap, sharding."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jdl.data import digits, epoch_indices, xor
+from jdl.models import MLP, get_model
+from jdl.nn import cross_entropy
+from jdl.training import (
+    create_train_state,
+    data_parallel_mesh,
+    fit,
+    from_function,
+    from_linen,
+    from_nnx,
+    make_eval_step,
+    make_evaluate,
+    make_fused_train_step,
+    make_train_step,
+    replicate,
+    shard_batch,
+)
+from jdl.training.model import Variables
+from jdl.training.step import uses_convolution
+
+
+@pytest.fixture(scope="module")
+def data():
+    ds = digits()
+    return ds, {k: jnp.asarray(v) for k, v in ds.train.items()}
+
+
+def _tree_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _tree_close(a, b, rtol, atol=0.0):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+# --- the model protocol --------------------------------------------------------------------
+
+def _nnx_model():
+    return from_nnx(MLP(64, (32,), 10, dropout_rate=0.5, batch_norm=True, rngs=nnx.Rngs(0, dropout=1)))
+
+
+def test_nnx_adapter_train_eval_dropout_and_batchnorm(data):
+    ds, _ = data
+    model = _nnx_model()
+    x = jnp.asarray(ds.train["x"][:16])
+    v = model.init(jax.random.key_data(jax.random.key(0)), x)
+    assert set(v.model_state["norms"][0]) == {"mean", "var"}
+    k1, k2 = (jax.random.key_data(jax.random.key(i)) for i in (1, 2))
+    y1, s1 = model.apply(v, x, train=True, key=k1)
+    y1b, _ = model.apply(v, x, train=True, key=k1)
+    y2, _ = model.apply(v, x, train=True, key=k2)
+    np.testing.assert_array_equal(y1, y1b)  # dropout is a function of the key
+    assert not np.allclose(y1, y2)  # a different key, a different mask
+    # training updates the running statistics; evaluation does not, and is deterministic
+    assert not np.allclose(s1["norms"][0]["mean"][...], v.model_state["norms"][0]["mean"][...])
+    e1, se = model.apply(v, x, train=False, key=k1)
+    e2, _ = model.apply(v, x, train=False, key=k2)
+    np.testing.assert_array_equal(e1, e2)
+    assert _tree_equal(se, v.model_state)
+
+
+def test_linen_adapter_batchnorm_and_dropout(data):
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool):
+            x = nn.Dense(16)(x)
+            x = nn.BatchNorm(use_running_average=not train)(x)
+            x = nn.Dropout(0.5, deterministic=not train)(nn.relu(x))
+            return nn.Dense(10)(x)
+
+    ds, _ = data
+    model = from_linen(Net())
+    x = jnp.asarray(ds.train["x"][:8])
+    v = model.init(jax.random.key_data(jax.random.key(0)), x)
+    assert "batch_stats" in v.model_state and "Dense_0" in v.params
+    k = jax.random.key_data(jax.random.key(3))
+    y, s = model.apply(v, x, train=True, key=k)
+    assert y.shape == (8, 10)
+    assert not _tree_equal(s, v.model_state)
+    e, s_eval = model.apply(v, x, train=False, key=None)
+    assert _tree_equal(s_eval, v.model_state)
+    # and it trains through the same step
+    opt = optax.sgd(0.1)
+    state = create_train_state(model, opt, key=0, batch=ds.train)
+    step = make_train_step(model, cross_entropy, opt)
+    batch = {k: jnp.asarray(val[:32]) for k, val in ds.train.items()}
+    losses = []
+    for _ in range(20):
+        state, m = step(state, batch)
+        losses.append(float(m["loss"]))
+    assert losses[-1] < losses[0]
+
+
+def test_function_adapter_matches_closed_form_logistic_regression():
+    x = jnp.array([[1.0, 2.0], [0.5, -1.0], [-1.0, 0.0]])
+    y = jnp.array([1, 0, 0])
+
+    def logits(params, inputs):
+        return inputs @ params["w"] + params["b"][None, :]
+
+    w0 = {"w": jnp.zeros((2, 2)), "b": jnp.zeros(2)}
+    model = from_function(logits, w0)
+    opt = optax.sgd(1.0)
+    state = create_train_state(model, opt, key=0, batch={"x": x, "y": y})
+    state, _ = make_train_step(model, cross_entropy, opt)(state, {"x": x, "y": y})
+    # at w = 0, softmax is uniform: ∇_W = Xᵀ (1/2 − onehot(y)) / n, ∇_b = mean(1/2 − onehot(y))
+    residual = 0.5 - jax.nn.one_hot(y, 2)
+    np.testing.assert_allclose(state.params["w"], -(x.T @ residual) / 3, rtol=1e-6)
+    np.testing.assert_allclose(state.params["b"], -residual.mean(0), rtol=1e-6)
+
+
+# --- steps ---------------------------------------------------------------------------------
+
+def test_train_step_compiles_once_over_many_calls_and_epochs(data):
+    ds, train = data
+    traces = []
+
+    def counting_loss(logits, labels):
+        traces.append(1)
+        return cross_entropy(logits, labels)
+
+    model = get_model("mlp", ds.input_shape, 10, hidden=(16,))
+    opt = optax.adam(1e-3)
+    state = create_train_state(model, opt, key=0, batch=ds.train)
+    step = make_train_step(model, counting_loss, opt)
+    key = jax.random.key(0)
+    for epoch in range(3):
+        full, _ = epoch_indices(key, epoch, len(ds.train["y"]), 64)
+        for idx in full:
+            state, _ = step(state, {k: v[idx] for k, v in train.items()})
+    assert int(state.step) == 3 * (len(ds.train["y"]) // 64)
+    assert len(traces) == 1
+
+
+def test_fit_compilations_do_not_grow_with_epochs(data):
+    ds, _ = data
+    counts = []
+    for epochs in (2, 5):
+        traces = []
+
+        def counting_loss(logits, labels, traces=traces):
+            traces.append(1)
+            return cross_entropy(logits, labels)
+
+        model = get_model("mlp", ds.input_shape, 10, hidden=(16,))
+        fit(model, counting_loss, optax.adam(1e-3), ds, epochs=epochs, batch_size=100)
+        counts.append(len(traces))
+    assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize("loop", ["scan", "unrolled", "python"])
+def test_fused_steps_equal_single_steps(data, loop):
+    ds, train = data
+    model = _nnx_model()  # dropout and BatchNorm: keys and model state must flow identically
+    # SGD, not Adam: the bias before BatchNorm has a zero gradient up to rounding, and Adam's
+    # normalisation would blow that rounding noise up to full-size steps.
+    opt = optax.sgd(0.1, momentum=0.9)
+    state0 = create_train_state(model, opt, key=0, batch=ds.train)
+    single = make_train_step(model, cross_entropy, opt)
+    fused = make_fused_train_step(model, cross_entropy, opt, loop=loop)
+    indices, _ = epoch_indices(jax.random.key(5), 0, len(ds.train["y"]), 32)
+    indices = indices[:8]
+    state_f, metrics_f = fused(state0, train, indices)
+    state_s, losses = state0, []
+    for idx in indices:
+        state_s, m = single(state_s, {k: v[idx] for k, v in train.items()})
+        losses.append(m["loss"])
+    assert metrics_f["loss"].shape == (8,)
+    _tree_close(metrics_f["loss"], jnp.stack(losses), rtol=1e-5)
+    _tree_close(state_f.params, state_s.params, rtol=1e-5, atol=1e-6)
+    _tree_close(state_f.model_state, state_s.model_state, rtol=1e-5, atol=1e-6)
+    assert int(state_f.step) == int(state_s.step) == 8
+
+
+def test_fused_auto_avoids_scan_for_convolutions_on_cpu():
+    ds = digits(flatten=False)
+    opt = optax.sgd(0.1)
+    data = {k: jnp.asarray(v) for k, v in ds.train.items()}
+    idx = jnp.arange(64).reshape(2, 32)
+    for name, expected in (("cnn", "python"), ("mlp", "scan")):
+        d = data if name == "cnn" else {"x": data["x"].reshape(-1, 64), "y": data["y"]}
+        model = get_model(name, d["x"].shape[1:], 10, hidden=(16,))
+        state = create_train_state(model, opt, key=0, batch=d)
+        fused = make_fused_train_step(model, cross_entropy, opt)
+        assert fused.loop_kind(state, d, idx) == expected
+        _, m = fused(state, d, idx)
+        assert m["loss"].shape == (2,)
+    assert uses_convolution(lambda x: jax.lax.conv(x, jnp.ones((1, 1, 3, 3)), (1, 1), "SAME"),
+                            jnp.ones((1, 1, 8, 8)))
+
+
+def test_evaluate_is_the_exact_mean_over_all_examples(data):
+    ds, _ = data
+    model = get_model("mlp", ds.input_shape, 10, hidden=(16,))
+    state = create_train_state(model, optax.sgd(0.1), key=1, batch=ds.train)
+    full = make_eval_step(model, cross_entropy)(state, {k: jnp.asarray(v) for k, v in ds.test.items()})
+    chunked = make_evaluate(model, cross_entropy, batch_size=100)(state, ds.test)  # 359 = 3×100 + 59
+    np.testing.assert_allclose(chunked["loss"], full["loss"], rtol=1e-5)
+    np.testing.assert_allclose(chunked["accuracy"], full["accuracy"], rtol=1e-6)
+
+
+def test_any_optax_transformation_drops_in(data):
+    ds, train = data
+    model = get_model("mlp", ds.input_shape, 10, hidden=(16,))
+    batch = {k: v[:128] for k, v in train.items()}
+    optimizers = [
+        optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(1e-2, weight_decay=1e-4)),
+        optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9),
+        optax.MultiSteps(optax.adam(1e-2), every_k_schedule=2),
+        optax.lbfgs(),  # needs value_fn: receives it as an extra argument
+    ]
+    for opt in optimizers:
+        state = create_train_state(model, opt, key=0, batch=batch)
+        step = make_train_step(model, cross_entropy, opt)
+        first = None
+        for _ in range(6):
+            state, m = step(state, batch)
+            first = float(m["loss"]) if first is None else first
+        assert float(m["loss"]) < first
+
+
+def test_vmap_over_seeds_equals_separate_runs(data):
+    ds, train = data
+    model = get_model("mlp", ds.input_shape, 10, hidden=(16,))
+    opt = optax.adam(1e-2)
+    batch = {k: v[:64] for k, v in train.items()}
+    keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in range(3)])
+    states = jax.vmap(lambda k: create_train_state(model, opt, key=k, batch=batch))(keys)
+    step = make_train_step(model, cross_entropy, opt, jit=False)
+    vstep = jax.jit(jax.vmap(step, in_axes=(0, None)))
+    for _ in range(3):
+        states, metrics = vstep(states, batch)
+    assert metrics["loss"].shape == (3,)
+    single = make_train_step(model, cross_entropy, opt)
+    for i in range(3):
+        s = create_train_state(model, opt, key=keys[i], batch=batch)
+        for _ in range(3):
+            s, m = single(s, batch)
+        _tree_close(jax.tree.map(lambda a: a[i], states.params), s.params, rtol=1e-5, atol=1e-6)
+
+
+# --- sharding ------------------------------------------------------------------------------
+
+def test_step_on_sharded_batch_equals_single_device(data):
+    assert len(jax.devices()) >= 4, "conftest sets jax_num_cpu_devices=4"
+    ds, train = data
+    model = _nnx_model()
+    opt = optax.sgd(0.1, momentum=0.9)  # see test_fused_steps_equal_single_steps on Adam
+    batch = {k: v[:64] for k, v in train.items()}
+    state = create_train_state(model, opt, key=0, batch=batch)
+    step = make_train_step(model, cross_entropy, opt)
+    mesh = data_parallel_mesh()
+    sharded_state, sharded_batch = replicate(state, mesh), shard_batch(batch, mesh)
+    assert len(sharded_batch["x"].sharding.device_set) == 4
+    s1, s4 = state, sharded_state
+    for _ in range(3):
+        s1, m1 = step(s1, batch)
+        s4, m4 = step(s4, sharded_batch)
+    np.testing.assert_allclose(m4["loss"], m1["loss"], rtol=1e-5)
+    _tree_close(s4.params, s1.params, rtol=1e-4, atol=1e-6)
+    _tree_close(s4.model_state, s1.model_state, rtol=1e-4, atol=1e-6)
+
+
+def test_fit_with_a_data_parallel_mesh_matches_single_device(data):
+    ds, _ = data
+    model = get_model("mlp", ds.input_shape, 10, hidden=(16,))
+    kw = dict(epochs=2, batch_size=64, drop_last=True)
+    plain = fit(model, cross_entropy, optax.adam(1e-2), ds, **kw)
+    mesh = data_parallel_mesh()
+    sharded = fit(model, cross_entropy, optax.adam(1e-2), ds, mesh=mesh, **kw)
+    _tree_close(sharded.state.params, plain.state.params, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        fit(model, cross_entropy, optax.adam(1e-2), ds, epochs=1, batch_size=30, mesh=mesh)
+
+
+# --- fit -----------------------------------------------------------------------------------
+
+def test_fit_learns_xor_with_full_batch_gradient_descent():
+    ds = xor()
+    model = get_model("mlp", ds.input_shape, 2, hidden=(16,))
+    result = fit(model, cross_entropy, optax.adam(0.05), ds, epochs=300, batch_size=4)
+    assert result.history[-1]["train_accuracy"] == 1.0
+    assert result.history[-1]["val_loss"] < 0.05
+
+
+def test_fit_history_and_callbacks(data, tmp_path):
+    from jdl.training import Callback, EarlyStopping
+
+    ds, _ = data
+
+    class Recorder(Callback):
+        def __init__(self):
+            self.steps = []
+
+        def on_steps_end(self, ctx, state, metrics):
+            self.steps.append(ctx.step)
+
+        def on_epoch_end(self, ctx, state, logs):
+            logs["param_norm"] = float(optax.tree.norm(state.params))
+
+    rec = Recorder()
+    model = get_model("mlp", ds.input_shape, 10, hidden=(16,))
+    result = fit(model, cross_entropy, optax.adam(1e-2), ds, epochs=3, batch_size=128,
+                 steps_per_call=4, callbacks=[rec], out_dir=tmp_path)
+    steps_per_epoch = -(-len(ds.train["y"]) // 128)
+    assert [r["step"] for r in result.history] == [steps_per_epoch * (e + 1) for e in range(3)]
+    assert rec.steps[:3] == [4, 8, 9]  # 9 full batches in calls of 4, then the partial batch
+    assert all({"train_loss", "val_loss", "val_accuracy", "param_norm"} <= set(r) for r in result.history)
+    lines = (tmp_path / "metrics.jsonl").read_text().strip().splitlines()
+    assert len(lines) == 3
+    # early stopping ends the run and restores the best parameters
+    stopper = EarlyStopping(monitor="val_loss", patience=1, min_delta=10.0)
+    stopped = fit(model, cross_entropy, optax.adam(1e-2), ds, epochs=10, batch_size=128, callbacks=[stopper])
+    assert len(stopped.history) == 2 and stopper.best_epoch == 0

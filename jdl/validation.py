@@ -34,6 +34,23 @@ def check_batch_entries(batch) -> None:
         )
 
 
+def _raw_dtype(a) -> np.dtype:
+    """The dtype as given (a NumPy float64 array stays float64, before JAX canonicalises it)."""
+    return np.dtype(a.dtype) if hasattr(a, "dtype") else np.dtype(jnp.result_type(a))
+
+
+def _compatible_dtype(given: str, expected: str) -> bool:
+    """Same dtype, or an integer width JAX canonicalises (int64 labels → int32).
+
+    A floating-point input wider than the model's (float64 data for a float32
+    model) is *not* compatible: JAX would silently round it down.
+    """
+    g, e = np.dtype(given), np.dtype(expected)
+    if g == e:
+        return True
+    return g.kind in "iu" and e.kind in "iu" and jnp.dtype(jnp.result_type(g)) == e
+
+
 def check_batch(batch_spec, batch, *, where: str = "batch", leading_axes: int = 1) -> None:
     """Compare a batch with the spec the model was initialised for.
 
@@ -49,7 +66,9 @@ def check_batch(batch_spec, batch, *, where: str = "batch", leading_axes: int = 
             raise ValueError(f"{where} has no entry {name!r}; the model was initialised with one")
         a = batch[name]
         shape = tuple(np.shape(a)[leading_axes:])
-        dtype = str(jnp.result_type(a))
+        dtype = str(_raw_dtype(a))
+        if _compatible_dtype(dtype, spec.dtype):
+            dtype = spec.dtype
         if shape != tuple(spec.shape):
             raise ValueError(
                 f"{where} entry {name!r} has per-example shape {shape} but the model was "

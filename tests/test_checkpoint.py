@@ -1,0 +1,115 @@
+"""Checkpoint and resume: bit-identical resume, determinism, atomic writes, clear failures."""
+
+import os
+
+import jax
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from jdl.data import digits
+from jdl.models import get_model
+from jdl.nn import cross_entropy
+from jdl.training import Checkpointer, create_train_state, fit
+
+
+@pytest.fixture(scope="module")
+def ds():
+    return digits()
+
+
+def _model(ds, hidden=(16,)):
+    # dropout makes every step depend on the per-step key: resume must restore it exactly
+    return get_model("mlp", ds.input_shape, 10, hidden=hidden, dropout_rate=0.2)
+
+
+def _equal(a, b):
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    return len(la) == len(lb) and all(np.array_equal(x, y) for x, y in zip(la, lb))
+
+
+RUN = dict(batch_size=100, seed=3)
+
+
+def test_interrupted_run_resumes_bit_identical(ds, tmp_path):
+    opt = optax.adam(1e-2)
+    straight = fit(_model(ds), cross_entropy, opt, ds, epochs=4, **RUN)
+    # the same run, stopped after 2 epochs and resumed from its checkpoint in a new call
+    fit(_model(ds), cross_entropy, opt, ds, epochs=2, out_dir=tmp_path, **RUN)
+    resumed = fit(_model(ds), cross_entropy, opt, ds, epochs=4, out_dir=tmp_path, resume=True, **RUN)
+    assert _equal(resumed.state, straight.state)
+    assert [r["epoch"] for r in resumed.history] == [0, 1, 2, 3]
+    assert resumed.history[-1]["val_loss"] == straight.history[-1]["val_loss"]
+    lines = (tmp_path / "metrics.jsonl").read_text().strip().splitlines()
+    assert len(lines) == 4
+
+
+def test_same_seed_same_result_other_seed_differs(ds):
+    opt = optax.sgd(0.1)
+    a = fit(_model(ds), cross_entropy, opt, ds, epochs=1, batch_size=100, seed=0)
+    b = fit(_model(ds), cross_entropy, opt, ds, epochs=1, batch_size=100, seed=0)
+    c = fit(_model(ds), cross_entropy, opt, ds, epochs=1, batch_size=100, seed=1)
+    assert _equal(a.state, b.state)
+    assert not _equal(a.state.params, c.state.params)
+
+
+def _state(ds, hidden=(16,)):
+    return create_train_state(_model(ds, hidden), optax.adam(1e-3), key=0, batch=ds.train)
+
+
+def test_crash_mid_write_keeps_the_last_good_checkpoint(ds, tmp_path, monkeypatch):
+    good = _state(ds)
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(0, good, {"history": []})
+
+    def crash(*args, **kwargs):
+        raise OSError("simulated crash while writing")
+
+    # the state is written first, then the JSON metadata: fail in between
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "save", crash)
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "async_save", crash)
+    newer = good.replace(step=good.step + 1)
+    with pytest.raises(OSError, match="simulated crash"):
+        with Checkpointer(tmp_path) as ckpt:
+            ckpt.save(1, newer, {"history": []})
+    monkeypatch.undo()
+    with Checkpointer(tmp_path) as ckpt:
+        assert ckpt.latest_epoch() == 0
+        restored, _ = ckpt.restore(_state(ds))
+    assert _equal(restored, good)
+
+
+def test_mismatched_checkpoint_names_the_difference(ds, tmp_path):
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(0, _state(ds, hidden=(16,)), {"history": [], "config": {"hidden": [16]}})
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(ValueError, match=r"does not match.*\(16,\).*\(32,\)|does not match.*32"):
+            ckpt.restore(_state(ds, hidden=(32,)))
+
+
+def test_corrupt_checkpoint_gives_a_clear_error_and_is_not_touched(ds, tmp_path):
+    with Checkpointer(tmp_path) as ckpt:
+        ckpt.save(0, _state(ds), {"history": []})
+    meta_dir = tmp_path / "0" / "meta"
+    files = [p for p in meta_dir.rglob("*") if p.is_file()]
+    assert files
+    for p in files:
+        p.write_bytes(b"\x00garbage")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(ValueError, match="corrupt"):
+            ckpt.restore(_state(ds))
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_fit_refuses_to_overwrite_an_existing_run(ds, tmp_path):
+    opt = optax.sgd(0.1)
+    fit(_model(ds), cross_entropy, opt, ds, epochs=1, out_dir=tmp_path, **RUN)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(FileExistsError, match="resume"):
+        fit(_model(ds), cross_entropy, opt, ds, epochs=1, out_dir=tmp_path, **RUN)
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert before == after
+    assert os.path.isdir(tmp_path / "checkpoints" / "0")

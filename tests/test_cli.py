@@ -1,0 +1,144 @@
+"""The command line and bad input at the boundary: one clear message, nothing lost."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jdl.cli import main
+from jdl.data import digits
+from jdl.models import MLP, get_model
+from jdl.nn import cross_entropy
+from jdl.optim import get_optimizer
+from jdl.training import create_train_state, fit, from_nnx, make_train_step
+
+
+def _files(path):
+    return {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def test_jdl_train_defaults_reach_97_percent_on_digits(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "test" in printed and "accuracy" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test"]["accuracy"] >= 0.97
+    for name in ("config.json", "metrics.jsonl", "learning_curve.png", "summary.json"):
+        assert (out / name).is_file()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == summary["config"]["epochs"]
+
+
+def test_jdl_train_resume_extends_a_run_and_refuses_to_overwrite(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    base = ["train", "--out", out, "--no-progress", "--hidden", "16", "--batch-size", "256"]
+    assert main(base + ["--epochs", "2"]) == 0
+    before = _files(tmp_path)
+    assert main(base + ["--epochs", "2"]) == 2  # exists: refuse, touch nothing
+    assert "--resume" in capsys.readouterr().err
+    assert _files(tmp_path) == before
+    assert main(base + ["--resume", "--lr", "0.5"]) == 2  # a changed setting is refused
+    assert "only --epochs may change" in capsys.readouterr().err
+    assert _files(tmp_path) == before
+    assert main(["train", "--out", out, "--no-progress", "--resume", "--epochs", "3"]) == 0
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--optimizer", "adamm"], "unknown optimizer 'adamm'"),
+        (["--dataset", "cifar10"], "unknown dataset 'cifar10'"),
+        (["--model", "vgg"], "unknown model 'vgg'"),
+        (["--batch-size", "0"], "batch size must be a positive integer"),
+        (["--lr", "-0.1"], "learning rate must be a positive"),
+        (["--lr", "0"], "learning rate must be a positive"),
+        (["--model", "cnn", "--dataset", "mnist1d"], "needs images"),
+    ],
+)
+def test_cli_bad_options_give_one_clear_error(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--no-progress", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (out / "config.json").exists()
+
+
+def test_cli_unwritable_output_directory(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["train", "--out", str(blocker / "run"), "--no-progress"]) == 2
+    assert "choose a writable path" in capsys.readouterr().err
+
+
+def test_cli_resume_of_a_corrupt_run_is_reported(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--out", str(out), "--no-progress", "--hidden", "8", "--epochs", "1"]
+    assert main(base) == 0
+    for p in (out / "checkpoints" / "0").rglob("*"):
+        if p.is_file():
+            p.write_bytes(b"\x00")
+    before = _files(tmp_path)
+    assert main(base[:-2] + ["--resume", "--epochs", "2"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert _files(tmp_path) == before
+
+
+# --- the same checks through the Python API --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ds():
+    return digits()
+
+
+def test_feature_count_mismatch_is_caught_before_tracing(ds):
+    model = from_nnx(MLP(65, (8,), 10, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match=r"cannot be applied to inputs of shape \(\d+, 64\)"):
+        fit(model, cross_entropy, optax.sgd(0.1), ds, epochs=1, batch_size=32)
+
+
+def test_too_few_outputs_for_the_labels(ds):
+    model = get_model("mlp", ds.input_shape, 5, hidden=(8,))
+    with pytest.raises(ValueError, match="5 outputs"):
+        create_train_state(model, optax.sgd(0.1), key=0, batch=ds.train)
+
+
+def test_batch_shape_and_dtype_mismatch_in_the_step(ds):
+    model = get_model("mlp", ds.input_shape, 10, hidden=(8,))
+    opt = optax.sgd(0.1)
+    state = create_train_state(model, opt, key=0, batch=ds.train)
+    step = make_train_step(model, cross_entropy, opt)
+    x, y = jnp.asarray(ds.train["x"][:8]), jnp.asarray(ds.train["y"][:8])
+    with pytest.raises(ValueError, match=r"per-example shape \(63,\).*initialised for \(64,\)"):
+        step(state, {"x": x[:, :63], "y": y})
+    with pytest.raises(ValueError, match="dtype int32 but the model was initialised with float32"):
+        step(state, {"x": x.astype(jnp.int32), "y": y})
+    with pytest.raises(ValueError, match="missing"):
+        step(state, {"inputs": x, "y": y})
+    with pytest.raises(ValueError, match="different lengths"):
+        step(state, {"x": x, "y": y[:4]})
+
+
+def test_fit_argument_checks(ds, tmp_path):
+    model = get_model("mlp", ds.input_shape, 10, hidden=(8,))
+    opt = optax.sgd(0.1)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        fit(model, cross_entropy, opt, ds, epochs=1, batch_size=-4)
+    with pytest.raises(ValueError, match="larger than the"):
+        fit(model, cross_entropy, opt, ds, epochs=1, batch_size=10**6)
+    with pytest.raises(ValueError, match="resume=True needs out_dir"):
+        fit(model, cross_entropy, opt, ds, epochs=1, batch_size=32, resume=True)
+    val = {"x": np.zeros((4, 64), np.float64), "y": np.zeros(4, np.int32)}
+    with pytest.raises(ValueError, match="validation data entry 'x' has dtype float64"):
+        fit(model, cross_entropy, opt, ds, val_data=val, epochs=1, batch_size=32)
+
+
+def test_optimizer_lookup(ds):
+    assert get_optimizer("adam", 1e-3) is not None
+    with pytest.raises(ValueError, match="unknown optimizer 'adamm'.*adam"):
+        get_optimizer("adamm", 1e-3)
+    with pytest.raises(ValueError, match="learning_rate must be a positive"):
+        get_optimizer("sgd", 0.0)

@@ -200,6 +200,7 @@ def make_fused_train_step(
     metrics_fn: MetricsFn | None = None,
     loop: LoopKind = "auto",
     batch_sharding: jax.sharding.Sharding | None = None,
+    jit: bool = True,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]:
     """K train steps in one call: ``fused(state, data, indices) -> (state, metrics)``.
 
@@ -221,6 +222,8 @@ def make_fused_train_step(
         so it falls back to ``"python"``.
       batch_sharding: if given, each gathered minibatch is constrained to this
         sharding (e.g. ``NamedSharding(mesh, P("data"))``) for data parallelism.
+      jit: ``False`` returns the raw ``lax.scan`` function (``loop`` must be
+        ``"scan"`` or ``"auto"``), to ``jax.vmap`` over an ensemble of states.
     """
     step_fn = _train_step_fn(model, loss_fn, optimizer, metrics_fn)
 
@@ -235,6 +238,11 @@ def make_fused_train_step(
             return one(s, data, idx)
 
         return jax.lax.scan(body, state, indices, unroll=unroll)
+
+    if not jit:
+        if loop not in ("auto", "scan"):
+            raise ValueError(f"jit=False returns the raw lax.scan; loop={loop!r} needs jit=True")
+        return fused_scan
 
     scan_jit = jax.jit(fused_scan)
     unrolled_jit = jax.jit(lambda s, d, i: fused_scan(s, d, i, unroll=i.shape[0]))

@@ -70,6 +70,7 @@ def interleaved(fns: dict, *, repeats: int) -> dict:
 
 # --- (a) jdl step vs hand-written Flax + Optax -------------------------------------------------
 
+
 def hand_written_step(module: nnx.Module, optimizer):
     """The plain way: split once, jit a function of (params, opt_state, batch)."""
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
@@ -125,6 +126,7 @@ def bench_step_overhead(steps: int, repeats: int) -> dict:
 
 # --- (b), (c) fused vs per-step loop -----------------------------------------------------------
 
+
 def bench_fused(name: str, model, data: dict, batch_size: int, steps: int, repeats: int, opt) -> dict:
     data = {k: jnp.asarray(v) for k, v in data.items()}
     n = data["y"].shape[0]
@@ -178,21 +180,35 @@ def main() -> None:
 
     x = xor()
     results["b_xor"] = bench_fused(
-        "XOR 2-16-2, batch 4, SGD", from_nnx(MLP(2, (16,), 2, rngs=nnx.Rngs(0))), x.train, 4,
-        steps=500, repeats=repeats, opt=optax.sgd(0.1),
+        "XOR 2-16-2, batch 4, SGD",
+        from_nnx(MLP(2, (16,), 2, rngs=nnx.Rngs(0))),
+        x.train,
+        4,
+        steps=500,
+        repeats=repeats,
+        opt=optax.sgd(0.1),
     )
     results["b_xor"]["goal"] = "fused >= 5x the per-step loop"
     d = digits()
     results["b_digits_mlp"] = bench_fused(
-        "digits MLP 64-256-256-10, batch 128, Adam", from_nnx(MLP(64, (256, 256), 10, rngs=nnx.Rngs(0))),
-        d.train, 128, steps=50, repeats=repeats, opt=optax.adam(1e-3),
+        "digits MLP 64-256-256-10, batch 128, Adam",
+        from_nnx(MLP(64, (256, 256), 10, rngs=nnx.Rngs(0))),
+        d.train,
+        128,
+        steps=50,
+        repeats=repeats,
+        opt=optax.adam(1e-3),
     )
     results["b_digits_mlp"]["goal"] = "fused never slower than the loop (>= 1.0x)"
     di = digits(flatten=False)
     results["c_digits_cnn"] = bench_fused(
         "digits small CNN (conv16-conv32-pool-64-10), batch 128, Adam",
-        from_nnx(SmallCNN(1, 10, rngs=nnx.Rngs(0))), di.train, 128, steps=20,
-        repeats=max(3, repeats // 3), opt=optax.adam(1e-3),
+        from_nnx(SmallCNN(1, 10, rngs=nnx.Rngs(0))),
+        di.train,
+        128,
+        steps=20,
+        repeats=max(3, repeats // 3),
+        opt=optax.adam(1e-3),
     )
     results["c_digits_cnn"]["goal"] = "fused (auto) never slower than the loop (>= ~1.0x)"
 
@@ -204,11 +220,16 @@ def main() -> None:
     print(f"device: {results['device']} ({results['backend']}), jax {results['jax']}")
     print(f"{'benchmark':<44} {'figure':>10}  goal")
     print(f"{'(a) jdl step / hand-written Flax+Optax':<44} {a['ratio_jdl_over_hand']:>9.3f}x  <= 1.03x")
-    for key, label in (("b_xor", "(b) XOR: loop / fused"), ("b_digits_mlp", "(b) digits MLP: loop / fused"),
-                       ("c_digits_cnn", "(c) digits CNN: loop / fused(auto)")):
+    for key, label in (
+        ("b_xor", "(b) XOR: loop / fused"),
+        ("b_digits_mlp", "(b) digits MLP: loop / fused"),
+        ("c_digits_cnn", "(c) digits CNN: loop / fused(auto)"),
+    ):
         r = results[key]
-        print(f"{label:<44} {r['speedup_fused_auto_over_loop']:>9.2f}x  {r['goal']} "
-              f"[{r['loop_kind_chosen']}; raw scan {r['speedup_raw_scan_over_loop']:.2f}x]")
+        print(
+            f"{label:<44} {r['speedup_fused_auto_over_loop']:>9.2f}x  {r['goal']} "
+            f"[{r['loop_kind_chosen']}; raw scan {r['speedup_raw_scan_over_loop']:.2f}x]"
+        )
     print(f"wrote {RESULTS}")
 
 

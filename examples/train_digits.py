@@ -57,10 +57,15 @@ def main(epochs: int = 30, members: int = 8) -> dict:
     test = make_evaluate(model, cross_entropy)(result.state, ds.test)
     print(f"fit: {epochs} epochs, test accuracy {100 * test['accuracy']:.2f} %")
     member_acc, ensemble_acc = train_ensemble(members, epochs)
-    print(f"ensemble of {members} (vmap): members {100 * member_acc.mean():.2f} ± "
-          f"{100 * member_acc.std():.2f} %, averaged prediction {100 * ensemble_acc:.2f} %")
-    return {"fit_test_accuracy": test["accuracy"], "member_accuracy": member_acc.tolist(),
-            "ensemble_accuracy": ensemble_acc}
+    print(
+        f"ensemble of {members} (vmap): members {100 * member_acc.mean():.2f} ± "
+        f"{100 * member_acc.std():.2f} %, averaged prediction {100 * ensemble_acc:.2f} %"
+    )
+    return {
+        "fit_test_accuracy": test["accuracy"],
+        "member_accuracy": member_acc.tolist(),
+        "ensemble_accuracy": ensemble_acc,
+    }
 
 
 if __name__ == "__main__":

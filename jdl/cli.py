@@ -1,8 +1,8 @@
 """The ``jdl`` command line: ``jdl train`` (and ``jdl hessian`` on its output).
 
-    jdl train                          # MLP on the 8×8 digits, ≥ 97 % test accuracy
-    jdl train --model cnn --epochs 20 --out runs/cnn
-    jdl train --out runs/cnn --resume --epochs 30
+jdl train                          # MLP on the 8×8 digits, ≥ 97 % test accuracy
+jdl train --model cnn --epochs 20 --out runs/cnn
+jdl train --out runs/cnn --resume --epochs 30
 """
 
 from __future__ import annotations
@@ -47,19 +47,36 @@ def add_train_parser(sub) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--dataset", default=None, help=f"one of {sorted(DATASETS)} (default {d.dataset})")
-    p.add_argument("--model", default=None,
-                   help="; ".join(f"{k}: {v.description}" for k, v in sorted(MODELS.items())) + f" (default {d.model})")
-    p.add_argument("--hidden", type=_hidden, default=None, help=f"hidden widths (default {','.join(map(str, d.hidden))})")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="; ".join(f"{k}: {v.description}" for k, v in sorted(MODELS.items())) + f" (default {d.model})",
+    )
+    p.add_argument(
+        "--hidden", type=_hidden, default=None, help=f"hidden widths (default {','.join(map(str, d.hidden))})"
+    )
     p.add_argument("--dropout", type=float, default=None, help=f"dropout rate (default {d.dropout})")
     p.add_argument("--optimizer", default=None, help=f"jdl or Optax optimizer name (default {d.optimizer})")
-    p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=None,
-                   help=f"peak learning rate (default {d.learning_rate})")
+    p.add_argument(
+        "--lr",
+        "--learning-rate",
+        dest="learning_rate",
+        type=float,
+        default=None,
+        help=f"peak learning rate (default {d.learning_rate})",
+    )
     p.add_argument("--schedule", default=None, help=f"constant or cosine (default {d.schedule})")
     p.add_argument("--batch-size", type=int, default=None, help=f"minibatch size (default {d.batch_size})")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs})")
     p.add_argument("--seed", type=int, default=None, help=f"random seed (default {d.seed})")
-    p.add_argument("--no-standardize", dest="standardize", action="store_const", const=False, default=None,
-                   help="keep raw inputs instead of standardising features")
+    p.add_argument(
+        "--no-standardize",
+        dest="standardize",
+        action="store_const",
+        const=False,
+        default=None,
+        help="keep raw inputs instead of standardising features",
+    )
     p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<model>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,18 +91,21 @@ def _given(args) -> dict:
 def _resolve_config(args) -> tuple[RunConfig, str]:
     given = _given(args)
     defaults = RunConfig()
-    out = args.out or os.path.join("runs", f"{given.get('dataset', defaults.dataset)}-{given.get('model', defaults.model)}")
+    out = args.out or os.path.join(
+        "runs", f"{given.get('dataset', defaults.dataset)}-{given.get('model', defaults.model)}"
+    )
     config_path = os.path.join(out, CONFIG_FILE)
     if args.resume:
         if not os.path.isfile(config_path):
             raise FileNotFoundError(f"--resume: {out} holds no run ({CONFIG_FILE} missing); drop --resume to start one")
         saved = read_config(out)
-        clash = {k: (getattr(saved, k), v) for k, v in given.items()
-                 if k != "epochs" and getattr(saved, k) != v}
+        clash = {k: (getattr(saved, k), v) for k, v in given.items() if k != "epochs" and getattr(saved, k) != v}
         if clash:
             detail = ", ".join(f"--{k.replace('_', '-')} was {a!r}, now {b!r}" for k, (a, b) in clash.items())
-            raise ValueError(f"--resume continues the run as it was configured ({detail}); "
-                             "only --epochs may change. Start a new run with another --out instead")
+            raise ValueError(
+                f"--resume continues the run as it was configured ({detail}); "
+                "only --epochs may change. Start a new run with another --out instead"
+            )
         return dataclasses.replace(saved, epochs=given.get("epochs", saved.epochs)).validate(), out
     if os.path.exists(config_path):
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
@@ -108,25 +128,47 @@ def cmd_train(args) -> int:
     if not args.resume:
         write_json_atomic(os.path.join(out, CONFIG_FILE), config.to_json())
     print(f"jdl train: {parts.dataset.summary()}")
-    print(f"           model {config.model} {config.hidden if 'mlp' in config.model else ''}, "
-          f"{config.optimizer} lr={config.learning_rate} ({config.schedule}), batch {config.batch_size}, "
-          f"{config.epochs} epochs, seed {config.seed} -> {out}")
+    print(
+        f"           model {config.model} {config.hidden if 'mlp' in config.model else ''}, "
+        f"{config.optimizer} lr={config.learning_rate} ({config.schedule}), batch {config.batch_size}, "
+        f"{config.epochs} epochs, seed {config.seed} -> {out}"
+    )
     t0 = time.perf_counter()
     state = initial_state(config, parts)
-    result = fit(parts.model, parts.loss_fn, parts.optimizer, parts.dataset, epochs=config.epochs,
-                 batch_size=config.batch_size, state=state, out_dir=out, resume=args.resume,
-                 progress=not args.no_progress, config=config.to_json())
+    result = fit(
+        parts.model,
+        parts.loss_fn,
+        parts.optimizer,
+        parts.dataset,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        state=state,
+        out_dir=out,
+        resume=args.resume,
+        progress=not args.no_progress,
+        config=config.to_json(),
+    )
     elapsed = time.perf_counter() - t0
     evaluate = make_evaluate(parts.model, parts.loss_fn)
     splits = {name: evaluate(result.state, getattr(parts.dataset, name)) for name in ("train", "val", "test")}
-    summary = {"config": config.to_json(), "epochs_run": len(result.history), "seconds": elapsed,
-               "num_params": num_params(result.state.params), **{k: v for k, v in splits.items()}}
+    summary = {
+        "config": config.to_json(),
+        "epochs_run": len(result.history),
+        "seconds": elapsed,
+        "num_params": num_params(result.state.params),
+        **{k: v for k, v in splits.items()},
+    }
     write_json_atomic(os.path.join(out, SUMMARY_FILE), summary)
     if result.history:
-        plot_learning_curves(result.history, os.path.join(out, "learning_curve.png"),
-                             title=f"{config.model} on {config.dataset}")
-    rows = [("parameters", f"{summary['num_params']:,}"), ("epochs", str(len(result.history))),
-            ("steps", str(int(result.state.step))), ("time", f"{elapsed:.1f} s")]
+        plot_learning_curves(
+            result.history, os.path.join(out, "learning_curve.png"), title=f"{config.model} on {config.dataset}"
+        )
+    rows = [
+        ("parameters", f"{summary['num_params']:,}"),
+        ("epochs", str(len(result.history))),
+        ("steps", str(int(result.state.step))),
+        ("time", f"{elapsed:.1f} s"),
+    ]
     for name, m in splits.items():
         acc = f"   accuracy {100 * m['accuracy']:.2f} %" if "accuracy" in m else ""
         rows.append((name, f"loss {m['loss']:.4f}{acc}"))

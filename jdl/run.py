@@ -67,7 +67,7 @@ class RunConfig:
     seed: int = 0
     standardize: bool = True
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         """Check every field, raising one clear error for the first bad one."""
         check_positive_int(self.batch_size, "batch size", hint="e.g. --batch-size 64")
         check_positive_float(self.learning_rate, "learning rate", hint="e.g. --lr 1e-3")
@@ -91,7 +91,7 @@ class RunConfig:
         return dataclasses.asdict(self) | {"hidden": list(self.hidden)}
 
     @classmethod
-    def from_json(cls, d: dict) -> "RunConfig":
+    def from_json(cls, d: dict) -> RunConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - fields
         if unknown:
@@ -146,9 +146,7 @@ def build_run(config: RunConfig) -> RunParts:
     """Dataset, model, loss and optimizer for ``config``."""
     config.validate()
     ds = build_dataset(config)
-    model = get_model(
-        config.model, ds.input_shape, ds.num_classes, hidden=config.hidden, dropout_rate=config.dropout
-    )
+    model = get_model(config.model, ds.input_shape, ds.num_classes, hidden=config.hidden, dropout_rate=config.dropout)
     return RunParts(ds, model, cross_entropy, build_optimizer(config, len(ds.train["y"])))
 
 
@@ -168,8 +166,7 @@ def read_config(run_dir: str) -> RunConfig:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"{run_dir} is not a jdl run directory (no {CONFIG_FILE}); pass the --out directory "
-            "of a `jdl train` run"
+            f"{run_dir} is not a jdl run directory (no {CONFIG_FILE}); pass the --out directory of a `jdl train` run"
         )
     try:
         with open(path) as f:
@@ -212,8 +209,9 @@ def load_run(run_dir: str | os.PathLike, *, epoch: int | None = None) -> LoadedR
         state, meta = ckpt.restore(template, epoch)
     finally:
         ckpt.close()
-    return LoadedRun(parts.model, parts.loss_fn, state, parts.dataset, config,
-                     list(meta.get("history", [])), parts.optimizer)
+    return LoadedRun(
+        parts.model, parts.loss_fn, state, parts.dataset, config, list(meta.get("history", [])), parts.optimizer
+    )
 
 
 def read_history(run_dir: str) -> list[dict]:

@@ -4,7 +4,7 @@ names the problem and the fix, before anything is traced or compiled."""
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import jax.numpy as jnp
 import numpy as np
@@ -19,10 +19,7 @@ def check_batch_entries(batch) -> None:
         )
     missing = [k for k in ("x", "y") if k not in batch]
     if missing:
-        raise ValueError(
-            f"batch is missing {missing}; it has keys {sorted(batch)}. "
-            "Pass {'x': inputs, 'y': targets}"
-        )
+        raise ValueError(f"batch is missing {missing}; it has keys {sorted(batch)}. Pass {{'x': inputs, 'y': targets}}")
     lengths = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in batch.items()}
     if None in lengths.values():
         scalars = [k for k, n in lengths.items() if n is None]

@@ -89,6 +89,7 @@ def test_cli_resume_of_a_corrupt_run_is_reported(tmp_path, capsys):
 
 # --- the same checks through the Python API --------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def ds():
     return digits()

@@ -25,7 +25,6 @@ from jdl.training import (
     replicate,
     shard_batch,
 )
-from jdl.training.model import Variables
 from jdl.training.step import uses_convolution
 
 
@@ -45,6 +44,7 @@ def _tree_close(a, b, rtol, atol=0.0):
 
 
 # --- the model protocol --------------------------------------------------------------------
+
 
 def _nnx_model():
     return from_nnx(MLP(64, (32,), 10, dropout_rate=0.5, batch_norm=True, rngs=nnx.Rngs(0, dropout=1)))
@@ -122,6 +122,7 @@ def test_function_adapter_matches_closed_form_logistic_regression():
 
 # --- steps ---------------------------------------------------------------------------------
 
+
 def test_train_step_compiles_once_over_many_calls_and_epochs(data):
     ds, train = data
     traces = []
@@ -196,8 +197,7 @@ def test_fused_auto_avoids_scan_for_convolutions_on_cpu():
         assert fused.loop_kind(state, d, idx) == expected
         _, m = fused(state, d, idx)
         assert m["loss"].shape == (2,)
-    assert uses_convolution(lambda x: jax.lax.conv(x, jnp.ones((1, 1, 3, 3)), (1, 1), "SAME"),
-                            jnp.ones((1, 1, 8, 8)))
+    assert uses_convolution(lambda x: jax.lax.conv(x, jnp.ones((1, 1, 3, 3)), (1, 1), "SAME"), jnp.ones((1, 1, 8, 8)))
 
 
 def test_evaluate_is_the_exact_mean_over_all_examples(data):
@@ -252,6 +252,7 @@ def test_vmap_over_seeds_equals_separate_runs(data):
 
 # --- sharding ------------------------------------------------------------------------------
 
+
 def test_step_on_sharded_batch_equals_single_device(data):
     assert len(jax.devices()) >= 4, "conftest sets jax_num_cpu_devices=4"
     ds, train = data
@@ -286,6 +287,7 @@ def test_fit_with_a_data_parallel_mesh_matches_single_device(data):
 
 # --- fit -----------------------------------------------------------------------------------
 
+
 def test_fit_learns_xor_with_full_batch_gradient_descent():
     ds = xor()
     model = get_model("mlp", ds.input_shape, 2, hidden=(16,))
@@ -311,8 +313,17 @@ def test_fit_history_and_callbacks(data, tmp_path):
 
     rec = Recorder()
     model = get_model("mlp", ds.input_shape, 10, hidden=(16,))
-    result = fit(model, cross_entropy, optax.adam(1e-2), ds, epochs=3, batch_size=128,
-                 steps_per_call=4, callbacks=[rec], out_dir=tmp_path)
+    result = fit(
+        model,
+        cross_entropy,
+        optax.adam(1e-2),
+        ds,
+        epochs=3,
+        batch_size=128,
+        steps_per_call=4,
+        callbacks=[rec],
+        out_dir=tmp_path,
+    )
     steps_per_epoch = -(-len(ds.train["y"]) // 128)
     assert [r["step"] for r in result.history] == [steps_per_epoch * (e + 1) for e in range(3)]
     assert rec.steps[:3] == [4, 8, 9]  # 9 full batches in calls of 4, then the partial batch

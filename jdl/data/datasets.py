@@ -8,8 +8,9 @@ deterministic for a given seed.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from importlib import resources
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -96,17 +97,13 @@ def two_moons(num_samples: int = 1000, *, noise: float = 0.1, seed: int = 0) -> 
     n1 = num_samples - n0
     t0 = np.linspace(0, np.pi, n0)
     t1 = np.linspace(0, np.pi, n1)
-    x = np.concatenate(
-        [np.stack([np.cos(t0), np.sin(t0)], 1), np.stack([1 - np.cos(t1), 0.5 - np.sin(t1)], 1)]
-    )
+    x = np.concatenate([np.stack([np.cos(t0), np.sin(t0)], 1), np.stack([1 - np.cos(t1), 0.5 - np.sin(t1)], 1)])
     x = x + noise * rng.standard_normal(x.shape)
     y = np.concatenate([np.zeros(n0), np.ones(n1)]).astype(np.int32)
     return Dataset("two_moons", *split_arrays(x, y, val_fraction=0.1, test_fraction=0.2, seed=seed), 2)
 
 
-def spirals(
-    num_samples: int = 1500, *, num_classes: int = 3, noise: float = 0.2, seed: int = 0
-) -> Dataset:
+def spirals(num_samples: int = 1500, *, num_classes: int = 3, noise: float = 0.2, seed: int = 0) -> Dataset:
     """``num_classes`` interleaved spiral arms in 2-D (the CS231n toy problem)."""
     rng = np.random.default_rng(seed)
     per = num_samples // num_classes
@@ -117,9 +114,7 @@ def spirals(
         xs.append(np.stack([r * np.sin(t), r * np.cos(t)], 1))
         ys.append(np.full(per, c))
     x, y = np.concatenate(xs), np.concatenate(ys)
-    return Dataset(
-        "spirals", *split_arrays(x, y, val_fraction=0.1, test_fraction=0.2, seed=seed), num_classes
-    )
+    return Dataset("spirals", *split_arrays(x, y, val_fraction=0.1, test_fraction=0.2, seed=seed), num_classes)
 
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -144,6 +139,7 @@ def digits(*, flatten: bool = True, seed: int = 0) -> Dataset:
 
 
 # --- MNIST-1D ---------------------------------------------------------------------
+
 
 def _mnist1d_templates() -> np.ndarray:
     """The ten 12-point digit templates of MNIST-1D (Greydanus 2020)."""
@@ -263,9 +259,7 @@ def load_dataset(name: str, **kwargs) -> Dataset:
     try:
         loader = DATASETS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}"
-        ) from None
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}") from None
     return loader(**kwargs)
 
 

@@ -10,7 +10,7 @@ are the usual choices, seeds 001/003).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -51,11 +51,7 @@ def epoch_indices(
             f"batch_size={batch_size} is larger than the {num_examples} training examples; "
             f"use batch_size <= {num_examples}"
         )
-    order = (
-        epoch_permutation(key, epoch, num_examples)
-        if shuffle
-        else jnp.arange(num_examples)
-    ).astype(jnp.int32)
+    order = (epoch_permutation(key, epoch, num_examples) if shuffle else jnp.arange(num_examples)).astype(jnp.int32)
     steps = num_examples // batch_size
     full = order[: steps * batch_size].reshape(steps, batch_size)
     rest = order[steps * batch_size :] if num_examples % batch_size else None

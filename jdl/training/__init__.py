@@ -18,8 +18,8 @@ from jdl.training.sharding import shard_batch as shard_batch
 from jdl.training.state import TrainState as TrainState
 from jdl.training.state import create_train_state as create_train_state
 from jdl.training.step import classification_metrics as classification_metrics
-from jdl.training.step import make_evaluate as make_evaluate
 from jdl.training.step import make_eval_step as make_eval_step
+from jdl.training.step import make_evaluate as make_evaluate
 from jdl.training.step import make_fused_train_step as make_fused_train_step
 from jdl.training.step import make_loss as make_loss
 from jdl.training.step import make_train_step as make_train_step

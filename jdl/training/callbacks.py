@@ -76,8 +76,15 @@ class EarlyStopping(Callback):
     run ends with the parameters of the best epoch.
     """
 
-    def __init__(self, monitor: str = "val_loss", *, patience: int = 5, min_delta: float = 0.0,
-                 mode: str = "min", restore_best: bool = True):
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        *,
+        patience: int = 5,
+        min_delta: float = 0.0,
+        mode: str = "min",
+        restore_best: bool = True,
+    ):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.monitor, self.patience, self.min_delta = monitor, patience, min_delta

@@ -23,9 +23,7 @@ from jdl.training.state import TrainState
 def tree_spec(tree: Any) -> list[list]:
     """``[[path, shape, dtype], ...]`` for each leaf, as JSON-friendly lists."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return [
-        [jax.tree_util.keystr(path), list(np.shape(leaf)), str(leaf.dtype)] for path, leaf in flat
-    ]
+    return [[jax.tree_util.keystr(path), list(np.shape(leaf)), str(leaf.dtype)] for path, leaf in flat]
 
 
 def _first_difference(saved: list, current: list) -> str | None:
@@ -81,9 +79,7 @@ class Checkpointer:
         if epoch is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         try:
-            return dict(
-                self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-            )
+            return dict(self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
         except Exception as e:  # orbax raises many kinds on damaged files
             raise ValueError(
                 f"the checkpoint {os.path.join(self.directory, str(epoch))} is unreadable "

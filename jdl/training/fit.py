@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -139,9 +140,7 @@ def fit(
         check_batch_entries(val)
     n = int(np.shape(train["y"])[0])
     if batch_size > n:
-        raise ValueError(
-            f"batch_size={batch_size} is larger than the {n} training examples; use at most {n}"
-        )
+        raise ValueError(f"batch_size={batch_size} is larger than the {n} training examples; use at most {n}")
     if mesh is not None:
         shd.check_divisible(batch_size, mesh)
 
@@ -150,9 +149,7 @@ def fit(
     if out_dir is not None:
         out_dir = check_writable_dir(out_dir)
         ckpt_dir = os.path.join(out_dir, CHECKPOINT_DIR)
-        has_run = os.path.isdir(ckpt_dir) and any(
-            name.isdigit() for name in os.listdir(ckpt_dir)
-        )
+        has_run = os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))
         if has_run and not resume:
             raise FileExistsError(
                 f"{out_dir} already holds a run (checkpoints in {ckpt_dir}); pass resume=True "
@@ -186,7 +183,11 @@ def fit(
     val_dev = _to_device(val, data_sharding) if val is not None else None
 
     fused = make_fused_train_step(
-        model, loss_fn, optimizer, metrics_fn=metrics_fn, loop=loop,
+        model,
+        loss_fn,
+        optimizer,
+        metrics_fn=metrics_fn,
+        loop=loop,
         batch_sharding=shd.batch_sharding(mesh) if mesh is not None else None,
     )
     single = make_train_step(model, loss_fn, optimizer, metrics_fn=metrics_fn)
@@ -195,9 +196,17 @@ def fit(
     steps_per_epoch = n // batch_size
     chunk = steps_per_epoch if steps_per_call is None else check_positive_int(steps_per_call, "steps_per_call")
     ctx = FitContext(
-        model=model, loss_fn=loss_fn, optimizer=optimizer, train_data=train_dev,
-        val_data=val_dev, batch_size=batch_size, epochs=epochs, epoch=start_epoch,
-        step=int(state.step), history=history, out_dir=out_dir,
+        model=model,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        train_data=train_dev,
+        val_data=val_dev,
+        batch_size=batch_size,
+        epochs=epochs,
+        epoch=start_epoch,
+        step=int(state.step),
+        history=history,
+        out_dir=out_dir,
     )
     if out_dir is not None:
         _write_history(out_dir, history)
@@ -207,8 +216,7 @@ def fit(
     _, data_key = step_keys(state.key)
     remaining_steps = (epochs - start_epoch) * (steps_per_epoch + (0 if drop_last or n % batch_size == 0 else 1))
     show = _is_terminal() if progress is None else bool(progress)
-    bar = tqdm(total=max(remaining_steps, 0), disable=not show, unit="step", dynamic_ncols=True,
-               leave=False)
+    bar = tqdm(total=max(remaining_steps, 0), disable=not show, unit="step", dynamic_ncols=True, leave=False)
     try:
         for epoch in range(start_epoch, epochs):
             ctx.epoch = epoch
@@ -241,11 +249,16 @@ def fit(
             if checkpointer is not None:
                 _write_history(out_dir, history)
                 if (epoch + 1) % checkpoint_every == 0 or last:
-                    checkpointer.save(epoch, state, {
-                        "history": history, "config": config or {},
-                        "callbacks": [cb.get_state() for cb in callbacks],
-                        "model": model.name,
-                    })
+                    checkpointer.save(
+                        epoch,
+                        state,
+                        {
+                            "history": history,
+                            "config": config or {},
+                            "callbacks": [cb.get_state() for cb in callbacks],
+                            "model": model.name,
+                        },
+                    )
             if ctx.stop_training:
                 break
         for cb in callbacks:

@@ -16,7 +16,8 @@ Linen module (:func:`from_linen`) or a bare function of a params pytree
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -86,9 +87,7 @@ def from_nnx(module: nnx.Module, *, name: str | None = None) -> Model:
     :func:`from_nnx_factory` to initialise from ``key``.
     """
     module.train()
-    graphdef_train, params, rng_state, model_state = nnx.split(
-        module, nnx.Param, nnx.RngState, ...
-    )
+    graphdef_train, params, rng_state, model_state = nnx.split(module, nnx.Param, nnx.RngState, ...)
     module.eval()
     graphdef_eval, *_ = nnx.split(module, nnx.Param, nnx.RngState, ...)
     module.train()
@@ -138,9 +137,7 @@ def _nnx_apply(graphdef_train, graphdef_eval, rng_state) -> ApplyFn:
 
     def apply(variables: Variables, x, *, train: bool, key=None):
         graphdef = graphdef_train if train else graphdef_eval
-        module = nnx.merge(
-            graphdef, variables.params, reseeded(key), variables.model_state, copy=True
-        )
+        module = nnx.merge(graphdef, variables.params, reseeded(key), variables.model_state, copy=True)
         outputs = module(x)
         new_model_state = nnx.split(module, nnx.Param, nnx.RngState, ...)[3]
         return outputs, new_model_state
@@ -187,9 +184,7 @@ def from_linen(
             rngs = {c: jax.random.fold_in(key, i) for i, c in enumerate(rng_collections)}
         collections = list(variables.model_state.keys())
         if train and collections:
-            outputs, new_state = module.apply(
-                all_vars, x, rngs=rngs, mutable=collections, **_kwargs(train)
-            )
+            outputs, new_state = module.apply(all_vars, x, rngs=rngs, mutable=collections, **_kwargs(train))
             return outputs, dict(new_state)
         outputs = module.apply(all_vars, x, rngs=rngs, **_kwargs(train))
         return outputs, variables.model_state

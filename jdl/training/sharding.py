@@ -10,7 +10,8 @@ building the mesh) use the same entry points.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np

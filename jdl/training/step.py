@@ -11,7 +11,8 @@ hyperparameter sweeps), and it runs unchanged on batches sharded over devices.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -48,9 +49,7 @@ def make_loss(model: Model, loss_fn: LossFn, *, train: bool = False) -> Callable
     """
 
     def loss(params, model_state, batch, key=None):
-        outputs, new_model_state = model.apply(
-            Variables(params, model_state), batch["x"], train=train, key=key
-        )
+        outputs, new_model_state = model.apply(Variables(params, model_state), batch["x"], train=train, key=key)
         return _mean_loss(loss_fn, outputs, batch["y"]), (outputs, new_model_state)
 
     return loss
@@ -67,15 +66,17 @@ def _train_step_fn(model: Model, loss_fn: LossFn, optimizer, metrics_fn: Metrics
             state.params, state.model_state, batch, key
         )
         updates, opt_state = _optimizer_update(
-            optimizer, grads, state.opt_state, state.params, value,
+            optimizer,
+            grads,
+            state.opt_state,
+            state.params,
+            value,
             lambda p: loss(p, state.model_state, batch, key)[0],
         )
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": value, "grad_norm": optax.tree.norm(grads)}
         metrics.update(metrics_fn(outputs, batch["y"]))
-        new_state = state.replace(
-            params=params, model_state=model_state, opt_state=opt_state, step=state.step + 1
-        )
+        new_state = state.replace(params=params, model_state=model_state, opt_state=opt_state, step=state.step + 1)
         return new_state, metrics
 
     return train_step
@@ -88,9 +89,7 @@ def _optimizer_update(optimizer, grads, opt_state, params, value, value_fn):
     function of the current minibatch from ``value_fn``. Plain transforms ignore them.
     """
     if isinstance(optimizer, optax.GradientTransformationExtraArgs):
-        return optimizer.update(
-            grads, opt_state, params, value=value, grad=grads, value_fn=value_fn
-        )
+        return optimizer.update(grads, opt_state, params, value=value, grad=grads, value_fn=value_fn)
     return optimizer.update(grads, opt_state, params)
 
 
@@ -311,7 +310,9 @@ def make_evaluate(
         full = (n // batch_size) * batch_size
         totals: dict[str, float] = {}
         if full:
-            stacked = {k: jnp.reshape(v[:full], (full // batch_size, batch_size) + v.shape[1:]) for k, v in data.items()}
+            stacked = {
+                k: jnp.reshape(v[:full], (full // batch_size, batch_size) + v.shape[1:]) for k, v in data.items()
+            }
             for k, v in full_batches(state, stacked).items():
                 totals[k] = float(jnp.sum(v)) * batch_size
         if n - full:

@@ -50,10 +50,11 @@ def add_train_parser(sub) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="; ".join(f"{k}: {v.description}" for k, v in sorted(MODELS.items())) + f" (default {d.model})",
+        help="; ".join(f"{k}: {v.description}" for k, v in sorted(MODELS.items()) if v.task == "classification")
+        + f" (default {d.model})",
     )
     p.add_argument(
-        "--hidden", type=_hidden, default=None, help=f"hidden widths (default {','.join(map(str, d.hidden))})"
+        "--hidden", type=_hidden, default=None, help="hidden widths, e.g. 256,256 (default: the model's own)"
     )
     p.add_argument("--dropout", type=float, default=None, help=f"dropout rate (default {d.dropout})")
     p.add_argument("--optimizer", default=None, help=f"jdl or Optax optimizer name (default {d.optimizer})")
@@ -128,13 +129,14 @@ def cmd_train(args) -> int:
     if not args.resume:
         write_json_atomic(os.path.join(out, CONFIG_FILE), config.to_json())
     print(f"jdl train: {parts.dataset.summary()}")
+    t0 = time.perf_counter()
+    state = initial_state(config, parts)
+    hidden = f" {','.join(map(str, config.hidden))}" if config.hidden else ""
     print(
-        f"           model {config.model} {config.hidden if 'mlp' in config.model else ''}, "
+        f"           model {config.model}{hidden} ({num_params(state.params):,} parameters), "
         f"{config.optimizer} lr={config.learning_rate} ({config.schedule}), batch {config.batch_size}, "
         f"{config.epochs} epochs, seed {config.seed} -> {out}"
     )
-    t0 = time.perf_counter()
-    state = initial_state(config, parts)
     result = fit(
         parts.model,
         parts.loss_fn,

@@ -44,7 +44,7 @@ class RunConfig:
     Attributes:
       dataset: a name from :data:`jdl.data.DATASETS`.
       model: a name from :data:`jdl.models.MODELS`.
-      hidden: hidden widths for models that take them.
+      hidden: hidden widths for models that take them (``None``: the model's default).
       dropout: dropout rate for models that take it.
       optimizer: a jdl or Optax optimizer name.
       learning_rate: peak learning rate η.
@@ -57,7 +57,7 @@ class RunConfig:
 
     dataset: str = "digits"
     model: str = "mlp"
-    hidden: tuple[int, ...] = (256, 256)
+    hidden: tuple[int, ...] | None = None
     dropout: float = 0.0
     optimizer: str = "adam"
     learning_rate: float = 2e-3
@@ -77,18 +77,23 @@ class RunConfig:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if any((not isinstance(h, int)) or h <= 0 for h in self.hidden):
+        if self.hidden is not None and (not self.hidden or any(not isinstance(h, int) or h <= 0 for h in self.hidden)):
             raise ValueError(f"hidden widths must be positive integers, got {self.hidden}")
         from jdl.data import DATASETS
 
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {sorted(DATASETS)}")
-        model_entry(self.model)  # raises for an unknown name
+        entry = model_entry(self.model)  # raises for an unknown name
+        if entry.task != "classification":
+            raise ValueError(
+                f"model {self.model!r} is a {entry.task} model, and `jdl train` trains classifiers; "
+                f"choose one of {classifier_names()}, or see examples/ for training {self.model}"
+            )
         get_optimizer(self.optimizer, self.learning_rate)  # raises for an unknown name
         return self
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self) | {"hidden": list(self.hidden)}
+        return dataclasses.asdict(self) | {"hidden": None if self.hidden is None else list(self.hidden)}
 
     @classmethod
     def from_json(cls, d: dict) -> RunConfig:
@@ -97,9 +102,16 @@ class RunConfig:
         if unknown:
             raise ValueError(f"config has unknown fields {sorted(unknown)}")
         d = dict(d)
-        if "hidden" in d:
+        if d.get("hidden") is not None:
             d["hidden"] = tuple(d["hidden"])
         return cls(**d)
+
+
+def classifier_names() -> list[str]:
+    """The registered models that `jdl train` can train (classifiers)."""
+    from jdl.models import MODELS
+
+    return sorted(name for name, entry in MODELS.items() if entry.task == "classification")
 
 
 class RunParts(NamedTuple):
@@ -146,7 +158,10 @@ def build_run(config: RunConfig) -> RunParts:
     """Dataset, model, loss and optimizer for ``config``."""
     config.validate()
     ds = build_dataset(config)
-    model = get_model(config.model, ds.input_shape, ds.num_classes, hidden=config.hidden, dropout_rate=config.dropout)
+    options = {"dropout_rate": config.dropout}
+    if config.hidden is not None:
+        options["hidden"] = config.hidden
+    model = get_model(config.model, ds.input_shape, ds.num_classes, **options)
     return RunParts(ds, model, cross_entropy, build_optimizer(config, len(ds.train["y"])))
 
 

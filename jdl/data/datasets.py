@@ -171,13 +171,12 @@ def _interpolate(x: np.ndarray, n: int) -> np.ndarray:
     return np.stack([np.interp(new, old, row) for row in x])
 
 
-def _smooth_noise(rng, shape, scale: float) -> np.ndarray:
-    """Correlated noise: white noise smoothed with a Gaussian kernel (σ = 2 points)."""
-    kernel = np.exp(-0.5 * (np.arange(-6, 7) / 2.0) ** 2)
+def _gaussian_filter(x: np.ndarray, sigma: float = 2.0, truncate: float = 4.0) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter1d(x, sigma)`` (mode "reflect") without SciPy."""
+    radius = int(truncate * sigma + 0.5)
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     kernel /= kernel.sum()
-    white = rng.standard_normal(shape)
-    smooth = np.stack([np.convolve(row, kernel, mode="same") for row in white])
-    return scale * smooth / (smooth.std() + 1e-12)
+    return np.convolve(np.pad(x, radius, mode="symmetric"), kernel, mode="valid")
 
 
 def mnist1d_arrays(
@@ -195,36 +194,32 @@ def mnist1d_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Generate MNIST-1D procedurally (Greydanus, 2020, "Scaling down deep learning").
 
-    Each example is one of ten 1-D templates, padded with a random amount of
-    zeros, stretched, translated (circularly), given correlated and i.i.d. noise
-    and a linear shear, then resampled to ``length`` points. The pipeline and
-    its defaults follow the reference generator; the random draws differ, so the
-    arrays are not bit-identical to the published dataset.
+    Step for step as the reference ``transform.py``: take one of ten 12-point
+    templates, append ``p ~ U{36..60}`` zeros, resample to 72 points, scale the
+    amplitude by ``1 + scale_coeff·(u − ½)``, roll by ``k ~ U{0..47}``, fill the
+    zero (padding) region with Gaussian-filtered noise (σ = 2 points), add
+    i.i.d. noise, subtract a shear ``shear_scale·(u − ½)·linspace(−½, ½)``, and
+    resample to ``length``. The random draws differ from the reference's, so the
+    arrays are not bit-identical to the published dataset, but the task is the
+    same (logistic regression ≈ 30 %, an MLP ≈ 60 %, a 1-D CNN ≈ 90 %).
     """
     rng = np.random.default_rng(seed)
     templates = _mnist1d_templates()
     y = np.arange(num_samples) % 10
     rng.shuffle(y)
     base_len = template_length + padding[1]
-    xs = np.empty((num_samples, base_len))
+    xs = np.empty((num_samples, length))
     for i, label in enumerate(y):
-        pad = rng.integers(*padding)
-        left = rng.integers(0, pad + 1)
-        row = np.concatenate([np.zeros(left), templates[label] + 1e-8, np.zeros(pad - left)])
-        xs[i] = _interpolate(row[None], base_len)[0]
-    # random stretch: resample around the centre by a factor in [1 - s, 1 + s]
-    factors = 1 + scale_coeff * (2 * rng.random(num_samples) - 1)
-    grid = np.arange(base_len)
-    centre = base_len / 2
-    for i in range(num_samples):
-        xs[i] = np.interp((grid - centre) / factors[i] + centre, grid, xs[i], left=0.0, right=0.0)
-    shifts = rng.integers(-max_translation, max_translation + 1, num_samples)
-    xs = np.stack([np.roll(row, s) for row, s in zip(xs, shifts)])
-    xs = xs + _smooth_noise(rng, xs.shape, corr_noise_scale)
-    xs = xs + iid_noise_scale * rng.standard_normal(xs.shape)
-    slopes = shear_scale * (2 * rng.random(num_samples) - 1)
-    xs = xs + slopes[:, None] * np.linspace(-0.5, 0.5, base_len)[None]
-    xs = _interpolate(xs, length)
+        pad = padding[0] + int(rng.random() * (padding[1] - padding[0] + 1))
+        x = np.concatenate([templates[label] + 1e-8, np.zeros(pad)])
+        x = _interpolate(x[None], base_len)[0]
+        x = x * (1 + scale_coeff * (rng.random() - 0.5))
+        x = np.roll(x, int(rng.integers(max_translation)))
+        noise = _gaussian_filter(corr_noise_scale * rng.standard_normal(base_len))
+        x = np.where(x != 0, x, noise)
+        x = x + iid_noise_scale * rng.standard_normal(base_len)
+        x = x - shear_scale * (rng.random() - 0.5) * np.linspace(-0.5, 0.5, base_len)
+        xs[i] = _interpolate(x[None], length)[0]
     return xs.astype(np.float32), y.astype(np.int32)
 
 

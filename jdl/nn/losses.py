@@ -2,13 +2,29 @@
 
 Class scores are logits; softmax and log-softmax are evaluated stably as
 ``z - max(z) - log Σ exp(z - max(z))`` (Optax's implementation does this).
+
+Per-example losses reduce every axis but the batch axis, so they plug into
+:func:`jdl.training.make_train_step` unchanged. Penalties on parameters
+(:func:`l1_penalty`, :func:`l2_penalty`) return scalars to add to a loss.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
+
+PyTree = Any
+
+
+def _per_example_sum(values: jax.Array) -> jax.Array:
+    """Sum over every axis but the first (a scalar per example)."""
+    if values.ndim <= 1:
+        return values
+    return jnp.sum(jnp.reshape(values, (values.shape[0], -1)), axis=-1)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -24,3 +40,129 @@ def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
     """``½ Σ_i (ŷ_i − y_i)²`` per example, the seed's ½-scaled squared error."""
     diff = predictions - targets
     return 0.5 * jnp.sum(jnp.reshape(diff * diff, (diff.shape[0], -1)), axis=-1)
+
+
+def negative_log_likelihood(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
+    """``−log p_y`` for models whose outputs already are log-probabilities (e.g. a
+    final :func:`jax.nn.log_softmax`); equals :func:`cross_entropy` of the logits."""
+    picked = jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)
+    return -picked[..., 0]
+
+
+def binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Binary cross-entropy of targets in [0, 1] under ``sigmoid(logits)``, per example.
+
+    ``ℓ(z, t) = −[t log σ(z) + (1 − t) log(1 − σ(z))] = softplus(z) − t·z``,
+    evaluated stably (Optax's ``sigmoid_binary_cross_entropy``) and summed over
+    every axis but the batch axis (pixels of an image, say). Seed 001 writes
+    this loss as ``(1/n) Σ (t ln o + (1 − t) ln(1 − o))²``: the square is a slip
+    and the sign is missing (that expression is not a likelihood); this is the
+    standard form.
+    """
+    labels = jnp.asarray(labels, logits.dtype)
+    return _per_example_sum(optax.sigmoid_binary_cross_entropy(logits, labels))
+
+
+def smooth_labels(labels: jax.Array, num_classes: int, smoothing: float) -> jax.Array:
+    """Soft targets for integer labels: ``1 − (k−1)ε/k`` on the true class, ``ε/k`` elsewhere.
+
+    Seed 001's label smoothing with ``k = num_classes`` and ``ε = smoothing``;
+    Optax's ``smooth_labels`` computes ``(1 − ε)·onehot + ε/k``, the same thing.
+    """
+    if not 0.0 <= smoothing <= 1.0:
+        raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
+    return optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing)
+
+
+def label_smoothing_cross_entropy(smoothing: float = 0.1) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """A loss ``(logits, labels) -> ℓ``: cross-entropy against :func:`smooth_labels`.
+
+    ``ℓ = −Σ_j q_j log softmax(z)_j`` with ``q`` the smoothed targets; ``smoothing=0``
+    gives :func:`cross_entropy`. Label smoothing is noise injected at the output
+    (seed 001): the model is never asked for probability 1, so its logits stay finite.
+
+    References:
+      Szegedy, Vanhoucke, Ioffe, Shlens & Wojna (2016), "Rethinking the
+      Inception architecture", CVPR, §7.
+    """
+    if not 0.0 <= smoothing <= 1.0:
+        raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
+
+    def loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+        targets = smooth_labels(labels, logits.shape[-1], smoothing)
+        return optax.softmax_cross_entropy(logits, targets)
+
+    return loss
+
+
+def perceptron_loss(scores: jax.Array, labels: jax.Array) -> jax.Array:
+    """The perceptron criterion ``max_j s_j − s_y ≥ 0`` (zero when the prediction is right).
+
+    For a binary perceptron with scores ``(0, w·x + b)`` (see
+    :class:`jdl.models.Perceptron`) and ``t = 2y − 1 ∈ {−1, +1}`` this is
+    ``max(0, −t (w·x + b))``, whose gradient on a mistake is ``−t x``: one SGD
+    step with rate η is the perceptron rule ``w ← w + η t x`` (seed 001 writes
+    it ``Δw = η (t − o) x`` with ``o = sign(w·x)``, which on a mistake is
+    ``2 η t x`` — the same rule with the rate doubled). With more classes it is
+    the multiclass perceptron.
+
+    References:
+      Rosenblatt (1958); Duda, Hart & Stork, "Pattern classification", §5.5.
+    """
+    true_score = jnp.take_along_axis(scores, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return jnp.max(scores, axis=-1) - true_score
+
+
+def l1_penalty(params: PyTree) -> jax.Array:
+    """``‖w‖₁ = Σ |w|`` over every leaf of ``params``; its gradient is ``sign(w)`` (seed 001).
+
+    Add ``α · l1_penalty(params)`` to a loss; filter ``params`` first (e.g. only
+    kernels) to leave biases unpenalised.
+    """
+    leaves = jax.tree.leaves(params)
+    return sum((jnp.sum(jnp.abs(p)) for p in leaves), jnp.zeros((), jnp.float32))
+
+
+def l2_penalty(params: PyTree) -> jax.Array:
+    """``½ ‖w‖₂² = ½ Σ w²`` over every leaf of ``params`` (seed 001's ``½ α ‖w‖²`` without α).
+
+    Its gradient is ``w``, so gradient descent on ``J + α·l2_penalty`` shrinks
+    the weights by ``(1 − ηα)`` each step: weight decay.
+    """
+    leaves = jax.tree.leaves(params)
+    return 0.5 * sum((jnp.sum(p * p) for p in leaves), jnp.zeros((), jnp.float32))
+
+
+def kl_divergence_standard_normal(mean: jax.Array, log_variance: jax.Array) -> jax.Array:
+    """``KL(N(μ, diag σ²) ‖ N(0, I)) = ½ Σ (μ² + σ² − log σ² − 1)`` per example.
+
+    The closed-form regulariser of a VAE's evidence lower bound
+    (Kingma & Welling, 2014, appendix B).
+    """
+    return 0.5 * _per_example_sum(mean * mean + jnp.exp(log_variance) - log_variance - 1.0)
+
+
+def discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+    """The GAN discriminator's loss ``−log D(x) − log(1 − D(G(z)))``, averaged.
+
+    ``D = sigmoid(logits)``; ``−log σ(a) = softplus(−a)`` and
+    ``−log(1 − σ(a)) = softplus(a)`` keep it stable. Minimising it maximises
+    the value function ``V(D, G)`` of seed 001 over ``D``.
+    """
+    return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+
+
+def generator_loss(fake_logits: jax.Array, *, non_saturating: bool = True) -> jax.Array:
+    """The GAN generator's loss, averaged over the fake samples.
+
+    ``non_saturating=True``: ``−log D(G(z)) = softplus(−a)``, the loss seed 001
+    recommends — early in training, when ``D`` rejects the fakes confidently,
+    ``log(1 − D(G(z)))`` saturates (its gradient vanishes) while this one does not.
+    ``non_saturating=False``: the minimax form ``log(1 − D(G(z))) = −softplus(a)``.
+
+    References:
+      Goodfellow et al. (2014), "Generative adversarial nets", NeurIPS, §3.
+    """
+    if non_saturating:
+        return jnp.mean(jax.nn.softplus(-fake_logits))
+    return -jnp.mean(jax.nn.softplus(fake_logits))

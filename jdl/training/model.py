@@ -104,10 +104,12 @@ def from_nnx_factory(make_module: Callable[[nnx.Rngs], nnx.Module], *, name: str
     """Build a :class:`Model` from ``make_module(rngs) -> nnx.Module``.
 
     Unlike :func:`from_nnx`, ``init(key, sample)`` really initialises from
-    ``key`` (under ``jax.eval_shape`` once for the structure, then for real),
-    so ``jax.vmap(model.init)`` over keys builds an ensemble.
+    ``key``, so ``jax.vmap(model.init)`` over keys builds an ensemble. The
+    structure is taken once from an abstract module (``nnx.eval_shape``), so
+    building the model allocates nothing.
     """
-    template = make_module(nnx.Rngs(0))
+    # The structure only: built abstractly (no initialiser runs, nothing is allocated).
+    template = nnx.eval_shape(lambda: make_module(nnx.Rngs(0)))
     base = from_nnx(template, name=name or type(template).__name__)
 
     def init(key: jax.Array, sample: jax.Array) -> Variables:
@@ -124,15 +126,15 @@ def _nnx_apply(graphdef_train, graphdef_eval, rng_state) -> ApplyFn:
     rng_leaves, rng_treedef = jax.tree.flatten(rng_state)
 
     def reseeded(key: jax.Array | None):
-        if key is None:
-            return rng_state
-        key = _as_typed_key(key)
+        # Always fresh values derived from the key (a fixed one when there is none, as in
+        # eval mode), so the stored rng state is only a template and may be abstract.
+        key = jax.random.key(0) if key is None else _as_typed_key(key)
         fresh = []
         for i, leaf in enumerate(rng_leaves):
             if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
                 fresh.append(jax.random.fold_in(key, i))
             else:  # the stream's counter
-                fresh.append(jnp.zeros_like(leaf))
+                fresh.append(jnp.zeros(leaf.shape, leaf.dtype))
         return jax.tree.unflatten(rng_treedef, fresh)
 
     def apply(variables: Variables, x, *, train: bool, key=None):

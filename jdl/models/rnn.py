@@ -1,0 +1,98 @@
+"""Recurrent classifiers: plain RNN, LSTM, GRU, stacked and bidirectional.
+
+Each layer is Flax's ``nnx.RNN`` (a ``lax.scan`` over time, so the step is
+compiled once and backpropagation through time is the scan's derivative);
+bidirectional layers are ``nnx.Bidirectional``. Clip gradients when training
+them (``optax.clip_by_global_norm``): the recurrence can make them explode
+(seed 003, 004).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jdl.models.sequence import as_sequence
+from jdl.nn.recurrent import CellKind, recurrent_cell
+
+Readout = Literal["last", "mean"]
+
+
+class RecurrentClassifier(nnx.Module):
+    """``(N, T[, C])`` → stacked recurrent layers → readout → Linear → logits.
+
+    Args:
+      in_features: features per time step ``C`` (1 for ``(N, T)`` inputs; ``W·C``
+        for images read row by row).
+      num_classes: outputs.
+      cell: ``"rnn"`` (tanh Elman cell), ``"lstm"`` or ``"gru"``.
+      hidden: hidden size of each stacked layer, e.g. ``(64,)``.
+      bidirectional: run each layer forwards and backwards and concatenate.
+      readout: ``"last"``: the final hidden state (for a bidirectional layer, the
+        forward direction's last and the backward direction's first step);
+        ``"mean"``: the average over time.
+      forget_bias: initial LSTM forget-gate bias (seed 003: 1).
+      radius: spectral radius of the plain RNN's initial recurrent matrix
+        (``None``: orthogonal, radius 1).
+      rngs: ``nnx.Rngs``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        cell: CellKind = "lstm",
+        hidden: Sequence[int] = (64,),
+        bidirectional: bool = False,
+        readout: Readout = "last",
+        forget_bias: float = 1.0,
+        radius: float | None = None,
+        rngs: nnx.Rngs,
+    ):
+        hidden = tuple(int(h) for h in hidden)
+        if not hidden or any(h <= 0 for h in hidden):
+            raise ValueError(f"hidden must list at least one positive width, got {hidden}")
+        if readout not in ("last", "mean"):
+            raise ValueError(f"readout must be 'last' or 'mean', got {readout!r}")
+        self.bidirectional = bidirectional
+        self.readout = readout
+        self.last_width = hidden[-1]
+
+        def make_rnn(a: int, b: int, reverse: bool) -> nnx.RNN:
+            c = recurrent_cell(cell, a, b, forget_bias=forget_bias, radius=radius, rngs=rngs)
+            return nnx.RNN(c, reverse=reverse, keep_order=True, rngs=rngs)
+
+        layers = []
+        width = in_features
+        for h in hidden:
+            if bidirectional:
+                layers.append(nnx.Bidirectional(make_rnn(width, h, False), make_rnn(width, h, True), rngs=rngs))
+                width = 2 * h
+            else:
+                layers.append(make_rnn(width, h, False))
+                width = h
+        self.layers = nnx.List(layers)
+        self.head = nnx.Linear(width, num_classes, rngs=rngs)
+
+    def sequence_features(self, x: jax.Array) -> jax.Array:
+        """Hidden states of the last layer at every step, ``(N, T, width)``."""
+        x = as_sequence(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = self.sequence_features(x)
+        if self.readout == "mean":
+            features = jnp.mean(h, axis=1)
+        elif self.bidirectional:
+            w = self.last_width
+            features = jnp.concatenate([h[:, -1, :w], h[:, 0, w:]], axis=-1)
+        else:
+            features = h[:, -1]
+        return self.head(features)

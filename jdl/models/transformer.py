@@ -1,0 +1,114 @@
+"""A small Transformer encoder for classifying sequences (seed 000: attention reads the
+whole sequence at once, in parallel, and picks out what is relevant).
+
+Tokens are non-overlapping patches of ``patch_size`` time steps (a ViT-style
+embedding: ``patch_size=1`` makes every step a token), embedded linearly, with
+learned position embeddings. Each block is pre-norm:
+
+    x ← x + MHSA(LN(x)),    x ← x + MLP(LN(x))
+
+with multi-head self-attention ``softmax(QKᵀ/√d_k) V`` per head (Flax's
+``nnx.MultiHeadAttention``). The encoded tokens are averaged and classified.
+
+References:
+  Vaswani et al. (2017), "Attention is all you need", NeurIPS;
+  Dosovitskiy et al. (2021), "An image is worth 16×16 words", ICLR.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jdl.models.sequence import as_sequence
+
+
+class TransformerBlock(nnx.Module):
+    """Pre-norm encoder block: ``x + MHSA(LN(x))`` then ``x + MLP(LN(x))``.
+
+    Args:
+      width: model width ``d_model``.
+      num_heads: attention heads (``width`` must divide by it).
+      mlp_ratio: the MLP's hidden width is ``mlp_ratio · width`` (GELU).
+      dropout_rate: dropout on the attention weights and after each sublayer.
+      rngs: ``nnx.Rngs``.
+    """
+
+    def __init__(self, width: int, num_heads: int, *, mlp_ratio: int = 2, dropout_rate: float = 0.0, rngs: nnx.Rngs):
+        if width % num_heads:
+            raise ValueError(f"width {width} must be divisible by num_heads {num_heads}")
+        self.norm1 = nnx.LayerNorm(width, rngs=rngs)
+        self.attention = nnx.MultiHeadAttention(num_heads, width, dropout_rate=dropout_rate, decode=False, rngs=rngs)
+        self.norm2 = nnx.LayerNorm(width, rngs=rngs)
+        self.mlp_in = nnx.Linear(width, mlp_ratio * width, rngs=rngs)
+        self.mlp_out = nnx.Linear(mlp_ratio * width, width, rngs=rngs)
+        self.dropout = nnx.Dropout(dropout_rate, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = x + self.dropout(self.attention(self.norm1(x)))
+        h = self.mlp_out(nnx.gelu(self.mlp_in(self.norm2(x))))
+        return x + self.dropout(h)
+
+
+class TransformerEncoder(nnx.Module):
+    """Patch embedding + positions → ``num_layers`` × :class:`TransformerBlock` → LN → mean → Linear.
+
+    Args:
+      in_features: features per time step ``C``.
+      num_classes: outputs.
+      max_length: sequence length ``T`` (position embeddings are learned per patch).
+      width: model width ``d_model``.
+      num_heads: attention heads.
+      num_layers: encoder blocks.
+      patch_size: time steps per token (``T`` must divide by it).
+      mlp_ratio: MLP expansion in each block.
+      dropout_rate: dropout in the blocks.
+      rngs: ``nnx.Rngs``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        num_classes: int,
+        *,
+        max_length: int,
+        width: int = 64,
+        num_heads: int = 4,
+        num_layers: int = 2,
+        patch_size: int = 1,
+        mlp_ratio: int = 2,
+        dropout_rate: float = 0.0,
+        rngs: nnx.Rngs,
+    ):
+        if max_length % patch_size:
+            raise ValueError(f"sequence length {max_length} must be divisible by patch_size {patch_size}")
+        self.patch_size = patch_size
+        self.num_tokens = max_length // patch_size
+        self.embed = nnx.Linear(patch_size * in_features, width, rngs=rngs)
+        self.positions = nnx.Param(0.02 * jax.random.normal(rngs.params(), (self.num_tokens, width)))
+        self.blocks = nnx.List(
+            [
+                TransformerBlock(width, num_heads, mlp_ratio=mlp_ratio, dropout_rate=dropout_rate, rngs=rngs)
+                for _ in range(num_layers)
+            ]
+        )
+        self.norm = nnx.LayerNorm(width, rngs=rngs)
+        self.head = nnx.Linear(width, num_classes, rngs=rngs)
+
+    def tokens(self, x: jax.Array) -> jax.Array:
+        """Encoded tokens ``(N, T / patch_size, width)``."""
+        x = as_sequence(x)
+        n, t, c = x.shape
+        if t != self.num_tokens * self.patch_size:
+            raise ValueError(
+                f"the model was built for sequences of length {self.num_tokens * self.patch_size}, got {t}"
+            )
+        x = jnp.reshape(x, (n, self.num_tokens, self.patch_size * c))
+        x = self.embed(x) + self.positions[...][None]
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.head(jnp.mean(self.tokens(x), axis=1))

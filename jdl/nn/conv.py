@@ -1,0 +1,120 @@
+"""Convolutions: Flax's ``Conv`` and the factorised forms the notes describe.
+
+``flax.nnx.Conv`` (re-exported) already covers same / valid padding
+(``padding="SAME" | "VALID"``), 1×1 convolutions (``kernel_size=(1, 1)``: mixes
+channels, keeps the spatial size, seed 000) and dilated convolutions
+(``kernel_dilation=d``: a ``k×k`` kernel sees a ``(d(k−1)+1)²`` field with the
+same parameter count, seed 000). Written here, as compositions of ``nnx.Conv``:
+
+- :class:`SeparableConv` — depthwise then 1×1 pointwise convolution
+  (seed 000: "DepthWise: single-channel convolution + 1×1 convolution").
+- :class:`AsymmetricConv` — a ``1×n`` then an ``n×1`` convolution, the
+  ``n×n`` receptive field with ``2n`` instead of ``n²`` weights per channel pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+from flax import nnx
+from flax.nnx import Conv as Conv
+
+
+def _tuple(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
+    return (value,) * dims if isinstance(value, int) else tuple(value)
+
+
+class SeparableConv(nnx.Module):
+    """Depthwise-separable convolution: a per-channel ``k×k`` convolution
+    (``feature_group_count = in_features``) followed by a 1×1 convolution.
+
+    Parameters: ``k² · C_in · m + m · C_in · C_out`` (plus biases) instead of
+    ``k² · C_in · C_out`` for a standard convolution (``m`` = depth multiplier).
+
+    Args:
+      in_features: input channels.
+      out_features: output channels.
+      kernel_size: the depthwise kernel, e.g. ``3`` or ``(3, 3)``; its length
+        sets the number of spatial dimensions (an int means 2-D unless
+        ``spatial_dims`` says otherwise).
+      padding, kernel_dilation: as for ``nnx.Conv`` (depthwise stage).
+      depth_multiplier: depthwise output channels per input channel.
+      spatial_dims: spatial dimensions when ``kernel_size`` is an int.
+      rngs: ``nnx.Rngs``.
+
+    References:
+      Chollet (2017), "Xception: deep learning with depthwise separable
+      convolutions", CVPR.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int | Sequence[int] = 3,
+        *,
+        padding: str = "SAME",
+        kernel_dilation: int | Sequence[int] = 1,
+        depth_multiplier: int = 1,
+        spatial_dims: int = 2,
+        rngs: nnx.Rngs,
+    ):
+        kernel = _tuple(kernel_size, spatial_dims)
+        mid = in_features * depth_multiplier
+        self.depthwise = nnx.Conv(
+            in_features,
+            mid,
+            kernel,
+            padding=padding,
+            kernel_dilation=kernel_dilation,
+            feature_group_count=in_features,
+            rngs=rngs,
+        )
+        self.pointwise = nnx.Conv(mid, out_features, (1,) * len(kernel), rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.pointwise(self.depthwise(x))
+
+
+class AsymmetricConv(nnx.Module):
+    """An ``n×n`` receptive field from a ``1×n`` then an ``n×1`` convolution.
+
+    Same receptive field as one ``n×n`` convolution, ``2n`` instead of ``n²``
+    weights per channel pair, and an extra composition (seed 000: suited to
+    small feature maps). 2-D inputs only.
+
+    Args:
+      in_features: input channels.
+      out_features: output channels.
+      kernel_size: ``n``.
+      padding: ``"SAME"`` or ``"VALID"`` (VALID shrinks each side by ``n − 1``).
+      hidden_features: channels between the two convolutions (default ``out_features``).
+      rngs: ``nnx.Rngs``.
+
+    References:
+      Szegedy, Vanhoucke, Ioffe, Shlens & Wojna (2016), "Rethinking the
+      Inception architecture for computer vision", CVPR, §3.2.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        kernel_size: int = 3,
+        *,
+        padding: str = "SAME",
+        hidden_features: int | None = None,
+        rngs: nnx.Rngs,
+    ):
+        mid = hidden_features or out_features
+        self.row = nnx.Conv(in_features, mid, (1, kernel_size), padding=padding, rngs=rngs)
+        self.column = nnx.Conv(mid, out_features, (kernel_size, 1), padding=padding, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if x.ndim != 4:
+            raise ValueError(
+                f"AsymmetricConv works on images (N, H, W, C), got shape {x.shape}; for sequences "
+                "a 1×n convolution is already the whole kernel"
+            )
+        return self.column(self.row(x))

@@ -1,0 +1,152 @@
+"""Pooling: max and average (Flax's), stochastic pooling, global pooling.
+
+Inputs are channels-last, ``(N, *spatial, C)``: ``(N, H, W, C)`` images or
+``(N, T, C)`` sequences. ``max_pool`` and ``avg_pool`` are Flax's
+(``flax.nnx.max_pool``, ``flax.nnx.avg_pool``), re-exported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax.nnx import avg_pool as avg_pool
+from flax.nnx import max_pool as max_pool
+
+Probabilities = Literal["softmax", "proportional"]
+
+
+def _windows(x: jax.Array, window: Sequence[int]) -> jax.Array:
+    """``(N, *spatial, C)`` → ``(N, *spatial // window, C, prod(window))``, non-overlapping
+    windows (the remainder that does not fill a window is dropped, as in VALID pooling)."""
+    spatial = x.shape[1:-1]
+    if len(window) != len(spatial):
+        raise ValueError(
+            f"window {tuple(window)} has {len(window)} dimensions but the input has "
+            f"{len(spatial)} spatial dimensions (shape {x.shape}, channels last)"
+        )
+    if any(w > s for w, s in zip(window, spatial)):
+        raise ValueError(f"window {tuple(window)} is larger than the spatial size {spatial}")
+    out = tuple(s // w for s, w in zip(spatial, window))
+    x = x[(slice(None),) + tuple(slice(0, o * w) for o, w in zip(out, window))]
+    split = (x.shape[0],) + tuple(d for o, w in zip(out, window) for d in (o, w)) + (x.shape[-1],)
+    x = jnp.reshape(x, split)
+    d = len(window)
+    outer = tuple(1 + 2 * i for i in range(d))
+    inner = tuple(2 + 2 * i for i in range(d))
+    x = jnp.transpose(x, (0,) + outer + (2 * d + 1,) + inner)
+    return jnp.reshape(x, x.shape[: d + 2] + (-1,))
+
+
+def pooling_probabilities(windows: jax.Array, probabilities: Probabilities = "softmax") -> jax.Array:
+    """The probabilities ``p_i`` of stochastic pooling within each window (last axis).
+
+    ``"softmax"``: ``p_i = exp(a_i) / Σ_j exp(a_j)`` (stable; any sign of ``a``).
+    ``"proportional"``: ``p_i = a_i / Σ_j a_j`` as in Zeiler & Fergus, for
+    non-negative activations (after a ReLU); an all-zero window gets uniform
+    probabilities (its output is 0 either way).
+    """
+    if probabilities == "softmax":
+        return jax.nn.softmax(windows, axis=-1)
+    if probabilities == "proportional":
+        a = jnp.maximum(windows, 0.0)
+        total = jnp.sum(a, axis=-1, keepdims=True)
+        uniform = jnp.full_like(a, 1.0 / a.shape[-1])
+        safe = jnp.where(total > 0, total, jnp.ones_like(total))
+        return jnp.where(total > 0, a / safe, uniform)
+    raise ValueError(f"probabilities must be 'softmax' or 'proportional', got {probabilities!r}")
+
+
+def stochastic_pool(
+    x: jax.Array,
+    window: Sequence[int],
+    *,
+    key: jax.Array | None = None,
+    deterministic: bool = False,
+    probabilities: Probabilities = "softmax",
+) -> jax.Array:
+    """Stochastic pooling over non-overlapping windows (stride = window, VALID).
+
+    Within each window with activations ``a_1 … a_n`` and probabilities ``p_i``
+    (:func:`pooling_probabilities`):
+
+    - training (``deterministic=False``): output ``a_k`` with ``k ~ Categorical(p)``,
+      one draw per window, channel and example. Between average and max pooling,
+      and a regulariser in the spirit of dropout (seed 001).
+    - evaluation (``deterministic=True``): the expectation ``Σ_i p_i a_i``, a
+      probability-weighted average.
+
+    Gradients flow to the sampled activation in training (like max pooling) and
+    through ``Σ p_i a_i`` in evaluation.
+
+    Args:
+      x: ``(N, *spatial, C)``.
+      window: window size per spatial dimension, e.g. ``(2, 2)``.
+      key: PRNG key for the draws (required in training).
+      deterministic: evaluation mode.
+      probabilities: ``"softmax"`` (default) or ``"proportional"`` (Zeiler & Fergus).
+
+    References:
+      Zeiler & Fergus (2013), "Stochastic pooling for regularization of deep
+      convolutional neural networks", ICLR.
+    """
+    windows = _windows(x, tuple(window))
+    p = pooling_probabilities(windows, probabilities)
+    if deterministic:
+        return jnp.sum(p * windows, axis=-1)
+    if key is None:
+        raise ValueError("stochastic_pool in training needs a key (or pass deterministic=True)")
+    # inverse-CDF sampling: k = #{j < n−1 : P_j < u} with P the cumulative probabilities
+    u = jax.random.uniform(key, p.shape[:-1] + (1,), p.dtype)
+    index = jnp.sum(jnp.cumsum(p, axis=-1)[..., :-1] < u, axis=-1)
+    return jnp.take_along_axis(windows, index[..., None], axis=-1)[..., 0]
+
+
+class StochasticPool(nnx.Module):
+    """:func:`stochastic_pool` as a layer: sampling in ``train()``, expectation in ``eval()``.
+
+    Args:
+      window: window size per spatial dimension.
+      probabilities: ``"softmax"`` or ``"proportional"``.
+      deterministic: start in evaluation mode.
+      rng_collection: the stream of ``rngs`` the draws come from.
+      rngs: ``nnx.Rngs``.
+    """
+
+    def __init__(
+        self,
+        window: Sequence[int],
+        *,
+        probabilities: Probabilities = "softmax",
+        deterministic: bool = False,
+        rng_collection: str = "dropout",
+        rngs: nnx.Rngs,
+    ):
+        self.window = tuple(window)
+        self.probabilities = probabilities
+        self.deterministic = deterministic
+        self.rngs = rngs[rng_collection].fork()
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        key = None if self.deterministic else self.rngs()
+        return stochastic_pool(
+            x, self.window, key=key, deterministic=self.deterministic, probabilities=self.probabilities
+        )
+
+
+def global_average_pool(x: jax.Array) -> jax.Array:
+    """Mean over every spatial axis: ``(N, *spatial, C) → (N, C)``.
+
+    With a final 1×1 convolution to the classes, this replaces the dense head:
+    the network works for any input size and has far fewer parameters (seed 000;
+    Lin, Chen & Yan, 2014, "Network in network").
+    """
+    return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+
+
+def global_max_pool(x: jax.Array) -> jax.Array:
+    """Maximum over every spatial axis: ``(N, *spatial, C) → (N, C)``."""
+    return jnp.max(x, axis=tuple(range(1, x.ndim - 1)))

@@ -1,0 +1,476 @@
+"""Building blocks against closed forms and references (NumPy, Optax, Flax, plain loops)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import jdl.nn as jnn
+from jdl.nn import initializers as init
+from jdl.training import Variables, from_nnx, from_nnx_factory
+
+KEY = jax.random.key(0)
+
+
+def keydata(i):
+    return jax.random.key_data(jax.random.key(i))
+
+
+def sigmoid_np(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# --- activations ---------------------------------------------------------------------------
+
+
+def test_softmax_and_log_softmax_are_exact_for_huge_logits():
+    z = jnp.array([[1e4, -1e4], [-1e4, 1e4], [1e4, 1e4 - 1.0]], jnp.float32)
+    p = jnn.softmax(z)
+    log_p = jnn.log_softmax(z)
+    assert np.all(np.isfinite(p)) and np.all(np.isfinite(log_p))
+    np.testing.assert_array_equal(np.asarray(p[0]), [1.0, 0.0])
+    np.testing.assert_array_equal(np.asarray(p[1]), [0.0, 1.0])
+    np.testing.assert_array_equal(np.asarray(log_p[0]), [0.0, -2e4])
+    np.testing.assert_array_equal(np.asarray(log_p[1]), [-2e4, 0.0])
+    # shift invariance: softmax(z + c) = softmax(z); the reference is computed at small scale
+    np.testing.assert_allclose(np.asarray(p[2]), sigmoid_np(np.array([1.0, -1.0])), rtol=1e-6)
+
+
+def test_activations_match_closed_forms():
+    x = np.linspace(-6, 6, 101).astype(np.float32)
+    xj = jnp.asarray(x)
+    np.testing.assert_allclose(jnn.sigmoid(xj), sigmoid_np(x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(jnn.tanh(xj), np.tanh(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jnn.soft_sign(xj), x / (1 + np.abs(x)), rtol=1e-6)
+    np.testing.assert_allclose(jnn.relu(xj), np.maximum(x, 0))
+    np.testing.assert_allclose(jnn.leaky_relu(xj, 0.1), np.where(x > 0, x, 0.1 * x), rtol=1e-6)
+    np.testing.assert_allclose(jnn.softplus(xj), np.log1p(np.exp(x)), rtol=1e-5)
+    np.testing.assert_array_equal(jnn.sign(jnp.array([-2.0, 0.0, 1e-30, 3.0])), [-1.0, -1.0, 1.0, 1.0])
+    for name, fn in jnn.ACTIVATIONS.items():
+        assert jnn.get_activation(name) is fn
+    with pytest.raises(ValueError, match="unknown activation"):
+        jnn.get_activation("swishy")
+
+
+def test_noisy_relu_statistics_and_modes():
+    x = jnp.full((20000,), 5.0)
+    fixed = jnn.noisy_relu(x, KEY, stddev=0.5) - 5.0
+    assert abs(float(jnp.std(fixed)) - 0.5) < 0.01 and abs(float(jnp.mean(fixed))) < 0.01
+    nair_hinton = jnn.noisy_relu(x, KEY) - 5.0  # Var ε = sigmoid(5)
+    assert abs(float(jnp.std(nair_hinton)) - math.sqrt(sigmoid_np(5.0))) < 0.02
+    np.testing.assert_array_equal(
+        jnn.noisy_relu(jnp.arange(-3.0, 3.0), KEY, stddev=0.0), np.maximum(np.arange(-3, 3), 0)
+    )
+    model = from_nnx(jnn.NoisyReLU(0.3, rngs=nnx.Rngs(0)))
+    v = model.init(keydata(0), x[:4])
+    xs = jnp.linspace(-1, 1, 8)[None]
+    a, _ = model.apply(v, xs, train=True, key=keydata(1))
+    b, _ = model.apply(v, xs, train=True, key=keydata(1))
+    c, _ = model.apply(v, xs, train=True, key=keydata(2))
+    e, _ = model.apply(v, xs, train=False, key=keydata(1))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    np.testing.assert_array_equal(e, np.maximum(np.asarray(xs), 0))
+
+
+def test_maxout_against_numpy():
+    x = np.random.default_rng(0).normal(size=(3, 12)).astype(np.float32)
+    np.testing.assert_array_equal(jnn.maxout(jnp.asarray(x), 3), x.reshape(3, 4, 3).max(-1))
+    with pytest.raises(ValueError, match="num_pieces"):
+        jnn.maxout(jnp.asarray(x), 5)
+    layer = jnn.Maxout(12, 4, num_pieces=3, rngs=nnx.Rngs(0))
+    z = np.asarray(layer.linear(jnp.asarray(x)))
+    np.testing.assert_allclose(layer(jnp.asarray(x)), z.reshape(3, 4, 3).max(-1), rtol=1e-6)
+
+
+# --- initialisers ----------------------------------------------------------------------------
+
+
+def test_glorot_uniform_has_the_seed_bound():
+    m, n = 300, 100
+    w = np.asarray(init.glorot_uniform()(KEY, (m, n)))
+    bound = math.sqrt(6.0 / (m + n))
+    assert np.abs(w).max() <= bound
+    assert np.abs(w).max() > 0.99 * bound
+    assert abs(w.var() - bound**2 / 3) < 0.02 * bound**2 / 3  # variance of U(-a, a) = a²/3 = 2/(m+n)
+
+
+def test_he_normal_truncated_normal_and_orthogonal():
+    w = np.asarray(init.he_normal()(KEY, (500, 400)))
+    assert abs(w.std() - math.sqrt(2 / 500)) < 0.01 * math.sqrt(2 / 500)
+    t = np.asarray(init.truncated_normal(0.1)(KEY, (100_000,)))
+    assert np.abs(t).max() <= 0.2 + 1e-6
+    q = np.asarray(init.orthogonal()(KEY, (64, 64)))
+    np.testing.assert_allclose(q.T @ q, np.eye(64), atol=1e-5)
+    assert init.get_initializer("glorot_uniform")(KEY, (3, 4)).shape == (3, 4)
+    with pytest.raises(ValueError, match="unknown initializer"):
+        init.get_initializer("xavier_magic")
+
+
+def test_sparse_initialiser_has_k_nonzeros_per_unit():
+    w = np.asarray(jax.jit(init.sparse(15, stddev=2.0), static_argnums=1)(KEY, (200, 300)))
+    np.testing.assert_array_equal((w != 0).sum(axis=0), np.full(300, 15))
+    assert abs(w[w != 0].std() - 2.0) < 0.1
+    conv = np.asarray(init.sparse(4)(KEY, (3, 3, 2, 5)))  # fan-in 18 per output channel
+    np.testing.assert_array_equal((conv.reshape(18, 5) != 0).sum(axis=0), np.full(5, 4))
+    small = np.asarray(init.sparse(15)(KEY, (5, 3)))  # capped at the fan-in
+    assert (small != 0).all()
+
+
+def test_spectral_radius_against_numpy_eigenvalues():
+    for radius in (0.9, 1.2):
+        w = np.asarray(init.spectral_radius(radius)(KEY, (50, 50)))
+        np.testing.assert_allclose(np.abs(np.linalg.eigvals(w.astype(np.float64))).max(), radius, rtol=1e-4)
+    with pytest.raises(ValueError, match="square"):
+        init.spectral_radius(1.2)(KEY, (3, 4))
+    cell = jnn.simple_rnn_cell(2, 16, radius=1.2, rngs=nnx.Rngs(0))
+    w = np.asarray(cell.dense_h.kernel[...], np.float64)
+    np.testing.assert_allclose(np.abs(np.linalg.eigvals(w)).max(), 1.2, rtol=1e-4)
+
+
+def test_lstm_forget_gate_bias_is_one_and_acts_as_the_forget_gate():
+    b = np.asarray(init.lstm_forget_gate_bias(1.0)(KEY, (12,)))
+    np.testing.assert_array_equal(b, [0] * 3 + [1] * 3 + [0] * 6)
+    cell = jnn.lstm_cell(2, 3, rngs=nnx.Rngs(0))
+    # zero input, zero hidden state, memory 1: c' = σ(b_f)·1 + σ(0)·tanh(0) = σ(1)
+    (c, h), _ = cell((jnp.ones((1, 3)), jnp.zeros((1, 3))), jnp.zeros((1, 2)))
+    np.testing.assert_allclose(c, np.full((1, 3), sigmoid_np(1.0)), rtol=1e-6)
+    np.testing.assert_allclose(h, sigmoid_np(0.0) * np.tanh(c), rtol=1e-6)
+
+
+# --- losses --------------------------------------------------------------------------------
+
+
+def test_cross_entropy_nll_and_mse_against_numpy():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 4)).astype(np.float32)
+    labels = np.array([0, 3, 1, 2, 3])
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -log_p[np.arange(5), labels]
+    np.testing.assert_allclose(jnn.cross_entropy(jnp.asarray(logits), jnp.asarray(labels)), expected, rtol=1e-5)
+    np.testing.assert_allclose(
+        jnn.negative_log_likelihood(jnn.log_softmax(jnp.asarray(logits)), jnp.asarray(labels)), expected, rtol=1e-5
+    )
+    y = rng.normal(size=(5, 2, 3)).astype(np.float32)
+    t = rng.normal(size=(5, 2, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        jnn.mean_squared_error(jnp.asarray(y), jnp.asarray(t)), 0.5 * ((y - t) ** 2).reshape(5, -1).sum(-1), rtol=1e-5
+    )
+
+
+def test_binary_cross_entropy_is_stable_and_matches_the_formula():
+    z = np.array([[-3.0, 0.5], [2.0, -0.1]], np.float32)
+    t = np.array([[0.0, 1.0], [1.0, 0.3]], np.float32)
+    s = sigmoid_np(z)
+    expected = -(t * np.log(s) + (1 - t) * np.log(1 - s)).sum(-1)
+    np.testing.assert_allclose(jnn.binary_cross_entropy(jnp.asarray(z), jnp.asarray(t)), expected, rtol=1e-5)
+    big = jnn.binary_cross_entropy(jnp.array([100.0, -100.0]), jnp.array([0.0, 1.0]))
+    np.testing.assert_allclose(big, [100.0, 100.0], rtol=1e-6)
+
+
+def test_label_smoothing_targets_and_loss():
+    k, eps = 4, 0.2
+    q = np.asarray(jnn.smooth_labels(jnp.array([2]), k, eps))
+    np.testing.assert_allclose(q, [[eps / k, eps / k, 1 - (k - 1) * eps / k, eps / k]], rtol=1e-6)
+    logits = jnp.asarray(np.random.default_rng(1).normal(size=(3, k)), jnp.float32)
+    labels = jnp.array([0, 1, 3])
+    np.testing.assert_allclose(
+        jnn.label_smoothing_cross_entropy(0.0)(logits, labels), jnn.cross_entropy(logits, labels), rtol=1e-6
+    )
+    log_p = np.asarray(jnn.log_softmax(logits))
+    targets = np.full((3, k), eps / k)
+    targets[np.arange(3), np.asarray(labels)] = 1 - (k - 1) * eps / k
+    np.testing.assert_allclose(
+        jnn.label_smoothing_cross_entropy(eps)(logits, labels), -(targets * log_p).sum(-1), rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="smoothing"):
+        jnn.label_smoothing_cross_entropy(1.5)
+
+
+def test_penalties_and_kl_against_closed_forms():
+    params = {"a": jnp.array([[1.0, -2.0]]), "b": jnp.array([3.0])}
+    assert float(jnn.l1_penalty(params)) == 6.0
+    assert float(jnn.l2_penalty(params)) == 7.0
+    grads = jax.grad(jnn.l2_penalty)(params)
+    np.testing.assert_array_equal(grads["a"], params["a"])
+    mean = np.array([[0.5, -1.0]], np.float32)
+    log_var = np.array([[0.2, -0.7]], np.float32)
+    var = np.exp(log_var)
+    # KL(N(μ,σ²) ‖ N(0,1)) = log(1/σ) + (σ² + μ²)/2 − 1/2, per dimension
+    expected = (-0.5 * log_var + (var + mean**2) / 2 - 0.5).sum(-1)
+    np.testing.assert_allclose(
+        jnn.kl_divergence_standard_normal(jnp.asarray(mean), jnp.asarray(log_var)), expected, rtol=1e-5
+    )
+    assert float(jnn.kl_divergence_standard_normal(jnp.zeros((1, 3)), jnp.zeros((1, 3)))[0]) == 0.0
+
+
+def test_gan_losses_and_saturation():
+    r = np.array([1.5, -0.3], np.float32)
+    f = np.array([-2.0, 0.4], np.float32)
+    expected_d = np.mean(-np.log(sigmoid_np(r))) + np.mean(-np.log(1 - sigmoid_np(f)))
+    np.testing.assert_allclose(jnn.discriminator_loss(jnp.asarray(r), jnp.asarray(f)), expected_d, rtol=1e-5)
+    np.testing.assert_allclose(jnn.generator_loss(jnp.asarray(f)), np.mean(-np.log(sigmoid_np(f))), rtol=1e-5)
+    np.testing.assert_allclose(
+        jnn.generator_loss(jnp.asarray(f), non_saturating=False), np.mean(np.log(1 - sigmoid_np(f))), rtol=1e-5
+    )
+    # when D confidently rejects a fake (logit −10) the minimax loss has almost no gradient; −log D(G(z)) has
+    confident = jnp.array([-10.0])
+    assert abs(float(jax.grad(lambda a: jnn.generator_loss(a, non_saturating=False))(confident)[0])) < 1e-4
+    assert float(jax.grad(jnn.generator_loss)(confident)[0]) < -0.99
+
+
+def test_perceptron_loss_sgd_step_is_the_perceptron_rule():
+    from jdl.models import Perceptron
+
+    model = from_nnx(Perceptron(2, rngs=nnx.Rngs(0)))
+    v = model.init(keydata(0), jnp.zeros((1, 2)))
+    x = jnp.array([[0.5, -1.0]])
+    net = float(model.apply(v, x, train=False, key=None)[0][0, 1])
+    t = -1.0 if net > 0 else 1.0  # make the point a mistake
+    label = jnp.array([int(t > 0)])
+
+    def loss(p):
+        scores, _ = model.apply(Variables(p, v.model_state), x, train=True, key=None)
+        return jnp.mean(jnn.perceptron_loss(scores, label))
+
+    np.testing.assert_allclose(loss(v.params), max(0.0, -t * net), rtol=1e-6)
+    eta = 0.1
+    updates, _ = optax.sgd(eta).update(jax.grad(loss)(v.params), optax.sgd(eta).init(v.params))
+    new = optax.apply_updates(v.params, updates)
+    w0, w1 = v.params["linear"]["kernel"][...], new["linear"]["kernel"][...]
+    np.testing.assert_allclose(w1 - w0, eta * t * np.asarray(x).T, rtol=1e-6)  # w ← w + η t x
+    np.testing.assert_allclose(new["linear"]["bias"][...] - v.params["linear"]["bias"][...], [eta * t], rtol=1e-6)
+
+
+# --- dropout and BatchNorm -----------------------------------------------------------------
+
+
+class _DropoutNet(nnx.Module):
+    def __init__(self, keep, rngs):
+        self.drop = jnn.dropout(keep, rngs=rngs)
+
+    def __call__(self, x):
+        return self.drop(x)
+
+
+def test_dropout_keep_probability_train_eval_and_key():
+    assert jnn.INPUT_KEEP_PROB == 0.8 and jnn.HIDDEN_KEEP_PROB == 0.5
+    layer = jnn.dropout(0.8, rngs=nnx.Rngs(0))
+    assert isinstance(layer, nnx.Dropout) and abs(layer.rate - 0.2) < 1e-12
+    with pytest.raises(ValueError, match="keep_prob"):
+        jnn.dropout(0.0, rngs=nnx.Rngs(0))
+    model = from_nnx_factory(lambda rngs: _DropoutNet(0.5, rngs))
+    x = jnp.ones((1, 20000))
+    v = model.init(keydata(0), x)
+    a, _ = model.apply(v, x, train=True, key=keydata(1))
+    b, _ = model.apply(v, x, train=True, key=keydata(1))
+    c, _ = model.apply(v, x, train=True, key=keydata(2))
+    e, _ = model.apply(v, x, train=False, key=keydata(1))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    np.testing.assert_array_equal(e, x)
+    values = np.unique(np.asarray(a))
+    np.testing.assert_allclose(values, [0.0, 2.0])  # inverted dropout: survivors scaled by 1/p
+    assert abs(float((a == 0).mean()) - 0.5) < 0.02
+
+
+def test_batchnorm_train_and_eval_against_formulas():
+    model = from_nnx(jnn.BatchNorm(3, momentum=0.9, rngs=nnx.Rngs(0)))
+    x = jnp.asarray(np.random.default_rng(0).normal(2.0, 3.0, size=(64, 3)), jnp.float32)
+    v = model.init(keydata(0), x)
+    y, state = model.apply(v, x, train=True, key=None)
+    mu, var = np.asarray(x).mean(0), np.asarray(x).var(0)
+    np.testing.assert_allclose(y, (np.asarray(x) - mu) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(state["mean"][...], 0.1 * mu, rtol=1e-5)  # μ ← 0.9·0 + 0.1·μ_B
+    np.testing.assert_allclose(state["var"][...], 0.9 + 0.1 * var, rtol=1e-5)
+    y_eval, same = model.apply(Variables(v.params, state), x, train=False, key=None)
+    mean_run, var_run = np.asarray(state["mean"][...]), np.asarray(state["var"][...])
+    np.testing.assert_allclose(y_eval, (np.asarray(x) - mean_run) / np.sqrt(var_run + 1e-5), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(same["mean"][...], state["mean"][...])  # eval leaves the statistics alone
+    y2, _ = model.apply(v, x, train=True, key=None)
+    np.testing.assert_array_equal(y, y2)  # deterministic
+
+
+def test_gaussian_noise_layer():
+    model = from_nnx(jnn.GaussianNoise(0.5, rngs=nnx.Rngs(0)))
+    x = jnp.zeros((1, 50000))
+    v = model.init(keydata(0), x)
+    a, _ = model.apply(v, x, train=True, key=keydata(3))
+    assert abs(float(jnp.std(a)) - 0.5) < 0.01
+    np.testing.assert_array_equal(model.apply(v, x, train=False, key=keydata(3))[0], x)
+
+
+# --- pooling and convolutions ----------------------------------------------------------------
+
+
+def _window_reference(x, probabilities):
+    """Plain-loop stochastic pooling expectation over 2×2 windows."""
+    n, h, w, c = x.shape
+    out = np.zeros((n, h // 2, w // 2, c))
+    for i in range(n):
+        for a in range(h // 2):
+            for b in range(w // 2):
+                for k in range(c):
+                    win = x[i, 2 * a : 2 * a + 2, 2 * b : 2 * b + 2, k].ravel()
+                    if probabilities == "softmax":
+                        p = np.exp(win - win.max()) / np.exp(win - win.max()).sum()
+                    else:
+                        p = win / win.sum()
+                    out[i, a, b, k] = (p * win).sum()
+    return out
+
+
+def test_stochastic_pool_expectation_and_sampling():
+    x = np.abs(np.random.default_rng(0).normal(size=(2, 4, 5, 3))).astype(np.float32) + 0.01
+    for probabilities in ("softmax", "proportional"):
+        got = jnn.stochastic_pool(jnp.asarray(x), (2, 2), deterministic=True, probabilities=probabilities)
+        np.testing.assert_allclose(got, _window_reference(x[:, :4, :4], probabilities), rtol=1e-5)
+    # training: every output is one of its window's activations, drawn with probability p
+    window = np.array([1.0, 2.0, 3.0, 4.0], np.float32).reshape(1, 2, 2, 1)
+    keys = jax.random.split(KEY, 4000)
+    draws = jax.jit(
+        jax.vmap(lambda k: jnn.stochastic_pool(jnp.asarray(window), (2, 2), key=k, probabilities="proportional"))
+    )(keys)
+    draws = np.asarray(draws).ravel()
+    assert set(np.unique(draws)) <= {1.0, 2.0, 3.0, 4.0}
+    freq = np.array([(draws == v).mean() for v in (1, 2, 3, 4)])
+    np.testing.assert_allclose(freq, [0.1, 0.2, 0.3, 0.4], atol=0.025)
+    one = jnn.stochastic_pool(jnp.asarray(x), (2, 2), key=KEY)
+    np.testing.assert_array_equal(one, jnn.stochastic_pool(jnp.asarray(x), (2, 2), key=KEY))
+    with pytest.raises(ValueError, match="needs a key"):
+        jnn.stochastic_pool(jnp.asarray(x), (2, 2))
+
+
+def test_stochastic_pool_layer_train_and_eval_1d():
+    model = from_nnx(jnn.StochasticPool((2,), rngs=nnx.Rngs(0)))
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 8, 2)), jnp.float32)
+    v = model.init(keydata(0), x)
+    train, _ = model.apply(v, x, train=True, key=keydata(1))
+    evaluation, _ = model.apply(v, x, train=False, key=None)
+    assert train.shape == evaluation.shape == (3, 4, 2)
+    pairs = np.asarray(x).reshape(3, 4, 2, 2)  # (N, T/2, window, C)
+    assert np.all((train == pairs[:, :, 0]) | (train == pairs[:, :, 1]))
+    p = np.exp(pairs) / np.exp(pairs).sum(2, keepdims=True)
+    np.testing.assert_allclose(evaluation, (p * pairs).sum(2), rtol=1e-5)
+
+
+def test_global_pooling():
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 4, 5)), jnp.float32)
+    np.testing.assert_allclose(jnn.global_average_pool(x), np.asarray(x).mean((1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(jnn.global_max_pool(x), np.asarray(x).max((1, 2)))
+
+
+def test_separable_conv_against_per_channel_loops():
+    layer = jnn.SeparableConv(3, 4, 3, padding="VALID", rngs=nnx.Rngs(0))
+    x = np.random.default_rng(3).normal(size=(1, 5, 5, 3)).astype(np.float32)
+    dw = np.asarray(layer.depthwise.kernel[...])  # (3, 3, 1, 3)
+    pw = np.asarray(layer.pointwise.kernel[...])[0, 0]  # (3, 4)
+    mid = np.zeros((1, 3, 3, 3))
+    for c in range(3):
+        for i in range(3):
+            for j in range(3):
+                mid[0, i, j, c] = (x[0, i : i + 3, j : j + 3, c] * dw[:, :, 0, c]).sum()
+    mid = mid + np.asarray(layer.depthwise.bias[...])
+    expected = mid @ pw + np.asarray(layer.pointwise.bias[...])
+    np.testing.assert_allclose(layer(jnp.asarray(x)), expected, rtol=1e-4, atol=1e-5)
+    count = sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(layer, nnx.Param)))
+    assert count == 3 * 3 * 3 + 3 + 3 * 4 + 4  # k²·C_in + C_in + C_in·C_out + C_out
+
+
+def _receptive_field(layer, shape, centre):
+    """Input pixels that influence output pixel ``centre`` (channel 0), via the gradient."""
+    x = jnp.asarray(np.random.default_rng(4).normal(size=shape), jnp.float32)
+    g = jax.jit(jax.grad(lambda x: layer(x)[(0, *centre, 0)]))(x)
+    return np.argwhere(np.abs(np.asarray(g)[0]).sum(-1) > 0)
+
+
+def test_asymmetric_and_dilated_receptive_fields():
+    asym = jnn.AsymmetricConv(2, 3, 3, rngs=nnx.Rngs(0))
+    field = _receptive_field(asym, (1, 9, 9, 2), (4, 4))
+    assert {tuple(p) for p in field} == {(i, j) for i in range(3, 6) for j in range(3, 6)}  # the 3×3 field
+    count = sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(asym, nnx.Param)))
+    assert count == (1 * 3 * 2 * 3 + 3) + (3 * 1 * 3 * 3 + 3)
+    with pytest.raises(ValueError, match="images"):
+        asym(jnp.ones((1, 8, 2)))
+    dilated = nnx.Conv(2, 3, (3, 3), kernel_dilation=2, rngs=nnx.Rngs(0))
+    field = _receptive_field(dilated, (1, 9, 9, 2), (4, 4))
+    assert {tuple(p) for p in field} == {(i, j) for i in (2, 4, 6) for j in (2, 4, 6)}  # 5×5 span, 9 taps
+    pointwise = nnx.Conv(2, 3, (1, 1), rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(5).normal(size=(1, 4, 4, 2)), jnp.float32)
+    np.testing.assert_allclose(
+        pointwise(x),
+        np.asarray(x) @ np.asarray(pointwise.kernel[...])[0, 0] + np.asarray(pointwise.bias[...]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+# --- noise and augmentation -----------------------------------------------------------------
+
+
+def test_corruptions():
+    x = jnp.full((1, 40000), 0.5)
+    assert abs(float(jnp.std(jnn.corrupt(x, KEY, kind="gaussian", level=0.3))) - 0.3) < 0.01
+    masked = jnn.corrupt(x, KEY, kind="masking", level=0.25)
+    assert abs(float((masked == 0).mean()) - 0.25) < 0.01 and set(np.unique(masked)) <= {0.0, 0.5}
+    salt = np.asarray(jnn.corrupt(x, KEY, kind="salt_and_pepper", level=0.2))
+    assert abs((salt != 0.5).mean() - 0.2) < 0.01 and set(np.unique(salt)) <= {0.0, 0.5, 1.0}
+    with pytest.raises(ValueError, match="unknown corruption"):
+        jnn.corrupt(x, KEY, kind="blur")
+
+
+def test_random_translate():
+    images = jnp.asarray(np.random.default_rng(6).random((5, 8, 8, 1)), jnp.float32)
+    np.testing.assert_array_equal(jnn.random_translate(images, KEY, max_shift=0), images)
+    shifted = np.asarray(jnn.random_translate(images, KEY, max_shift=2))
+    for i in range(5):  # each output is the image moved by some (dy, dx) with zero fill
+        found = False
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                ref = np.zeros((8, 8, 1), np.float32)
+                src = np.asarray(images[i])
+                ref[max(dy, 0) : 8 + min(dy, 0), max(dx, 0) : 8 + min(dx, 0)] = src[
+                    max(-dy, 0) : 8 - max(dy, 0), max(-dx, 0) : 8 - max(dx, 0)
+                ]
+                found |= np.array_equal(ref, shifted[i])
+        assert found
+
+
+def test_adversarial_perturbation_attains_the_dual_norm():
+    g = jnp.asarray(np.random.default_rng(7).normal(size=(4, 3, 5)), jnp.float32)
+    flat = np.asarray(g).reshape(4, -1)
+    eps = 0.1
+    for p, q_norm in ((np.inf, np.abs(flat).sum(-1)), (2, np.linalg.norm(flat, axis=-1)), (1, np.abs(flat).max(-1))):
+        d = np.asarray(jnn.adversarial_perturbation(g, epsilon=eps, norm=p)).reshape(4, -1)
+        np.testing.assert_allclose(np.linalg.norm(d, ord=p, axis=-1), eps, rtol=1e-5)
+        np.testing.assert_allclose((d * flat).sum(-1), eps * q_norm, rtol=1e-5)  # max ⟨g, δ⟩ = ε‖g‖_q
+    with pytest.raises(ValueError, match="norm"):
+        jnn.adversarial_perturbation(g, epsilon=eps, norm=3)
+
+
+# --- recurrent layers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_rnn_scan_matches_a_python_loop_over_the_cell(kind):
+    cell = jnn.recurrent_cell(kind, 2, 5, rngs=nnx.Rngs(0))
+    rnn = jnn.RNN(cell)
+    x = jnp.asarray(np.random.default_rng(8).normal(size=(3, 7, 2)), jnp.float32)
+
+    @nnx.jit
+    def both(rnn, x):
+        carry = rnn.cell.initialize_carry((3, 2), nnx.Rngs(0))
+        outputs = []
+        for t in range(7):  # a plain Python loop, unrolled: the reference for the scan
+            carry, y = rnn.cell(carry, x[:, t])
+            outputs.append(y)
+        return rnn(x), jnp.stack(outputs, axis=1)
+
+    scanned, looped = both(rnn, x)
+    np.testing.assert_allclose(scanned, looped, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown recurrent cell"):
+        jnn.recurrent_cell("transformer", 2, 5, rngs=nnx.Rngs(0))

@@ -57,7 +57,13 @@ def add_train_parser(sub) -> None:
         "--hidden", type=_hidden, default=None, help="hidden widths, e.g. 256,256 (default: the model's own)"
     )
     p.add_argument("--dropout", type=float, default=None, help=f"dropout rate (default {d.dropout})")
-    p.add_argument("--optimizer", default=None, help=f"jdl or Optax optimizer name (default {d.optimizer})")
+    p.add_argument(
+        "--optimizer",
+        default=None,
+        help="an Optax optimizer (adam, sgd, ...) or one of jdl's as jdl:NAME (jdl:momentum, jdl:damped_newton, "
+        "...; list: jdl.optim.available_optimizers()); Newton-family methods take full steps at --lr 1 "
+        f"(default {d.optimizer})",
+    )
     p.add_argument(
         "--lr",
         "--learning-rate",

@@ -1,0 +1,231 @@
+"""Schedules, the plateau callback, clipping, weight decay and per-layer penalties,
+each against its formula in plain Python."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jdl.optim as jo
+from jdl.training import FitContext, TrainState
+
+
+def _values(schedule, steps):
+    return np.array([float(schedule(k)) for k in steps])
+
+
+# ----------------------------------------------------------------------------------
+# Schedules
+# ----------------------------------------------------------------------------------
+
+
+def test_linear_decay_reaches_its_floor_and_stays():
+    steps = range(0, 150, 7)
+    expected = [0.1 + (0.001 - 0.1) * min(k / 100, 1.0) for k in steps]
+    np.testing.assert_allclose(_values(jo.linear_decay(0.1, 0.001, 100), steps), expected, rtol=1e-5)
+
+
+def test_exponential_and_step_decay():
+    steps = range(0, 50, 3)
+    np.testing.assert_allclose(_values(jo.exponential_decay(0.5, 0.9, 10), steps),
+                               [0.5 * 0.9 ** (k / 10) for k in steps], rtol=1e-5)
+    np.testing.assert_allclose(_values(jo.exponential_decay(0.5, 0.5, 10, staircase=True, end_value=0.1), steps),
+                               [max(0.5 * 0.5 ** (k // 10), 0.1) for k in steps], rtol=1e-5)
+    np.testing.assert_allclose(_values(jo.step_decay(1.0, factor=4.0, every=10), steps),
+                               [4.0 ** -(k // 10) for k in steps], rtol=1e-5)
+
+
+def test_warmup_then_the_schedule():
+    after = jo.exponential_decay(0.2, 0.5, 10)
+    steps = range(0, 40)
+    expected = [0.01 + (0.2 - 0.01) * k / 10 if k < 10 else 0.2 * 0.5 ** ((k - 10) / 10) for k in steps]
+    np.testing.assert_allclose(_values(jo.warmup(after, 10, init_value=0.01), steps), expected, rtol=1e-5)
+    np.testing.assert_allclose(_values(jo.warmup(0.3, 4), [0, 2, 4, 100]), [0.0, 0.15, 0.3, 0.3], rtol=1e-6)
+
+
+def _sgdr_reference(k, t0, m, lo, hi, gamma):
+    start, length, cycle = 0, t0, 0
+    while k >= start + length:  # walk through the cycles one by one
+        start, length, cycle = start + length, length * m, cycle + 1
+    peak = hi * gamma**cycle
+    return lo + 0.5 * (peak - lo) * (1 + math.cos(math.pi * (k - start) / length))
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_cosine_warm_restarts_against_a_loop(m):
+    steps = range(0, 200)
+    schedule = jo.cosine_warm_restarts(0.5, 5, period_multiplier=m, min_value=0.01, restart_decay=0.8)
+    expected = [_sgdr_reference(k, 5, m, 0.01, 0.5, 0.8) for k in steps]
+    np.testing.assert_allclose(_values(schedule, steps), expected, rtol=1e-5, atol=1e-6)
+    jitted = jax.jit(jax.vmap(schedule))(jnp.arange(200))
+    np.testing.assert_allclose(jitted, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_momentum_schedule_and_its_errors():
+    np.testing.assert_allclose(_values(jo.momentum_schedule([10, 20]), [0, 9, 10, 19, 20, 10**6]),
+                               [0.5, 0.5, 0.9, 0.9, 0.99, 0.99], rtol=1e-6)
+    with pytest.raises(ValueError, match="one more value than boundaries"):
+        jo.momentum_schedule([10], (0.5, 0.9, 0.99))
+    with pytest.raises(ValueError, match="increasing"):
+        jo.momentum_schedule([10, 5])
+    with pytest.raises(ValueError, match="positive integer"):
+        jo.linear_decay(0.1, 0.01, 0)
+
+
+# ----------------------------------------------------------------------------------
+# Reduce on plateau
+# ----------------------------------------------------------------------------------
+
+
+def _state(opt_state):
+    return TrainState(params=None, model_state=None, opt_state=opt_state, step=jnp.zeros((), jnp.int32),
+                      key=jnp.zeros(2, jnp.uint32))
+
+
+def test_plateau_divides_by_k_after_patience_with_cooldown_and_floor():
+    opt = optax.chain(optax.clip(1.0), optax.inject_hyperparams(jo.momentum)(learning_rate=1.0, momentum=0.9))
+    state = _state(opt.init(jnp.zeros(3)))
+    cb = jo.ReduceLROnPlateau(factor=4, patience=2, cooldown=1, min_learning_rate=0.05)
+    ctx = FitContext(None, None, None, {}, None, 1, 10)
+    cb.on_fit_start(ctx, state)
+    val_losses = [1.0, 0.9, 0.95, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.8, 0.85, 0.86]
+    rates = []
+    for loss in val_losses:
+        logs = {"val_loss": loss}
+        state = cb.on_epoch_end(ctx, state, logs) or state
+        rates.append(logs["learning_rate"])
+        assert jo.injected_hyperparams(state.opt_state)["learning_rate"] == pytest.approx(logs["learning_rate"])
+    # best 0.9 at epoch 1; epochs 2, 3 without improvement → ÷4 at epoch 3; epoch 4 is the
+    # cooldown; 5, 6 → ÷4 (0.0625) at 6; cooldown 7; 8 → wait 1; 0.8 improves; 10, 11 → floor.
+    expected = [1, 1, 1, 0.25, 0.25, 0.25, 0.0625, 0.0625, 0.0625, 0.0625, 0.0625, 0.05]
+    np.testing.assert_allclose(rates, expected, rtol=1e-6)
+    assert jo.injected_hyperparams(state.opt_state)["momentum"] == pytest.approx(0.9)  # untouched
+    saved = cb.get_state()
+    fresh = jo.ReduceLROnPlateau(factor=4, patience=2, cooldown=1, min_learning_rate=0.05)
+    fresh.set_state(saved)
+    assert fresh.get_state() == saved == {"best": 0.8, "wait": 0, "cooldown_left": 1, "reductions": 3}
+
+
+def test_plateau_needs_an_injected_constant_learning_rate():
+    cb = jo.ReduceLROnPlateau()
+    ctx = FitContext(None, None, None, {}, None, 1, 10)
+    with pytest.raises(ValueError, match="inject_hyperparams"):
+        cb.on_fit_start(ctx, _state(jo.adam(1e-3).init(jnp.zeros(2))))
+    scheduled = optax.inject_hyperparams(jo.adam)(learning_rate=jo.linear_decay(1e-3, 1e-4, 10))
+    with pytest.raises(ValueError, match="schedule"):
+        cb.on_fit_start(ctx, _state(scheduled.init(jnp.zeros(2))))
+
+
+def test_plateau_inside_fit_changes_the_rate_the_steps_use():
+    from jdl.data import two_moons
+    from jdl.models import get_model
+    from jdl.nn import cross_entropy
+    from jdl.training import fit
+
+    ds = two_moons(128)
+    model = get_model("mlp", ds.input_shape, ds.num_classes, hidden=(4,))
+    opt = optax.inject_hyperparams(jo.sgd)(learning_rate=0.5)
+    # min_delta so large that no epoch counts as an improvement: ÷2 every epoch after the first.
+    cb = jo.ReduceLROnPlateau(factor=2, patience=1, min_delta=10.0)
+    result = fit(model, cross_entropy, opt, ds, epochs=4, batch_size=64, callbacks=[cb, jo.LogHyperparams()],
+                 progress=False)
+    assert [h["learning_rate"] for h in result.history] == pytest.approx([0.5, 0.25, 0.125, 0.0625])
+    assert jo.injected_hyperparams(result.state.opt_state)["learning_rate"] == pytest.approx(0.0625)
+
+
+# ----------------------------------------------------------------------------------
+# Clipping, penalties, weight decay
+# ----------------------------------------------------------------------------------
+
+PARAMS = {"dense": {"kernel": jnp.array([[1.0, -2.0], [0.0, 3.0]]), "bias": jnp.array([0.5, -0.5])},
+          "head": {"kernel": jnp.array([[-1.0], [4.0]]), "bias": jnp.array([2.0])}}
+GRADS = jax.tree.map(lambda p: 0.1 * jnp.ones_like(p) - p, PARAMS)
+
+
+def _kernel_only(path, param):
+    del param
+    return {"dense/kernel": 0.1, "head/kernel": 0.3}.get(path, 0.0)
+
+
+def test_clip_by_value_and_by_global_norm():
+    g = {"a": jnp.array([3.0, -0.5]), "b": jnp.array([-4.0])}
+    clipped, _ = jo.clip_by_value(1.0).update(g, optax.EmptyState())
+    np.testing.assert_allclose(clipped["a"], [1.0, -0.5])
+    np.testing.assert_allclose(clipped["b"], [-1.0])
+    norm = math.sqrt(9 + 0.25 + 16)
+    clipped, _ = jo.clip_by_global_norm(2.0).update(g, optax.EmptyState())
+    np.testing.assert_allclose(clipped["a"], np.array([3.0, -0.5]) * 2 / norm, rtol=1e-6)
+    np.testing.assert_allclose(clipped["b"], [-4.0 * 2 / norm], rtol=1e-6)
+    small, _ = jo.clip_by_global_norm(10.0).update(g, optax.EmptyState())
+    np.testing.assert_allclose(small["a"], g["a"])
+    with pytest.raises(ValueError, match="positive"):
+        jo.clip_by_value(0.0)
+
+
+@pytest.mark.parametrize("coefficients", [0.2, _kernel_only], ids=["global", "per-layer"])
+def test_penalties_add_the_gradient_of_the_penalty(coefficients):
+    l1, _ = jo.add_l1_penalty(coefficients).update(GRADS, optax.EmptyState(), PARAMS)
+    l2, _ = jo.add_l2_penalty(coefficients).update(GRADS, optax.EmptyState(), PARAMS)
+    d1 = jax.grad(lambda p: jo.penalty(p, l1=coefficients))(PARAMS)
+    d2 = jax.grad(lambda p: jo.penalty(p, l2=coefficients))(PARAMS)
+    d1 = jax.tree.map(lambda d, w: jnp.where(w == 0, 0.0, d), d1, PARAMS)  # subgradient 0 at w = 0
+    for got, want in ((l1, d1), (l2, d2)):
+        jax.tree.map(lambda a, g, d: np.testing.assert_allclose(a, g + d, rtol=1e-6), got, GRADS, want)
+    np.testing.assert_allclose(l1["dense"]["kernel"][1, 0], GRADS["dense"]["kernel"][1, 0])
+    # By hand: the head kernel's L1 term is 0.3·sign(w) per-layer, 0.2·sign(w) globally.
+    c = 0.3 if callable(coefficients) else 0.2
+    np.testing.assert_allclose(l1["head"]["kernel"], GRADS["head"]["kernel"] + c * jnp.array([[-1.0], [1.0]]))
+    if callable(coefficients):  # biases are left alone
+        np.testing.assert_allclose(l2["dense"]["bias"], GRADS["dense"]["bias"])
+    expected_l2 = 0.5 * (0.1 * (1 + 4 + 9) + 0.3 * (1 + 16)) if callable(coefficients) else None
+    if expected_l2 is not None:
+        assert float(jo.penalty(PARAMS, l2=coefficients)) == pytest.approx(expected_l2)
+
+
+def test_weight_decay_after_sgd_is_the_seed_l2_rule():
+    """w ← (1 − εα) w − ε ∇J(w) (seed 001)."""
+    lr, alpha = 0.1, 0.01
+    opt = optax.chain(jo.sgd(lr), jo.weight_decay(lr * alpha))
+    updates, _ = opt.update(GRADS, opt.init(PARAMS), PARAMS)
+    new = optax.apply_updates(PARAMS, updates)
+    expected = jax.tree.map(lambda w, g: (1 - lr * alpha) * w - lr * g, PARAMS, GRADS)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), new, expected)
+    # And L2 in the gradient before SGD is the same rule.
+    opt = optax.chain(jo.add_l2_penalty(alpha), jo.sgd(lr))
+    updates, _ = opt.update(GRADS, opt.init(PARAMS), PARAMS)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+                 optax.apply_updates(PARAMS, updates), expected)
+
+
+def test_weight_decay_with_schedule_and_per_layer_coefficients():
+    opt = jo.weight_decay(jo.step_decay(0.1, factor=10, every=1), coefficients=_kernel_only)
+    state = opt.init(PARAMS)
+    zeros = jax.tree.map(jnp.zeros_like, PARAMS)
+    first, state = opt.update(zeros, state, PARAMS)
+    second, state = opt.update(zeros, state, PARAMS)
+    np.testing.assert_allclose(first["head"]["kernel"], -0.1 * 0.3 * PARAMS["head"]["kernel"], rtol=1e-6)
+    np.testing.assert_allclose(second["head"]["kernel"], -0.01 * 0.3 * PARAMS["head"]["kernel"], rtol=1e-5)
+    np.testing.assert_allclose(first["dense"]["bias"], 0.0)
+
+
+def test_coefficient_tree_checks_the_structure():
+    with pytest.raises(ValueError, match="structure of the parameters"):
+        jo.coefficient_tree({"dense": 0.1}, PARAMS)
+    tree = jo.coefficient_tree(jax.tree.map(lambda _: 0.5, PARAMS), PARAMS)
+    assert jax.tree.leaves(tree) == [0.5] * 4
+
+
+def test_per_layer_paths_of_an_nnx_model():
+    from jdl.models import get_model
+
+    model = get_model("mlp", (4,), 3, hidden=(5,))
+    params = model.init(jax.random.key_data(jax.random.key(0)), jnp.zeros((1, 4))).params
+    paths = []
+    jo.coefficient_tree(lambda path, p: paths.append(path) or 0.0, params)
+    assert sorted(paths) == ["head/bias/value", "head/kernel/value", "layers/0/bias/value",
+                             "layers/0/kernel/value"]

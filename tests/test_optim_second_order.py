@@ -1,0 +1,245 @@
+"""Newton's method, damped (Levenberg–Marquardt) Newton and saddle-free Newton,
+dense and matrix-free, against closed forms and against each other."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jdl.optim as jo
+from jdl.data import digits, two_moons
+from jdl.models import get_model
+from jdl.nn import cross_entropy
+from jdl.training import create_train_state, make_loss, make_train_step
+
+
+def _stepper(opt, f):
+    """The jitted update ``(params, state) -> (params, state)`` of ``opt`` on ``f``."""
+
+    @jax.jit
+    def step(params, state):
+        updates, state = opt.update(jax.grad(f)(params), state, params, value_fn=f)
+        return optax.apply_updates(params, updates), state
+
+    return step
+
+
+def _step(opt, f, params):
+    """One update from a fresh state."""
+    return _stepper(opt, f)(params, opt.init(params))
+
+
+def _random_quadratic(n, *, eigenvalues, seed=0):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    return jnp.asarray(q @ np.diag(eigenvalues) @ q.T), jnp.asarray(rng.standard_normal(n))
+
+
+EXACT_ON_A_CONVEX_QUADRATIC = {
+    "newton": lambda n: jo.newton(),
+    "damped_newton, λ = 0": lambda n: jo.damped_newton(damping=0.0, adaptive=False),
+    "damped_newton_cg, λ = 0": lambda n: jo.damped_newton_cg(damping=0.0, adaptive=False, tol=1e-13,
+                                                             max_iters=2 * n),
+    "saddle_free_newton, λ = 0": lambda n: jo.saddle_free_newton(damping=0.0, adaptive=False),
+    "saddle_free_newton_lanczos, k = n": lambda n: jo.saddle_free_newton_lanczos(damping=0.0, adaptive=False,
+                                                                                 num_steps=n),
+}
+
+
+@pytest.mark.parametrize("method", EXACT_ON_A_CONVEX_QUADRATIC)
+def test_one_step_solves_a_convex_quadratic(method):
+    with jax.enable_x64(True):
+        n = 9
+        a, b = _random_quadratic(n, eigenvalues=np.geomspace(0.1, 100.0, n))
+
+        def f(p):  # parameters as a pytree: the solvers must ravel and unravel it
+            x = jnp.concatenate([p["w"], p["b"]])
+            return 0.5 * x @ a @ x - b @ x
+
+        params = {"w": jnp.ones(6), "b": -jnp.ones(3)}
+        new, _ = _step(EXACT_ON_A_CONVEX_QUADRATIC[method](n), f, params)
+        solution = np.linalg.solve(np.asarray(a), np.asarray(b))
+        np.testing.assert_allclose(np.concatenate([new["w"], new["b"]]), solution, rtol=1e-9, atol=1e-10)
+
+
+def _saddle(p):
+    return p[0] ** 2 - p[1] ** 2
+
+
+def test_newton_converges_to_the_saddle():
+    with jax.enable_x64(True):
+        params, opt = jnp.array([1.0, 0.5]), jo.newton()
+        state, step = opt.init(params), _stepper(opt, _saddle)
+        for _ in range(5):
+            params, state = step(params, state)
+        np.testing.assert_allclose(params, [0.0, 0.0], atol=1e-12)  # the saddle, f = 0
+        assert float(jnp.linalg.norm(jax.grad(_saddle)(params))) < 1e-12
+
+
+FIXED = dict(damping=1e-3, adaptive=False, reject_increase=False)
+
+
+@pytest.mark.parametrize("opt", [jo.saddle_free_newton(**FIXED), jo.saddle_free_newton_lanczos(num_steps=2, **FIXED)],
+                         ids=["dense", "lanczos"])
+def test_saddle_free_newton_escapes_the_saddle(opt):
+    with jax.enable_x64(True):
+        params = jnp.array([1.0, 0.5])
+        state, step = opt.init(params), _stepper(opt, _saddle)
+        values = []
+        for _ in range(8):
+            params, state = step(params, state)
+            values.append(float(_saddle(params)))
+        # |H| = diag(2, 2): x goes to 0 as in Newton, y doubles (1 + 2/(2 + λ)) per step.
+        assert abs(float(params[0])) < 1e-3
+        np.testing.assert_allclose(float(params[1]), 0.5 * (1 + 2 / 2.001) ** 8, rtol=1e-9)
+        assert all(b < a for a, b in zip(values, values[1:])) and values[-1] < -1e4
+        assert float(state.min_curvature) == pytest.approx(-2.0)
+
+
+@pytest.mark.parametrize("dense", [True, False], ids=["cholesky", "cg"])
+def test_damping_makes_an_indefinite_system_positive_definite(dense):
+    with jax.enable_x64(True):
+        a, b = _random_quadratic(6, eigenvalues=[-3.0, -1.0, 0.5, 1.0, 2.0, 5.0], seed=1)
+
+        def f(x):
+            return 0.5 * x @ a @ x - b @ x
+
+        opt = (jo.damped_newton if dense else jo.damped_newton_cg)(damping=0.1, adaptive=False,
+                                                                  reject_increase=False)
+        x = jnp.ones(6)
+        g = jax.grad(f)(x)
+        new, state = _step(opt, f, x)
+        updates = new - x
+        assert float(state.shift) > 3.0  # past −λ_min(H)
+        assert float(g @ updates) < 0  # a descent direction
+        assert float(f(x + updates)) < float(f(x))
+        shifted = np.linalg.solve(np.asarray(a) + float(state.shift) * np.eye(6), np.asarray(g))
+        np.testing.assert_allclose(updates, -shifted, rtol=1e-6, atol=1e-9)
+
+
+def test_levenberg_marquardt_adapts_the_damping():
+    with jax.enable_x64(True):
+        a, b = _random_quadratic(4, eigenvalues=[1.0, 2.0, 3.0, 4.0])
+        opt = jo.damped_newton(damping=0.5)
+        _, state = _step(opt, lambda x: 0.5 * x @ a @ x - b @ x, jnp.ones(4))
+        # On a quadratic with λ > 0 the model is exact in H: ρ = 1, λ ← 2/3 λ.
+        assert float(state.reduction_ratio) == pytest.approx(1.0)
+        assert float(state.damping) == pytest.approx(0.5 * 2 / 3)
+
+        def pseudo_huber(x):  # nearly flat far out: the Newton step overshoots wildly
+            return jnp.sum(jnp.sqrt(1 + x**2))
+
+        x = jnp.array([3.0])
+        new, state = _step(jo.damped_newton(damping=1e-3), pseudo_huber, x)
+        assert float(state.reduction_ratio) < 0
+        np.testing.assert_array_equal(new, x)  # the step was rejected
+        assert float(state.damping) == pytest.approx(1e-3 * 1.5)
+
+
+@pytest.fixture(scope="module")
+def tiny_network():
+    """A 2-4-2 MLP on two moons (22 parameters), in float64."""
+    with jax.enable_x64(True):
+        ds = two_moons(64)
+        model = get_model("mlp", ds.input_shape, ds.num_classes, hidden=(4,))
+        variables = model.init(jax.random.key_data(jax.random.key(3)), jnp.asarray(ds.train["x"][:2]))
+        params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64) + 0.3, variables.params)
+        batch = {"x": jnp.asarray(ds.train["x"], jnp.float64), "y": jnp.asarray(ds.train["y"])}
+        loss = make_loss(model, cross_entropy)
+        yield params, (lambda p: loss(p, variables.model_state, batch)[0])
+
+
+def _flat(tree):
+    return jax.flatten_util.ravel_pytree(tree)[0]
+
+
+def test_conjugate_gradient_matches_the_dense_solve(tiny_network):
+    params, f = tiny_network
+    with jax.enable_x64(True):
+        settings = dict(damping=2.0, adaptive=False, reject_increase=False)
+        dense, _ = _step(jo.damped_newton(**settings), f, params)
+        matrix_free, state = _step(jo.damped_newton_cg(tol=1e-12, max_iters=100, **settings), f, params)
+        assert float(state.shift) == 2.0  # H + 2I was positive definite: no restart
+        np.testing.assert_allclose(_flat(matrix_free), _flat(dense), rtol=1e-8, atol=1e-10)
+
+
+def test_lanczos_with_full_dimension_matches_dense_saddle_free(tiny_network):
+    params, f = tiny_network
+    with jax.enable_x64(True):
+        x, unravel = jax.flatten_util.ravel_pytree(params)
+        hessian = jax.jit(jax.hessian(lambda v: f(unravel(v))))(x)  # eager would be slow
+        eigenvalues = np.linalg.eigvalsh(np.asarray(hessian))
+        assert eigenvalues.min() < -1e-6 < 1e-6 < eigenvalues.max()  # a genuinely indefinite H
+        settings = dict(damping=0.1, adaptive=False, reject_increase=False)
+        dense, dense_state = _step(jo.saddle_free_newton(**settings), f, params)
+        krylov, krylov_state = _step(jo.saddle_free_newton_lanczos(num_steps=x.size, **settings), f, params)
+        np.testing.assert_allclose(_flat(krylov), _flat(dense), rtol=1e-7, atol=1e-9)
+        assert float(dense_state.min_curvature) == pytest.approx(eigenvalues.min(), rel=1e-8)
+        assert float(krylov_state.min_curvature) == pytest.approx(eigenvalues.min(), rel=1e-6)
+
+
+def test_damped_newton_beats_adam_on_a_small_network():
+    """Full-batch digits (the first 256 training images), a 64-8-10 MLP (610
+    parameters), 10 steps each; Adam at the best of four learning rates. The
+    Newton steps run in jdl's own train step, which hands them ``value_fn``."""
+    ds = digits()
+    model = get_model("mlp", ds.input_shape, ds.num_classes, hidden=(8,))
+    batch = {k: jnp.asarray(v[:256]) for k, v in ds.train.items()}
+    loss = make_loss(model, cross_entropy)
+    start = create_train_state(model, optax.adam(1e-3), key=0, batch=batch)
+
+    def f(p):
+        return loss(p, start.model_state, batch)[0]
+
+    def adam_final_loss(lr, steps=10):
+        opt = optax.inject_hyperparams(optax.adam)(learning_rate=lr)
+
+        def body(carry, _):
+            p, s = carry
+            u, s = opt.update(jax.grad(f)(p), s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        (p, _), _ = jax.lax.scan(body, (start.params, opt.init(start.params)), None, length=steps)
+        return f(p)
+
+    best_adam = float(jnp.min(jax.jit(jax.vmap(adam_final_loss))(jnp.array([1e-3, 1e-2, 3e-2, 1e-1]))))
+    for name in ("jdl:damped_newton", "jdl:damped_newton_cg"):
+        opt = jo.get_optimizer(name, 1.0)
+        state = start.replace(opt_state=opt.init(start.params))
+        step = make_train_step(model, cross_entropy, opt)
+        for _ in range(10):
+            state, _ = step(state, batch)
+        newton = float(f(state.params))
+        assert newton < best_adam < float(f(start.params))
+        assert newton < 0.6 * best_adam, (name, newton, best_adam)
+
+
+@pytest.mark.parametrize("name", ["jdl:newton", "jdl:saddle_free_newton", "jdl:saddle_free_newton_lanczos"])
+def test_second_order_runs_in_the_train_step(name):
+    """The training core passes ``value_fn`` to optimizers with extra args (the
+    damped Newton methods are run there by the test above)."""
+    ds = two_moons(64)
+    batch = {k: jnp.asarray(v) for k, v in ds.train.items()}
+    model = get_model("mlp", ds.input_shape, ds.num_classes, hidden=(4,))
+    opt = jo.get_optimizer(name, 1.0)
+    state = create_train_state(model, opt, key=0, batch=batch)
+    step = make_train_step(model, cross_entropy, opt)
+    losses = []
+    for _ in range(3):
+        state, metrics = step(state, batch)
+        losses.append(float(metrics["loss"]))
+    assert np.isfinite(losses).all()
+    if name != "jdl:newton":  # plain Newton may head for a saddle or a maximum
+        assert losses[-1] < losses[0]
+
+
+def test_missing_value_fn_is_a_clear_error():
+    opt = jo.damped_newton()
+    x = jnp.ones(3)
+    with pytest.raises(ValueError, match="value_fn"):
+        opt.update(x, opt.init(x), x)
+    with pytest.raises(TypeError, match="scalar learning_rate"):
+        jo.newton(optax.linear_schedule(1.0, 0.1, 10))

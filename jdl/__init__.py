@@ -13,6 +13,7 @@ The public surface, by area:
 """
 
 from jdl import data as data
+from jdl import hessian as hessian
 from jdl import models as models
 from jdl import nn as nn
 from jdl import optim as optim
@@ -36,6 +37,7 @@ __all__ = [
     "create_train_state",
     "data",
     "fit",
+    "hessian",
     "from_function",
     "from_linen",
     "from_nnx",

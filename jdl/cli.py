@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, TypeError) as e:
+    except (ValueError, FileExistsError, FileNotFoundError, TypeError, MemoryError) as e:
         print(f"jdl {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

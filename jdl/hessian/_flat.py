@@ -1,0 +1,104 @@
+"""Private helpers: pytrees ⇄ flat vectors, and matvecs on flat vectors.
+
+The Krylov methods keep their basis as one ``(m, n)`` matrix so that
+reorthogonalisation is two matrix products; operators stay functions of
+pytrees. These helpers convert at the boundary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+PyTree = Any
+
+
+def flatten(tree: PyTree) -> tuple[jax.Array, Callable[[jax.Array], PyTree]]:
+    """``(flat, unflatten)`` with ``flat`` a 1-D array in the leaves' common dtype."""
+    flat, unflatten = ravel_pytree(tree)
+    return flat, unflatten
+
+
+def flat_matvec(matvec: Callable, unflatten: Callable, params: tuple) -> Callable[[jax.Array], jax.Array]:
+    """``x ↦ ravel(matvec(unflatten(x), *params))`` keeping ``x``'s dtype."""
+
+    def mv(x: jax.Array) -> jax.Array:
+        out, _ = ravel_pytree(matvec(unflatten(x), *params))
+        return out.astype(x.dtype)
+
+    return mv
+
+
+def unflatten_rows(unflatten: Callable, rows: jax.Array) -> PyTree:
+    """A ``(k, n)`` matrix of flat vectors as one pytree whose leaves have a leading ``k`` axis."""
+    return jax.vmap(unflatten)(rows)
+
+
+def num_parameters(tree: PyTree) -> int:
+    """The number of scalars in a pytree (works on abstract values too)."""
+    return sum(math.prod(jnp.shape(leaf)) for leaf in jax.tree.leaves(tree))
+
+
+def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
+    """``Σ aᵢ bᵢ`` over all leaves."""
+    parts = jax.tree.leaves(jax.tree.map(lambda x, y: jnp.vdot(x, y), a, b))
+    return sum(parts[1:], parts[0]) if parts else jnp.zeros(())
+
+
+def tree_norm(a: PyTree) -> jax.Array:
+    """The Euclidean norm of a pytree seen as one vector."""
+    return jnp.sqrt(tree_vdot(a, a))
+
+
+def tree_axpy(alpha, x: PyTree, y: PyTree) -> PyTree:
+    """``α x + y`` leafwise."""
+    return jax.tree.map(lambda a, b: alpha * a + b, x, y)
+
+
+def tree_scale(alpha, x: PyTree) -> PyTree:
+    return jax.tree.map(lambda a: alpha * a, x)
+
+
+def tree_index(tree: PyTree, i) -> PyTree:
+    """The ``i``-th slice along the leading axis of every leaf."""
+    return jax.tree.map(lambda a: a[i], tree)
+
+
+def random_like(key: jax.Array, tree: PyTree, *, distribution: str = "normal") -> PyTree:
+    """A random pytree shaped like ``tree``: standard normal or Rademacher (±1) entries."""
+    flat, unflatten = flatten(tree)
+    key = as_key(key)
+    if distribution == "normal":
+        x = jax.random.normal(key, flat.shape, flat.dtype)
+    elif distribution == "rademacher":
+        x = jax.random.rademacher(key, flat.shape, flat.dtype)
+    else:
+        raise ValueError(f"unknown distribution {distribution!r}; use 'normal' or 'rademacher'")
+    return unflatten(x)
+
+
+def as_key(key) -> jax.Array:
+    """A typed PRNG key from an integer seed (also a traced scalar, so seeds can be
+    vmapped), a raw ``uint32[2]`` key or a typed key."""
+    if isinstance(key, int):
+        return jax.random.key(key)
+    key = jnp.asarray(key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if key.ndim == 0 and jnp.issubdtype(key.dtype, jnp.integer):
+        return jax.random.key(key)
+    return jax.random.wrap_key_data(key)
+
+
+def float_dtype(tree: PyTree):
+    """The floating dtype of a pytree's leaves (they must agree)."""
+    dtypes = {jnp.result_type(leaf) for leaf in jax.tree.leaves(tree)}
+    floats = {d for d in dtypes if jnp.issubdtype(d, jnp.floating)}
+    if not floats:
+        raise TypeError(f"expected floating-point parameters, got dtypes {sorted(map(str, dtypes))}")
+    return jnp.result_type(*floats)

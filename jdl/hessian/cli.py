@@ -1,0 +1,184 @@
+"""``jdl hessian RUN_DIR``: the curvature of a trained checkpoint.
+
+    jdl train --hidden 32 --out runs/digits-mlp
+    jdl hessian runs/digits-mlp            # loss, ‖g‖, extreme eigenvalues, κ, index, trace, density
+
+Registered on the main parser by :func:`add_parser`; the work is done by
+:func:`jdl.hessian.analysis.hessian_analysis`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+
+__all__ = ["add_parser", "cmd_hessian", "format_report"]
+
+SPLITS = ("train", "val", "test")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``jdl hessian`` on the main parser's subparsers."""
+    p = subparsers.add_parser(
+        "hessian",
+        help="analyse the Hessian of a trained run's checkpoint",
+        description=(
+            "Analyse the loss Hessian at a checkpoint written by `jdl train`: loss, gradient norm, "
+            "top-k and bottom-k eigenvalues, condition number, index (fraction of negative "
+            "eigenvalues), curvature classification, trace (Hutch++ ± standard error), and a "
+            "spectral-density plot (stochastic Lanczos quadrature) saved in the run directory."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `jdl train --out`")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="eigenvalues to report at each end")
+    p.add_argument("--num-probes", type=_positive_int, default=10, help="SLQ probe vectors for the density")
+    p.add_argument("--num-steps", type=_positive_int, default=80, help="Lanczos steps (ends and per SLQ probe)")
+    p.add_argument("--trace-matvecs", type=_positive_int, default=99, help="Hessian-vector products for Hutch++")
+    p.add_argument("--split", choices=SPLITS, default="train", help="which data the loss is averaged over")
+    p.add_argument("--max-examples", type=_positive_int, default=None,
+                   help="use only the first N examples of the split (None: all of them)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="accumulate Hessian products over batches of this size (None: one batch)")
+    p.add_argument("--method", choices=("auto", "dense", "lanczos"), default="auto",
+                   help="dense spectrum (small models) or Lanczos + SLQ; auto: dense up to --dense-max")
+    p.add_argument("--dense-max", type=_positive_int, default=4000,
+                   help="largest parameter count for the dense spectrum under --method auto")
+    p.add_argument("--mode", choices=("eval", "train"), default="eval",
+                   help="model mode of the loss: eval (BatchNorm running stats, no dropout) or train")
+    p.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default: the latest)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random probes")
+    p.add_argument("--float64", action="store_true",
+                   help="analyse in float64 (parameters and data cast; slower, tighter eigenvalues)")
+    p.add_argument("--out", default=None,
+                   help="spectral-density PNG path (default RUN_DIR/hessian_density.png)")
+    p.set_defaults(func=cmd_hessian)
+    return p
+
+
+def _fmt(x: float) -> str:
+    if x is None:
+        return "n/a"
+    if math.isinf(x):
+        return "∞"
+    return f"{x:.6g}"
+
+
+def _values(xs) -> str:
+    return "  ".join(f"{float(x):.5g}" for x in xs)
+
+
+def format_report(analysis, *, mode: str = "eval") -> str:
+    """The printed table of a :class:`~jdl.hessian.analysis.HessianAnalysis`."""
+    a = analysis
+    c = a.condition
+    if c.definition == "definite":
+        cond = f"{_fmt(float(c.value))}  (λmax/λmin, seed 004 §3.1)"
+        if math.isinf(float(c.value)):
+            cond = "∞ for λmax/λmin (seed 004 §3.1): the Hessian is not positive definite"
+            if a.method == "lanczos":
+                cond += ("; the |λ|-thresholded variant needs the full spectrum "
+                         "(--method dense, for models up to a few thousand parameters)")
+    elif c.definition == "magnitude":
+        cond = (f"{_fmt(float(c.value))}  (max|λ| / min|λ| over |λ| > {c.rtol:.1e}·max|λ|; "
+                f"{int(c.num_excluded)} near-zero eigenvalues excluded; λmax/λmin undefined: indefinite)")
+    else:
+        cond = f"{_fmt(float(c.value))}  ({c.definition})"
+    if a.method == "dense":
+        index = f"{a.index:.4f}  ({round(a.index * a.num_parameters)} of {a.num_parameters:,} eigenvalues < −τ)"
+    else:
+        index = f"{a.index:.4f} ± {a.index_standard_error:.4f}  (SLQ mass below −τ)"
+    crit = "critical point" if a.is_critical else f"not a critical point (‖g‖ > {a.gradient_tolerance:.1e})"
+    trace = (f"{float(a.trace.estimate):.6g} ± {float(a.trace.standard_error):.2g}  "
+             f"(Hutch++, {int(a.trace.num_matvecs)} products)")
+    if a.trace_exact is not None:
+        trace += f"; exact {a.trace_exact:.6g}"
+    rows = [
+        ("parameters", f"{a.num_parameters:,}"),
+        ("examples", f"{a.num_examples:,}  (model mode: {mode})"),
+        ("method", "dense Hessian + eigh" if a.method == "dense" else "Lanczos + stochastic Lanczos quadrature"),
+        ("loss", f"{a.loss:.6g}"),
+        ("‖g‖", f"{a.gradient_norm:.4g}"),
+        (f"top {len(a.top_eigenvalues)} λ", _values(a.top_eigenvalues)),
+        (f"bottom {len(a.bottom_eigenvalues)} λ", _values(a.bottom_eigenvalues)),
+        *([("Lanczos residual", f"max ‖Hy − λy‖ = {float(max(a.eigenvalue_residuals)):.2g} over these "
+                                f"{2 * len(a.top_eigenvalues)} eigenpairs")]
+          if a.eigenvalue_residuals is not None else []),
+        ("condition number", cond),
+        ("index", index),
+        ("curvature", f"{a.classification}  (τ = {a.eigenvalue_tolerance:.2g}); {crit}"),
+        ("trace", trace),
+        ("density", f"σ = {float(a.density.sigma):.3g}, {a.density.num_probes} probes × {a.density.num_steps} steps"),
+        ("products", f"{a.num_matvecs:,} Hessian-vector products, {sum(a.seconds.values()):.1f} s"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def cmd_hessian(args) -> int:
+    import jax
+    import jax.numpy as jnp
+
+    from jdl.hessian.analysis import hessian_analysis
+    from jdl.hessian.operators import model_objective
+    from jdl.hessian.plots import plot_spectral_density
+    from jdl.run import load_run
+
+    run_dir = os.fspath(args.run_dir)
+    if not os.path.isdir(run_dir):
+        raise FileNotFoundError(f"{run_dir} is not a directory; pass the --out directory of a `jdl train` run")
+    run = load_run(run_dir, epoch=args.epoch)
+    split = getattr(run.dataset, args.split)
+    data = {k: jnp.asarray(v) for k, v in split.items()}
+    if args.max_examples is not None:
+        data = {k: v[: args.max_examples] for k, v in data.items()}
+    out_png = args.out or os.path.join(run_dir, "hessian_density.png")
+    print(f"jdl hessian: {run_dir} ({run.config.model} on {run.config.dataset}, step {int(run.state.step)}), "
+          f"{args.split} split", flush=True)
+
+    def analyse(params, model_state, data):
+        objective = model_objective(run.model, run.loss_fn, model_state, train=args.mode == "train")
+        return hessian_analysis(
+            objective.loss, params, data, top_k=args.top_k, num_steps=args.num_steps,
+            num_probes=args.num_probes, trace_matvecs=args.trace_matvecs, method=args.method,
+            dense_max_params=args.dense_max, batch_size=args.batch_size, key=args.seed,
+            progress=lambda msg: print(f"  … {msg}", file=sys.stderr, flush=True),
+        )
+
+    params, model_state = run.state.params, run.state.model_state
+    try:
+        if args.float64:
+            with jax.enable_x64(True):
+                cast = lambda t: jax.tree.map(  # noqa: E731
+                    lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, t)
+                analysis = analyse(cast(params), cast(model_state), cast(data))
+        else:
+            analysis = analyse(params, model_state, data)
+    except MemoryError as e:  # the dense Hessian would not fit: say so as a usage error
+        raise ValueError(f"{e} (try --method lanczos)") from None
+    print(format_report(analysis, mode=args.mode))
+    plot_spectral_density(
+        analysis.density, out_png, eigenvalues=analysis.eigenvalues,
+        title=(f"Hessian spectrum: {run.config.model} on {run.config.dataset} "
+               f"({args.split}, step {int(run.state.step)})"),
+    )
+    json_path = os.path.join(run_dir, "hessian.json")
+    with open(json_path + ".tmp", "w") as f:
+        json.dump(analysis.to_json() | {"split": args.split, "mode": args.mode, "step": int(run.state.step)}, f,
+                  indent=2)
+    os.replace(json_path + ".tmp", json_path)
+    print(f"  {'saved':<16}  {out_png}, {json_path}")
+    return 0

@@ -1,0 +1,363 @@
+"""Critical points: what the curvature says at a point, and how to find one.
+
+At a critical point (``∇L = 0``) the second-order test reads the Hessian's
+eigenvalues (seed 004 §3.2: a saddle is "a maximum in one direction and a
+minimum in another", its Hessian indefinite):
+
+- **minimum** — every eigenvalue ``> τ``;
+- **maximum** — every eigenvalue ``< −τ``;
+- **saddle** — some ``< −τ`` and some ``> τ``;
+- **degenerate** — none of these: some eigenvalue is within ``±τ`` of zero
+  and there are no eigenvalues of both signs (flat directions; the
+  second-order test is inconclusive — e.g. the monkey saddle ``x³ − 3xy²``,
+  whose Hessian vanishes at the origin).
+
+``τ = max(eigenvalue_atol, eigenvalue_rtol · max|λ|)``, with ``eigenvalue_rtol``
+defaulting to ``√ε`` of the dtype (≈ 3.5e-4 in float32, 1.5e-8 in float64),
+the resolution of a dense ``eigh``. The *index* is the fraction of
+eigenvalues below ``−τ``; seed 000 notes that critical points with higher loss
+tend to have a larger index (more likely saddles) and those with lower loss a
+smaller one (more likely minima) — Dauphin et al. (2014) measured this
+relation on small networks. A point is reported *critical* when
+``‖∇L‖ ≤ gradient_tol`` (default ``√ε``); the classification describes the
+local curvature either way.
+
+To *locate* critical points of any kind — saddles included, which gradient
+descent avoids — :func:`find_critical_point` minimises ``½‖∇L(θ)‖²`` by
+Levenberg–Marquardt: the gradient is a residual whose Jacobian is ``H``, so
+each step solves
+
+    (H² + μ I) δ = −H g,
+
+which is Newton's step ``−H⁻¹ g`` as ``μ → 0`` and a short gradient step on
+``½‖g‖²`` for large ``μ``; ``μ`` shrinks after a step that lowers ``‖g‖`` and
+grows after one that does not.
+
+References:
+  Y. Dauphin, R. Pascanu, C. Gulcehre, K. Cho, S. Ganguli, Y. Bengio,
+  "Identifying and attacking the saddle point problem in high-dimensional
+  non-convex optimization", NeurIPS 2014.
+  J. Pennington, Y. Bahri, "Geometry of neural network loss surfaces via random
+  matrix theory", ICML 2017 (critical points by minimising ‖∇L‖²).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jdl.hessian._flat import as_key, flatten, random_like
+from jdl.hessian.density import stochastic_lanczos_quadrature
+from jdl.hessian.lanczos import lanczos
+from jdl.hessian.operators import check_dense_fits, dense_hessian, hessian_operator, hvp
+
+PyTree = Any
+
+__all__ = [
+    "CriticalPointReport",
+    "CriticalPointResult",
+    "classify_curvature",
+    "critical_point_report",
+    "find_critical_point",
+]
+
+CLASSES = ("minimum", "maximum", "saddle", "degenerate")
+
+
+class CriticalPointReport(NamedTuple):
+    """The first- and second-order picture at one point.
+
+    Attributes:
+      loss: ``L(θ)``.
+      gradient_norm: ``‖∇L(θ)‖``.
+      gradient_curvature: ``‖H g‖ / ‖g‖`` (how strongly the Hessian acts on the
+        gradient direction; ``nan`` when ``g = 0``).
+      lambda_min, lambda_max: the extreme eigenvalues.
+      index: fraction of eigenvalues ``< −τ`` (exact from the dense spectrum;
+        SLQ's quadrature mass otherwise).
+      index_standard_error: 0 for the dense spectrum, else SLQ's probe spread.
+      classification: ``"minimum"``, ``"maximum"``, ``"saddle"`` or ``"degenerate"``.
+      is_critical: ``‖∇L‖ ≤ gradient_tol``.
+      eigenvalue_tolerance: the ``τ`` used.
+      gradient_tolerance: the ``gradient_tol`` used.
+      method: ``"dense"`` (full ``eigh``) or ``"lanczos"`` (Lanczos ends + SLQ index).
+      num_parameters: the dimension ``n``.
+      eigenvalues: the full spectrum (``"dense"``) or ``None``.
+    """
+
+    loss: jax.Array
+    gradient_norm: jax.Array
+    gradient_curvature: jax.Array
+    lambda_min: jax.Array
+    lambda_max: jax.Array
+    index: jax.Array
+    index_standard_error: jax.Array
+    classification: str
+    is_critical: bool
+    eigenvalue_tolerance: jax.Array
+    gradient_tolerance: float
+    method: str
+    num_parameters: int
+    eigenvalues: jax.Array | None
+
+    def summary(self) -> str:
+        crit = "critical point" if self.is_critical else (
+            f"not a critical point (‖g‖ > {self.gradient_tolerance:.1e})")
+        return (
+            f"loss {float(self.loss):.6g}, ‖g‖ {float(self.gradient_norm):.3e}, "
+            f"λ ∈ [{float(self.lambda_min):.4g}, {float(self.lambda_max):.4g}], "
+            f"index {float(self.index):.4f}: {self.classification} curvature, {crit}"
+        )
+
+
+def eigenvalue_tolerance(eigenvalue_scale, dtype, *, rtol: float | None = None,
+                         atol: float = 0.0) -> jax.Array:
+    """``τ = max(atol, rtol · scale)`` with ``rtol = √ε(dtype)`` by default."""
+    if rtol is None:
+        rtol = float(np.sqrt(np.finfo(dtype).eps))
+    return jnp.maximum(jnp.asarray(atol, dtype), rtol * jnp.asarray(eigenvalue_scale, dtype))
+
+
+def classify_curvature(lambda_min, lambda_max, tolerance) -> str:
+    """``"minimum"``, ``"maximum"``, ``"saddle"`` or ``"degenerate"`` (see the module docstring)."""
+    lo, hi, tol = float(lambda_min), float(lambda_max), float(tolerance)
+    if lo < -tol and hi > tol:
+        return "saddle"
+    if lo > tol:
+        return "minimum"
+    if hi < -tol:
+        return "maximum"
+    return "degenerate"
+
+
+def critical_point_report(
+    loss: Callable[..., jax.Array],
+    params: PyTree,
+    *args,
+    key=0,
+    method: str = "auto",
+    dense_max_params: int = 4000,
+    num_steps: int = 80,
+    num_probes: int = 10,
+    gradient_tol: float | None = None,
+    eigenvalue_rtol: float | None = None,
+    eigenvalue_atol: float = 0.0,
+) -> CriticalPointReport:
+    """Loss, gradient and curvature at ``params``, with the point classified.
+
+    Args:
+      loss: ``loss(params, *args) -> scalar``.
+      params: the point.
+      *args: further fixed arguments of ``loss`` (a batch, ...).
+      key: PRNG key or seed for Lanczos' start and SLQ's probes.
+      method: ``"dense"`` (full spectrum; raises ``MemoryError`` before
+        allocating if it would not fit), ``"lanczos"`` (extreme eigenvalues by
+        Lanczos with both ends from one Krylov space, index by SLQ), or
+        ``"auto"``: dense up to ``dense_max_params`` parameters.
+      num_steps: Lanczos steps (``"lanczos"``: for the ends and per SLQ probe).
+      num_probes: SLQ probes for the index.
+      gradient_tol: ``‖∇L‖`` at or below which the point counts as critical
+        (default ``√ε`` of the dtype).
+      eigenvalue_rtol, eigenvalue_atol: the zero-eigenvalue tolerance ``τ``.
+
+    Returns:
+      :class:`CriticalPointReport`.
+    """
+    flat, _ = flatten(params)
+    dtype = flat.dtype
+    n = flat.shape[0]
+    if method == "auto":
+        method = "dense" if n <= dense_max_params else "lanczos"
+    if method not in ("dense", "lanczos"):
+        raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
+    if gradient_tol is None:
+        gradient_tol = float(np.sqrt(np.finfo(dtype).eps))
+
+    if method == "dense":
+        check_dense_fits(n, dtype, chunk_size=min(32, n))
+    k_lanczos, k_slq = jax.random.split(as_key(key))
+
+    @jax.jit
+    def numbers(params, *args):
+        value, grad = jax.value_and_grad(loss)(params, *args)
+        gflat, _ = flatten(grad)
+        gnorm = jnp.linalg.norm(gflat)
+        hg, _ = flatten(hvp(loss, params, grad, *args))
+        ratio = jnp.where(gnorm > 0, jnp.linalg.norm(hg) / jnp.where(gnorm > 0, gnorm, 1), jnp.nan)
+        if method == "dense":
+            eig = jnp.linalg.eigvalsh(dense_hessian(loss, params, *args))
+            lo, hi = eig[0], eig[-1]
+            tau = eigenvalue_tolerance(jnp.max(jnp.abs(eig)), dtype, rtol=eigenvalue_rtol,
+                                       atol=eigenvalue_atol)
+            index = jnp.mean((eig < -tau).astype(dtype))
+            index_se = jnp.zeros((), dtype)
+        else:
+            steps = min(num_steps, n)
+            ends = lanczos(steps, k=2, which="BE")(hessian_operator(loss),
+                                                   random_like(k_lanczos, params), params, *args)
+            lo, hi = ends.eigenvalues[0], ends.eigenvalues[1]
+            tau = eigenvalue_tolerance(jnp.maximum(jnp.abs(lo), jnp.abs(hi)), dtype,
+                                       rtol=eigenvalue_rtol, atol=eigenvalue_atol)
+            quad = stochastic_lanczos_quadrature(steps, num_probes=num_probes)(
+                hessian_operator(loss), params, params, *args, key=k_slq)
+            index = quad.fraction_below(-tau)
+            index_se = quad.fraction_below_standard_error(-tau)
+            eig = None
+        return value, gnorm, ratio, lo, hi, tau, index, index_se, eig
+
+    value, gnorm, ratio, lo, hi, tau, index, index_se, eig = numbers(params, *args)
+    return CriticalPointReport(
+        loss=value,
+        gradient_norm=gnorm,
+        gradient_curvature=ratio,
+        lambda_min=lo,
+        lambda_max=hi,
+        index=index,
+        index_standard_error=index_se,
+        classification=classify_curvature(lo, hi, tau),
+        is_critical=bool(gnorm <= gradient_tol),
+        eigenvalue_tolerance=tau,
+        gradient_tolerance=gradient_tol,
+        method=method,
+        num_parameters=n,
+        eigenvalues=eig,
+    )
+
+
+# ----------------------------------------------------------------------------------
+# Finding critical points
+# ----------------------------------------------------------------------------------
+
+
+class CriticalPointResult(NamedTuple):
+    """What :func:`find_critical_point` returns.
+
+    Attributes:
+      params: the point reached.
+      loss: ``L`` there.
+      gradient_norm: ``‖∇L‖`` there.
+      num_steps: accepted plus rejected Levenberg–Marquardt steps.
+      converged: ``gradient_norm ≤ tol``.
+      damping: the final ``μ``.
+    """
+
+    params: PyTree
+    loss: jax.Array
+    gradient_norm: jax.Array
+    num_steps: jax.Array
+    converged: jax.Array
+    damping: jax.Array
+
+
+def find_critical_point(
+    loss: Callable[..., jax.Array],
+    params: PyTree,
+    *args,
+    max_steps: int = 100,
+    tol: float | None = None,
+    damping: float = 1e-3,
+    solver: str = "auto",
+    dense_max_params: int = 2000,
+    cg_max_steps: int = 100,
+    memory: int = 10,
+) -> CriticalPointResult:
+    """Locate a critical point near ``params`` by minimising ``½‖∇L‖²`` (Levenberg–Marquardt).
+
+    Converges to the nearby critical point of any type — minimum, saddle or
+    maximum — quadratically when its Hessian is non-singular (Newton's method on
+    ``∇L = 0``) and linearly when it is degenerate.
+
+    Args:
+      loss: ``loss(params, *args) -> scalar``.
+      params: the starting point.
+      *args: fixed further arguments of ``loss``.
+      max_steps: the most Levenberg–Marquardt steps.
+      tol: stop when ``‖∇L‖ ≤ tol`` (default ``10·ε`` of the dtype × (1 + |L|)).
+      damping: the initial ``μ`` relative to ``‖H‖²`` (it adapts).
+      solver: how to solve ``(H² + μI) δ = −Hg``: ``"dense"`` (eigendecomposition
+        of the dense Hessian), ``"cg"`` (matrix-free conjugate gradients, two
+        Hessian-vector products per iteration), or ``"auto"`` (dense up to
+        ``dense_max_params``).
+      cg_max_steps: conjugate-gradient iterations per step.
+      memory: a step is accepted when ``‖∇L‖²`` falls below the largest of the
+        last ``memory`` accepted values (non-monotone acceptance, Grippo,
+        Lampariello & Lucidi 1986), which lets Newton-like steps through curved
+        valleys where ``‖∇L‖`` must rise briefly; ``1`` is the classic monotone rule.
+
+    Returns:
+      :class:`CriticalPointResult`. The loop is a ``lax.while_loop``: wrap the
+      call in ``jax.jit`` (with ``loss`` closed over) to compile it once.
+    """
+    flat0, unflatten = flatten(params)
+    n = flat0.shape[0]
+    dtype = flat0.dtype
+    if solver == "auto":
+        solver = "dense" if n <= dense_max_params else "cg"
+    if solver not in ("dense", "cg"):
+        raise ValueError(f"unknown solver {solver!r}; use 'auto', 'dense' or 'cg'")
+    eps = jnp.finfo(dtype).eps
+
+    def flat_loss(x):
+        return loss(unflatten(x), *args)
+
+    grad = jax.grad(flat_loss)
+
+    def value_and_grad(x):
+        return jax.value_and_grad(flat_loss)(x)
+
+    def solve(x, g, mu):
+        if solver == "dense":
+            h = dense_hessian(flat_loss, x)
+            lam, u = jnp.linalg.eigh(h)
+            scale2 = jnp.maximum(jnp.max(lam * lam), jnp.finfo(dtype).tiny)
+            coef = lam / (lam * lam + mu * scale2)
+            return -(u @ (coef * (u.T @ g)))
+        _, hv = jax.linearize(grad, x)
+        hg = hv(g)
+        scale2 = jnp.vdot(hg, hg) / jnp.maximum(jnp.vdot(g, g), jnp.finfo(dtype).tiny)
+
+        def normal_op(v):
+            return hv(hv(v)) + mu * scale2 * v
+
+        delta, _ = jax.scipy.sparse.linalg.cg(normal_op, -hg, maxiter=cg_max_steps)
+        return delta
+
+    value0, g0 = value_and_grad(flat0)
+    tol_value = (10 * eps * (1 + jnp.abs(value0))) if tol is None else jnp.asarray(tol, dtype)
+
+    class _S(NamedTuple):
+        x: jax.Array
+        value: jax.Array
+        g: jax.Array
+        mu: jax.Array
+        step: jax.Array
+        recent: jax.Array  # ‖g‖² of the last accepted points (non-monotone acceptance)
+
+    def cond(s: _S):
+        return (s.step < max_steps) & (jnp.linalg.norm(s.g) > tol_value)
+
+    def body(s: _S):
+        delta = solve(s.x, s.g, s.mu)
+        trial = s.x + delta
+        value, g = value_and_grad(trial)
+        merit = jnp.vdot(g, g)
+        better = (merit < jnp.max(s.recent)) & jnp.all(jnp.isfinite(g)) & jnp.isfinite(value)
+        return _S(
+            x=jnp.where(better, trial, s.x),
+            value=jnp.where(better, value, s.value),
+            g=jnp.where(better, g, s.g),
+            mu=jnp.where(better, jnp.maximum(s.mu / 3, eps * eps), s.mu * 4),
+            step=s.step + 1,
+            recent=jnp.where(better, jnp.roll(s.recent, 1).at[0].set(merit), s.recent),
+        )
+
+    recent = jnp.full((memory,), -jnp.inf, dtype).at[0].set(jnp.vdot(g0, g0))
+    s = jax.lax.while_loop(cond, body, _S(flat0, value0, g0, jnp.asarray(damping, dtype),
+                                          jnp.zeros((), jnp.int32), recent))
+    gnorm = jnp.linalg.norm(s.g)
+    return CriticalPointResult(unflatten(s.x), s.value, gnorm, s.step, gnorm <= tol_value, s.mu)
+

@@ -1,0 +1,349 @@
+"""The Lanczos method: eigenpairs at either end of a symmetric operator's spectrum.
+
+"Configure, then call" (matfree's idiom)::
+
+    eigsh = lanczos(num_steps=80, k=5, which="LA")
+    result = eigsh(matvec, v0, *params)      # pure: jit, vmap and shard it
+
+``matvec(v, *params)`` is any symmetric linear operator on pytrees (a Hessian,
+Gauss–Newton or Fisher product from :mod:`jdl.hessian.operators`); ``v0`` is the
+starting vector, a pytree shaped like the operator's domain. Internally vectors
+are flattened, and the Krylov basis is kept as one ``(m, n)`` matrix ``Q`` so
+that full reorthogonalisation is two matrix products, ``w ← w − Qᵀ(Q w)``,
+applied twice ("twice is enough", Giraud et al. 2005), instead of a loop over
+basis vectors.
+
+After ``j`` steps, ``A Q_jᵀ = Q_jᵀ T_j + β_j q_{j+1} e_jᵀ`` with ``T_j`` tridiagonal.
+An eigenpair ``(θ, s)`` of ``T_j`` gives the Ritz pair ``(θ, y = Q_jᵀ s)`` whose
+residual is exactly ``‖A y − θ y‖ = β_j |s_j|`` (in exact arithmetic; with full
+reorthogonalisation it holds to rounding). Iteration stops when the wanted Ritz
+pairs all have ``β_j |s_j| ≤ tol · max|θ|`` or after ``num_steps`` products.
+The eigenvalue error is at most the residual, and for an isolated eigenvalue
+about ``residual² / gap`` (Parlett, *The Symmetric Eigenvalue Problem*, §11).
+
+If the Krylov space becomes invariant (``β_j ≈ 0``: the operator has fewer
+distinct eigenvalues than steps taken, in the direction of ``v0``), the
+iteration continues from a random vector orthogonal to the basis with
+``β_j = 0``, so eigenvalues outside the invariant subspace are still found.
+
+References:
+  C. Lanczos, "An iteration method for the solution of the eigenvalue problem
+  of linear differential and integral operators", J. Res. NBS 45, 1950.
+  B. N. Parlett, *The Symmetric Eigenvalue Problem*, SIAM 1998, ch. 13.
+  L. Giraud, J. Langou, M. Rozložník, "The loss of orthogonality in the
+  Gram–Schmidt orthogonalization process", Comput. Math. Appl. 50, 2005.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jdl.hessian._flat import flat_matvec, flatten, unflatten_rows
+
+PyTree = Any
+Which = Literal["LA", "SA", "LM", "BE"]
+
+__all__ = [
+    "LanczosResult",
+    "TridiagonalDecomposition",
+    "lanczos",
+    "lanczos_tridiagonal",
+]
+
+_WHICH = ("LA", "SA", "LM", "BE")
+
+
+class LanczosResult(NamedTuple):
+    """Ritz pairs from :func:`lanczos`.
+
+    Attributes:
+      eigenvalues: ``(k,)`` Ritz values, ordered as ``which`` asks (``LA``:
+        descending; ``SA``: ascending; ``LM``: by descending magnitude;
+        ``BE``: ascending, the lower half then the upper half).
+      eigenvectors: a pytree shaped like ``v0`` with a leading axis ``k``:
+        ``tree_map(lambda a: a[i], eigenvectors)`` is the ``i``-th unit eigenvector.
+      residuals: ``(k,)`` residual norms ``‖A y − θ y‖`` (as ``β_j |s_j|``).
+      num_matvecs: the number of operator products spent.
+      converged: ``(k,)`` whether each residual met the tolerance.
+    """
+
+    eigenvalues: jax.Array
+    eigenvectors: PyTree
+    residuals: jax.Array
+    num_matvecs: jax.Array
+    converged: jax.Array
+
+
+class TridiagonalDecomposition(NamedTuple):
+    """``A Qᵀ ≈ Qᵀ T`` after ``m`` Lanczos steps from a unit ``v0``.
+
+    Attributes:
+      basis: ``(m, n)`` orthonormal rows ``q_1 … q_m`` (flattened vectors).
+      diagonal: ``(m,)`` the ``α_j`` of ``T``.
+      off_diagonal: ``(m − 1,)`` the ``β_j`` of ``T``.
+      residual_norm: ``β_m``, the norm of the part of ``A q_m`` outside the basis.
+      initial_norm: ``‖v0‖`` before normalisation (SLQ uses it for ``vᵀ f(A) v``).
+    """
+
+    basis: jax.Array
+    diagonal: jax.Array
+    off_diagonal: jax.Array
+    residual_norm: jax.Array
+    initial_norm: jax.Array
+
+
+# ----------------------------------------------------------------------------------
+# The Lanczos step
+# ----------------------------------------------------------------------------------
+
+
+def _orthogonalize(w: jax.Array, basis: jax.Array) -> jax.Array:
+    """``w − Qᵀ(Q w)``, twice (classical Gram–Schmidt with reorthogonalisation).
+
+    Each pass reads the whole ``(m + 1) × n`` basis, so a step's overhead grows
+    with ``num_steps`` (measured 0.05 ms at 30 steps and 0.4 ms at 100 for
+    ``n = 3 466`` on CPU, against 0.7 ms for one Hessian-vector product).
+    """
+    w = w - basis.T @ (basis @ w)
+    return w - basis.T @ (basis @ w)
+
+
+def _restart_vector(j: jax.Array, basis: jax.Array) -> jax.Array:
+    """A unit vector orthogonal to ``basis``, drawn deterministically from step ``j``."""
+    key = jax.random.fold_in(jax.random.key(0x1A2C05), j)
+    w = _orthogonalize(jax.random.normal(key, basis.shape[1:], basis.dtype), basis)
+    return w / jnp.linalg.norm(w)
+
+
+def _breakdown_threshold(dtype, n: int, scale: jax.Array) -> jax.Array:
+    """``β`` below this means the Krylov space is (numerically) invariant."""
+    return 10 * jnp.finfo(dtype).eps * jnp.sqrt(jnp.asarray(n, dtype)) * scale
+
+
+class _State(NamedTuple):
+    step: jax.Array          # steps done
+    basis: jax.Array         # (m + 1, n); rows beyond step + 1 are zero
+    diagonal: jax.Array      # (m,)
+    off_diagonal: jax.Array  # (m,), the last entry is the residual norm β_step
+    scale: jax.Array         # running max ‖A q_j‖, the operator's scale
+    done: jax.Array
+
+
+def _lanczos_step(mv: Callable, state: _State) -> _State:
+    j = state.step
+    q = state.basis[j]
+    w = mv(q)
+    alpha = jnp.vdot(q, w)
+    scale = jnp.maximum(state.scale, jnp.linalg.norm(w))
+    w = _orthogonalize(w, state.basis)
+    beta = jnp.linalg.norm(w)
+    n = state.basis.shape[1]
+    invariant = beta <= _breakdown_threshold(w.dtype, n, scale)
+    # Past an invariant subspace (or once the basis spans everything) continue
+    # from a fresh orthogonal direction with a zero coupling β.
+    full = j + 1 >= n
+    fresh = jax.lax.cond(
+        invariant & ~full,
+        lambda: _restart_vector(j, state.basis),
+        lambda: w / jnp.where(beta > 0, beta, 1),
+    )
+    beta = jnp.where(invariant | full, 0, beta)
+    basis = state.basis.at[j + 1].set(jnp.where(full, 0, fresh))
+    return _State(
+        step=j + 1,
+        basis=basis,
+        diagonal=state.diagonal.at[j].set(alpha),
+        off_diagonal=state.off_diagonal.at[j].set(beta),
+        scale=scale,
+        done=state.done,
+    )
+
+
+def _initial_state(v0: jax.Array, num_steps: int) -> tuple[_State, jax.Array]:
+    norm = jnp.linalg.norm(v0)
+    basis = jnp.zeros((num_steps + 1,) + v0.shape, v0.dtype).at[0].set(v0 / norm)
+    zeros = jnp.zeros((num_steps,), v0.dtype)
+    state = _State(jnp.zeros((), jnp.int32), basis, zeros, zeros, jnp.zeros((), v0.dtype),
+                   jnp.zeros((), bool))
+    return state, norm
+
+
+def _check_steps(num_steps, name="num_steps") -> int:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"{name} must be a positive integer, got {num_steps!r}")
+    return num_steps
+
+
+def lanczos_tridiagonal(num_steps: int) -> Callable[..., TridiagonalDecomposition]:
+    """Configure ``num_steps`` of Lanczos with full reorthogonalisation.
+
+    Returns ``decompose(matvec, v0, *params) -> TridiagonalDecomposition``: a
+    fixed number of steps (capped at the dimension ``n``), no stopping test —
+    the building block of stochastic Lanczos quadrature
+    (:func:`~jdl.hessian.stochastic_lanczos_quadrature`), vmappable over ``v0``.
+    """
+    num_steps = _check_steps(num_steps)
+
+    def decompose(matvec: Callable, v0: PyTree, *params) -> TridiagonalDecomposition:
+        x0, unflatten = flatten(v0)
+        m = min(num_steps, x0.shape[0])
+        mv = flat_matvec(matvec, unflatten, params)
+        state, norm = _initial_state(x0, m)
+        state = jax.lax.fori_loop(0, m, lambda _, s: _lanczos_step(mv, s), state)
+        return TridiagonalDecomposition(
+            basis=state.basis[:m],
+            diagonal=state.diagonal,
+            off_diagonal=state.off_diagonal[: m - 1],
+            residual_norm=state.off_diagonal[m - 1],
+            initial_norm=norm,
+        )
+
+    return decompose
+
+
+# ----------------------------------------------------------------------------------
+# Ritz pairs of the (padded) tridiagonal matrix
+# ----------------------------------------------------------------------------------
+
+
+def _ritz(diagonal: jax.Array, off_diagonal: jax.Array, size: jax.Array):
+    """Eigenpairs of the leading ``size × size`` block of a tridiagonal matrix stored
+    in fixed-size arrays.
+
+    The unused trailing diagonal entries are set to one value above a bound
+    on the block's spectrum (decoupled, since their off-diagonals are zero), so
+    ``eigh`` of the whole matrix returns the block's eigenvalues first,
+    ascending, with eigenvectors that vanish outside the block. A pad just
+    above the spectrum keeps ``‖T‖`` — and so the eigenvalues' absolute
+    error — at the block's own scale.
+    """
+    m = diagonal.shape[0]
+    idx = jnp.arange(m)
+    active = idx < size
+    coupled = idx < size - 1
+    off = jnp.where(coupled, off_diagonal, 0)
+    bound = jnp.max(jnp.where(active, jnp.abs(diagonal), 0)) + 2 * jnp.max(jnp.abs(off))
+    diag = jnp.where(active, diagonal, 2 * bound + 1)
+    t = jnp.diag(diag) + jnp.diag(off[: m - 1], 1) + jnp.diag(off[: m - 1], -1)
+    theta, s = jnp.linalg.eigh(t)
+    return theta, s
+
+
+def _select(theta: jax.Array, size: jax.Array, k: int, which: str) -> jax.Array:
+    """Indices of the ``k`` wanted Ritz values among the first ``size`` (ascending)."""
+    m = theta.shape[0]
+    r = jnp.arange(k)
+    if which == "LA":
+        return jnp.clip(size - 1 - r, 0, m - 1)
+    if which == "SA":
+        return jnp.clip(r, 0, jnp.maximum(size - 1, 0))
+    if which == "LM":
+        key = jnp.where(jnp.arange(m) < size, jnp.abs(theta), -jnp.inf)
+        return jnp.argsort(-key)[:k]
+    # BE: ⌊k/2⌋ from the bottom, the rest from the top, ascending overall.
+    low = k // 2
+    high = k - low
+    bottom = jnp.clip(jnp.arange(low), 0, jnp.maximum(size - 1, 0))
+    top = jnp.clip(size - high + jnp.arange(high), 0, m - 1)
+    return jnp.concatenate([bottom, top])
+
+
+def lanczos(
+    num_steps: int = 80,
+    *,
+    k: int = 1,
+    which: Which = "LA",
+    tol: float | None = None,
+) -> Callable[..., LanczosResult]:
+    """Configure a Lanczos eigensolver for symmetric operators on pytrees.
+
+    Args:
+      num_steps: the most operator products to spend (the Krylov dimension;
+        capped at the operator's dimension ``n``).
+      k: how many eigenpairs to return.
+      which: ``"LA"`` largest algebraic (e.g. the sharpness λ_max), ``"SA"``
+        smallest algebraic (the most negative curvature), ``"LM"`` largest
+        magnitude (what power iteration finds), ``"BE"`` both ends (⌊k/2⌋ from
+        the bottom, the rest from the top) from one Krylov space.
+      tol: stop once every wanted Ritz pair has residual
+        ``‖A y − θ y‖ ≤ tol · max|θ|``. ``None``: ``√ε`` of the dtype (about
+        3e-4 in float32, 1.5e-8 in float64), which leaves eigenvalues accurate
+        to about ``ε``·scale for well-separated ones (their error is about
+        residual²/gap). ``0`` runs all ``num_steps`` with no stopping test.
+        The test costs one small ``eigh`` of the ``num_steps``-sized
+        tridiagonal matrix per step, so keep ``num_steps`` near what the
+        problem needs (about 20–40 for λ_max of a network Hessian).
+
+    Returns:
+      ``eigsh(matvec, v0, *params) -> LanczosResult``, pure and jittable;
+      ``jax.vmap`` it over ``v0`` and ``params`` (an ensemble) freely.
+
+    Accuracy (measured on the Hessian of a 2 410-parameter MLP on digits,
+    top-5 and bottom-5 with ``which="BE"``): float64 — 2e-13 relative error
+    after 63 products (``tol=1e-7``); float32 — errors within 6e-7 · max|λ|
+    (up to 2e-6 relative for the small bottom eigenvalues) after 48 products,
+    the limit set by float32 rounding in the products themselves.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> a = jnp.diag(jnp.arange(1.0, 11.0))
+      >>> eigsh = lanczos(num_steps=10, k=2, which="LA")
+      >>> r = eigsh(lambda v: a @ v, jnp.ones(10))
+      >>> [round(float(x), 4) for x in r.eigenvalues]
+      [10.0, 9.0]
+    """
+    num_steps = _check_steps(num_steps)
+    k = _check_steps(k, "k")
+    if which not in _WHICH:
+        raise ValueError(f"which must be one of {_WHICH} (largest/smallest algebraic, "
+                         f"largest magnitude, both ends), got {which!r}")
+    if k > num_steps:
+        raise ValueError(f"k={k} eigenpairs need at least k Lanczos steps, got num_steps={num_steps}")
+
+    def eigsh(matvec: Callable, v0: PyTree, *params) -> LanczosResult:
+        x0, unflatten = flatten(v0)
+        n = x0.shape[0]
+        if k > n:
+            raise ValueError(f"k={k} eigenpairs requested of an operator of dimension {n}")
+        m = min(num_steps, n)
+        eps_tol = jnp.sqrt(jnp.finfo(x0.dtype).eps) if tol is None else tol
+        mv = flat_matvec(matvec, unflatten, params)
+        state, _ = _initial_state(x0, m)
+
+        def converged(s: _State):
+            theta, vecs = _ritz(s.diagonal, s.off_diagonal, s.step)
+            sel = _select(theta, s.step, k, which)
+            last = jnp.maximum(s.step - 1, 0)
+            res = jnp.abs(s.off_diagonal[last] * vecs[last, sel])
+            scale = jnp.maximum(jnp.abs(theta[0]), jnp.abs(theta[last]))
+            return (s.step >= k) & jnp.all(res <= eps_tol * scale)
+
+        def cond(s: _State):
+            return (s.step < m) & ~s.done
+
+        def body(s: _State):
+            s = _lanczos_step(mv, s)
+            if tol == 0:  # a fixed number of steps: no stopping test at all
+                return s
+            return s._replace(done=converged(s))
+
+        state = jax.lax.while_loop(cond, body, state)
+        theta, vecs = _ritz(state.diagonal, state.off_diagonal, state.step)
+        sel = _select(theta, state.step, k, which)
+        beta = state.off_diagonal[state.step - 1]
+        residuals = jnp.abs(beta * vecs[state.step - 1, sel])
+        scale = jnp.max(jnp.where(jnp.arange(m) < state.step, jnp.abs(theta), 0))
+        ritz_vectors = vecs[:, sel].T @ state.basis[:m]
+        return LanczosResult(
+            eigenvalues=theta[sel],
+            eigenvectors=unflatten_rows(unflatten, ritz_vectors),
+            residuals=residuals,
+            num_matvecs=state.step,
+            converged=residuals <= eps_tol * scale,
+        )
+
+    return eigsh

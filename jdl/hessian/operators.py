@@ -1,0 +1,527 @@
+"""Curvature operators: matrix-free products with the Hessian, Gauss–Newton and Fisher.
+
+Everything here works on any scalar ``loss(params, *args)`` of a params pytree —
+a jdl model's objective (:func:`model_objective`), a Flax model, or a bare
+function — and returns pytrees shaped like ``params``.
+
+Operators follow the "configure, then call" idiom: ``hessian_operator(loss)``
+returns ``matvec(v, params, *args)``, a pure function with every array passed
+explicitly, so ``jax.jit``, ``jax.vmap`` (over probe vectors, or over a stack of
+models) and sharding apply without closures over device arrays.
+
+The Hessian-vector product is forward-over-reverse (Pearlmutter 1994;
+Griewank & Walther 2008, §5):
+
+    H v = ∂/∂ε ∇L(θ + ε v) |_{ε=0} = jvp(∇L, (θ,), (v,))
+
+which costs about one gradient evaluation more than the gradient itself.
+When many products are taken at the same ``θ`` (Lanczos, Hutchinson), the
+gradient can be linearised once (:func:`linearize_hessian`) and the stored
+linear map re-applied: each product then skips the primal computation.
+
+References:
+  B. A. Pearlmutter, "Fast exact multiplication by the Hessian", Neural
+  Computation 6(1), 1994.
+  N. N. Schraudolph, "Fast curvature matrix-vector products for second-order
+  gradient descent", Neural Computation 14(7), 2002 (Gauss–Newton products).
+  J. Martens, "New insights and perspectives on the natural gradient method",
+  JMLR 21, 2020 (Fisher vs. Gauss–Newton vs. empirical Fisher).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from jdl.hessian._flat import flatten
+from jdl.training.model import Model, Variables
+
+PyTree = Any
+Matvec = Callable[..., PyTree]
+
+__all__ = [
+    "Objective",
+    "dataset_hessian_operator",
+    "dataset_hvp",
+    "dense_eigenvalues",
+    "dense_hessian",
+    "dense_matrix",
+    "dense_spectrum",
+    "empirical_fisher",
+    "fisher",
+    "gauss_newton",
+    "hessian_operator",
+    "hvp",
+    "linearize_hessian",
+    "model_objective",
+]
+
+
+# ----------------------------------------------------------------------------------
+# Hessian-vector products
+# ----------------------------------------------------------------------------------
+
+
+def hvp(loss: Callable[..., jax.Array], params: PyTree, v: PyTree, *args) -> PyTree:
+    """The Hessian-vector product ``∇²L(θ) v`` by forward-over-reverse differentiation.
+
+    Args:
+      loss: ``loss(params, *args) -> scalar``.
+      params: the point ``θ`` (any pytree of floating arrays).
+      v: the direction, a pytree shaped like ``params``.
+      *args: further arguments of ``loss`` (a batch, model state, ...), held fixed.
+
+    Returns:
+      ``H v`` shaped like ``params``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> f = lambda p: 5 * p["x"] ** 2 - p["y"] ** 2
+      >>> hv = hvp(f, {"x": 0.0, "y": 0.0}, {"x": 1.0, "y": 1.0})
+      >>> float(hv["x"]), float(hv["y"])
+      (10.0, -2.0)
+    """
+    grad = jax.grad(lambda p: loss(p, *args))
+    return jax.jvp(grad, (params,), (v,))[1]
+
+
+def hessian_operator(loss: Callable[..., jax.Array]) -> Matvec:
+    """Configure the Hessian of ``loss``: returns ``matvec(v, params, *args) = ∇²L(params) v``.
+
+    The returned function is pure (parameters explicit), so it can be handed to
+    :func:`~jdl.hessian.lanczos` and friends as ``eigsh(matvec, v0, params, batch)``.
+    """
+
+    def matvec(v: PyTree, params: PyTree, *args) -> PyTree:
+        return hvp(loss, params, v, *args)
+
+    return matvec
+
+
+def linearize_hessian(loss: Callable[..., jax.Array], params: PyTree, *args) -> tuple[PyTree, Callable]:
+    """Linearise the gradient once: ``(∇L(θ), v ↦ ∇²L(θ) v)``.
+
+    ``jax.linearize(jax.grad(loss), params)`` evaluates the gradient and stores
+    what its linearisation needs, so each later product runs only the tangent
+    computation. The linear map is a ``jax.tree_util.Partial`` — a pytree — so it
+    can be passed explicitly to an eigensolver (``eigsh(lambda v, h: h(v), v0, hess)``)
+    or called directly. Use it inside ``jax.jit`` together with the products.
+
+    Returns:
+      ``(gradient, hessian_matvec)``.
+    """
+    grad = jax.grad(lambda p: loss(p, *args))
+    return jax.linearize(grad, params)
+
+
+# ----------------------------------------------------------------------------------
+# Accumulation over a dataset
+# ----------------------------------------------------------------------------------
+
+
+def _num_examples(data: PyTree) -> int:
+    sizes = {int(jnp.shape(leaf)[0]) for leaf in jax.tree.leaves(data)}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"every entry of the data needs the same number of examples along axis 0, got {sorted(sizes)}"
+        )
+    return sizes.pop()
+
+
+def dataset_hessian_operator(loss: Callable[..., jax.Array], *, batch_size: int) -> Matvec:
+    """The Hessian of a dataset-mean loss, accumulated over minibatches.
+
+    For ``loss(params, batch)`` that is a *mean* over the examples of ``batch``,
+    the full-data Hessian is the size-weighted mean of the batch Hessians,
+
+        H v = Σ_b (n_b / N) ∇²L_b(θ) v,
+
+    so the product over a dataset of any size is taken ``batch_size`` examples
+    at a time (one ``lax.scan`` over the full batches, then the remainder),
+    with peak memory of one batch. It equals the full-batch product up to
+    rounding (a test checks 1e-10 in float64). With BatchNorm in train mode the
+    loss is *not* a mean of independent per-example terms (batch statistics
+    couple them), so the accumulated product is the mean of batch Hessians,
+    not the full-batch Hessian; use eval mode for a dataset Hessian.
+
+    Returns:
+      ``matvec(v, params, data)`` with ``data`` a pytree (e.g. ``{"x", "y"}``)
+      of arrays with a common leading axis.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+    def matvec(v: PyTree, params: PyTree, data: PyTree) -> PyTree:
+        n = _num_examples(data)
+        size = min(batch_size, n)
+        full = (n // size) * size
+        zeros = jax.tree.map(jnp.zeros_like, v)
+
+        def batch_product(batch):
+            return hvp(loss, params, v, batch)
+
+        total = zeros
+        if full:
+            stacked = jax.tree.map(
+                lambda a: jnp.reshape(a[:full], (full // size, size) + a.shape[1:]), data
+            )
+
+            def body(acc, batch):
+                return jax.tree.map(jnp.add, acc, batch_product(batch)), None
+
+            total, _ = jax.lax.scan(body, zeros, stacked)
+            total = jax.tree.map(lambda a: a * (size / n), total)
+        if n - full:
+            rest = jax.tree.map(lambda a: a[full:], data)
+            total = jax.tree.map(lambda a, b: a + b * ((n - full) / n), total, batch_product(rest))
+        return total
+
+    return matvec
+
+
+def dataset_hvp(loss: Callable[..., jax.Array], params: PyTree, v: PyTree, data: PyTree, *,
+                batch_size: int) -> PyTree:
+    """``∇²L(θ) v`` of a dataset-mean loss accumulated over minibatches
+    (see :func:`dataset_hessian_operator`)."""
+    return dataset_hessian_operator(loss, batch_size=batch_size)(v, params, data)
+
+
+# ----------------------------------------------------------------------------------
+# Gauss–Newton and Fisher
+# ----------------------------------------------------------------------------------
+
+
+def gauss_newton(predict: Callable[..., jax.Array], output_loss: Callable[..., jax.Array]) -> Matvec:
+    """The generalised Gauss–Newton matrix ``G = Jᵀ H_ℓ J`` as a matvec.
+
+    With outputs ``z = f(θ)`` (``predict``) and ``L(θ) = ℓ(f(θ))``
+    (``output_loss`` of the outputs), the Hessian splits as
+
+        ∇²L = Jᵀ (∇²_z ℓ) J + Σ_k (∂ℓ/∂z_k) ∇²z_k,
+
+    and ``G`` keeps the first term: positive semi-definite whenever ℓ is
+    convex in ``z`` (cross-entropy on logits, squared error). The product is
+    ``G v = Jᵀ (H_ℓ (J v))``: one linearisation of ``f``, its transpose, and a
+    Hessian-vector product of ℓ in output space (Schraudolph 2002).
+
+    Args:
+      predict: ``predict(params, *args) -> outputs`` (e.g. logits).
+      output_loss: ``output_loss(outputs, *args) -> scalar`` with the same ``args``.
+
+    Returns:
+      ``matvec(v, params, *args)``.
+    """
+
+    def matvec(v: PyTree, params: PyTree, *args) -> PyTree:
+        outputs, jvp_fn = jax.linearize(lambda p: predict(p, *args), params)
+        jv = jvp_fn(v)
+        h_jv = jax.jvp(jax.grad(lambda z: output_loss(z, *args)), (outputs,), (jv,))[1]
+        (out,) = jax.linear_transpose(jvp_fn, params)(h_jv)
+        return out
+
+    return matvec
+
+
+FisherLikelihood = Literal["categorical", "gaussian"]
+
+
+def _output_fisher(likelihood: str, outputs: jax.Array, u: jax.Array) -> jax.Array:
+    """``F_z u`` per example for the model's predictive distribution, divided by N."""
+    n = outputs.shape[0]
+    if likelihood == "categorical":
+        p = jax.nn.softmax(outputs, axis=-1)
+        pu = jnp.sum(p * u, axis=-1, keepdims=True)
+        return (p * u - p * pu) / n
+    if likelihood == "gaussian":
+        return u / n
+    raise ValueError(f"unknown likelihood {likelihood!r}; use 'categorical' or 'gaussian'")
+
+
+def fisher(predict: Callable[..., jax.Array], *, likelihood: FisherLikelihood = "categorical") -> Matvec:
+    """The (true) Fisher information of the model's predictive distribution as a matvec.
+
+        F = (1/N) Σ_i E_{y ~ p(y | x_i, θ)} [∇ log p(y | x_i) ∇ log p(y | x_i)ᵀ]
+          = (1/N) Σ_i J_iᵀ F_z,i J_i,
+
+    with the expectation taken exactly (not by sampling ``y``): for a
+    categorical distribution over logits ``z``, ``F_z = diag(p) − p pᵀ`` with
+    ``p = softmax(z)``; for a unit-variance Gaussian with mean ``z``, ``F_z = I``.
+    For these likelihoods ``F`` equals the Gauss–Newton matrix of the matching
+    loss (cross-entropy, ½ squared error) — Martens (2020), §9.2 — which the
+    tests check.
+
+    Args:
+      predict: ``predict(params, *args) -> outputs`` of shape ``(N, C)``.
+      likelihood: ``"categorical"`` (outputs are logits) or ``"gaussian"``.
+
+    Returns:
+      ``matvec(v, params, *args)``.
+    """
+    if likelihood not in ("categorical", "gaussian"):
+        raise ValueError(f"unknown likelihood {likelihood!r}; use 'categorical' or 'gaussian'")
+
+    def matvec(v: PyTree, params: PyTree, *args) -> PyTree:
+        outputs, jvp_fn = jax.linearize(lambda p: predict(p, *args), params)
+        fjv = _output_fisher(likelihood, jax.lax.stop_gradient(outputs), jvp_fn(v))
+        (out,) = jax.linear_transpose(jvp_fn, params)(fjv)
+        return out
+
+    return matvec
+
+
+def empirical_fisher(per_example_loss: Callable[..., jax.Array]) -> Matvec:
+    """The empirical Fisher ``(1/N) Σ_i g_i g_iᵀ`` as a matvec, ``g_i = ∇ℓ_i(θ)``.
+
+    Uses the observed labels rather than the model's distribution, so it is
+    *not* the Fisher information and not a curvature matrix in general
+    (Kunstner et al., "Limitations of the empirical Fisher approximation",
+    NeurIPS 2019); provided because many methods use it. The product needs no
+    per-example gradients in memory: ``u = J_ℓ v`` (one JVP of the vector of
+    per-example losses) then ``J_ℓᵀ u / N`` (its transpose).
+
+    Args:
+      per_example_loss: ``per_example_loss(params, *args) -> (N,)`` losses.
+
+    Returns:
+      ``matvec(v, params, *args)``.
+    """
+
+    def matvec(v: PyTree, params: PyTree, *args) -> PyTree:
+        losses, jvp_fn = jax.linearize(lambda p: per_example_loss(p, *args), params)
+        u = jvp_fn(v)
+        (out,) = jax.linear_transpose(jvp_fn, params)(u / losses.shape[0])
+        return out
+
+    return matvec
+
+
+# ----------------------------------------------------------------------------------
+# jdl models as objectives
+# ----------------------------------------------------------------------------------
+
+
+class Objective(NamedTuple):
+    """The functions of ``(params, batch)`` that curvature operators need.
+
+    Attributes:
+      loss: mean loss over the batch, ``loss(params, batch) -> scalar`` (for
+        :func:`hessian_operator`, :func:`dataset_hessian_operator`).
+      per_example_loss: ``(params, batch) -> (N,)`` (for :func:`empirical_fisher`).
+      predict: ``(params, batch) -> outputs`` (for :func:`gauss_newton`, :func:`fisher`).
+      output_loss: ``(outputs, batch) -> scalar`` mean loss of the outputs.
+      train: whether the model runs in train mode (BatchNorm batch statistics,
+        dropout with the fixed ``key``) or eval mode (running statistics).
+    """
+
+    loss: Callable[[PyTree, dict], jax.Array]
+    per_example_loss: Callable[[PyTree, dict], jax.Array]
+    predict: Callable[[PyTree, dict], jax.Array]
+    output_loss: Callable[[jax.Array, dict], jax.Array]
+    train: bool
+
+
+def model_objective(model: Model, loss_fn: Callable, model_state: PyTree, *, train: bool,
+                    key: jax.Array | None = None) -> Objective:
+    """The objective of a jdl :class:`~jdl.training.model.Model` as functions of ``(params, batch)``.
+
+    ``loss`` is :func:`jdl.training.make_loss` — the function the train step
+    differentiates — with ``model_state`` and ``key`` held fixed.
+
+    Args:
+      model: the model.
+      loss_fn: ``loss_fn(outputs, targets)`` per example or mean (e.g. ``cross_entropy``).
+      model_state: the model's non-trainable state (BatchNorm statistics).
+      train: required, never implied. ``False``: eval mode — BatchNorm uses its
+        running statistics, dropout is off, and the loss is a mean of
+        independent per-example terms (the usual choice for a Hessian).
+        ``True``: train mode — BatchNorm normalises with the batch's own
+        statistics (so the Hessian couples examples), dropout masks come from
+        ``key``.
+      key: raw PRNG key for dropout in train mode; a fixed key makes the loss a
+        deterministic function (otherwise its Hessian is not defined).
+
+    Returns:
+      an :class:`Objective`.
+    """
+    if not isinstance(train, bool):
+        raise TypeError(f"train must be True or False (BatchNorm/dropout mode), got {train!r}")
+    from jdl.training.step import make_loss
+
+    train_loss = make_loss(model, loss_fn, train=train)
+
+    def loss(params, batch):
+        return train_loss(params, model_state, batch, key)[0]
+
+    def predict(params, batch):
+        outputs, _ = model.apply(Variables(params, model_state), batch["x"], train=train, key=key)
+        return outputs
+
+    def per_example_loss(params, batch):
+        losses = loss_fn(predict(params, batch), batch["y"])
+        if jnp.ndim(losses) != 1:
+            raise ValueError(
+                f"per_example_loss needs loss_fn to return one loss per example, got shape "
+                f"{jnp.shape(losses)}; use a per-example loss such as jdl.nn.cross_entropy"
+            )
+        return losses
+
+    def output_loss(outputs, batch):
+        value = loss_fn(outputs, batch["y"])
+        return jnp.mean(value) if jnp.ndim(value) else value
+
+    return Objective(loss, per_example_loss, predict, output_loss, train)
+
+
+# ----------------------------------------------------------------------------------
+# Dense matrices for small models
+# ----------------------------------------------------------------------------------
+
+
+def available_memory(device: jax.Device | None = None) -> int | None:
+    """Free bytes on ``device`` (accelerator memory stats, else the host's MemAvailable)."""
+    device = device or jax.devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # backends without memory stats
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
+def check_dense_fits(num_params: int, dtype, *, chunk_size: int, max_bytes: int | None = None,
+                     what: str = "dense Hessian") -> int:
+    """Raise ``MemoryError`` before allocating an ``n × n`` matrix that would not fit.
+
+    The estimate is the matrix itself plus one chunk of basis vectors and
+    products (``n² + 2·chunk·n`` numbers). Returns the estimated bytes.
+    """
+    itemsize = jnp.dtype(dtype).itemsize
+    need = (num_params * num_params + 2 * chunk_size * num_params) * itemsize
+    limit = max_bytes if max_bytes is not None else available_memory()
+    if limit is not None and need > limit:
+        raise MemoryError(
+            f"the {what} of {num_params:,} parameters needs {_format_bytes(need)} "
+            f"({num_params:,}² × {itemsize} bytes) but only {_format_bytes(limit)} "
+            f"{'is allowed (max_bytes)' if max_bytes is not None else 'is available'}; "
+            "use the matrix-free tools instead (lanczos for extreme eigenvalues, "
+            "spectral_density for the whole spectrum, hutchinson/hutch_plus_plus for the trace), "
+            "or analyse a smaller model or a single layer's block (block_eigenvalues)"
+        )
+    return need
+
+
+def dense_matrix(matvec: Matvec, like: PyTree, *params, chunk_size: int = 32,
+                 max_bytes: int | None = None) -> jax.Array:
+    """The ``n × n`` matrix of a linear operator on pytrees shaped like ``like``.
+
+    Column ``j`` is ``matvec(e_j, *params)`` (flattened); columns are computed
+    ``chunk_size`` at a time (``lax.map`` over vmapped products) to bound
+    working memory. Raises ``MemoryError`` first if the matrix would not fit.
+    """
+    flat, unflatten = flatten(like)
+    n = flat.shape[0]
+    chunk_size = max(1, min(int(chunk_size), n))
+    check_dense_fits(n, flat.dtype, chunk_size=chunk_size, max_bytes=max_bytes, what="dense matrix")
+
+    def column(j):
+        e = jnp.zeros((n,), flat.dtype).at[j].set(1)
+        out, _ = ravel_pytree(matvec(unflatten(e), *params))
+        return out.astype(flat.dtype)
+
+    cols = jax.lax.map(column, jnp.arange(n), batch_size=chunk_size)
+    return cols.T
+
+
+def dense_hessian(loss: Callable[..., jax.Array], params: PyTree, *args, chunk_size: int = 32,
+                  max_bytes: int | None = None, symmetrize: bool = True) -> jax.Array:
+    """The dense Hessian ``∇²L(θ)`` (``n × n``, flattened in ``ravel_pytree`` order).
+
+    Seed 000 notes that the Hessian's side equals the parameter count — so this
+    is for small models only. Before any work, the memory the matrix needs is
+    compared with ``max_bytes`` (default: the free memory of the device) and a
+    ``MemoryError`` names the size and the matrix-free alternatives.
+
+    Rows are reverse-over-reverse products ``eⱼᵀ H = vjp(∇L)(eⱼ)``,
+    ``chunk_size`` unit vectors at a time (``lax.map`` over vmapped products).
+    On CPU this measured about twice as fast as forward-over-reverse columns
+    for MLPs, and chunks of 32 beat larger ones (1.6 s against 2.4 s for 256
+    at 3 466 parameters and 1 797 examples: the batch of products stays in
+    cache); the two agree to rounding. With
+    ``symmetrize`` the result is ``(H + Hᵀ)/2``, removing the rounding asymmetry.
+
+    Args:
+      loss: ``loss(params, *args) -> scalar``.
+      params: the point (pytree).
+      *args: fixed further arguments of ``loss``.
+      chunk_size: unit vectors per vmapped batch of products.
+      max_bytes: memory allowed for the result (default: what is free).
+      symmetrize: return ``(H + Hᵀ)/2``.
+    """
+    flat, unflatten = flatten(params)
+    n = flat.shape[0]
+    chunk_size = max(1, min(int(chunk_size), n))
+    check_dense_fits(n, flat.dtype, chunk_size=chunk_size, max_bytes=max_bytes)
+
+    def flat_grad(x):
+        g, _ = ravel_pytree(jax.grad(lambda p: loss(p, *args))(unflatten(x)))
+        return g.astype(x.dtype)
+
+    def row(j):
+        _, pullback = jax.vjp(flat_grad, flat)
+        return pullback(jnp.zeros((n,), flat.dtype).at[j].set(1))[0]
+
+    h = jax.lax.map(row, jnp.arange(n), batch_size=chunk_size)
+    return (h + h.T) / 2 if symmetrize else h
+
+
+def dense_eigenvalues(matrix) -> jax.Array:
+    """All eigenvalues of a symmetric matrix, ascending.
+
+    On concrete arrays this calls LAPACK's ``syevr`` for eigenvalues only
+    (``scipy.linalg.eigh(..., eigvals_only=True)``), which measured 1.5–2× faster
+    than ``jnp.linalg.eigvalsh`` at 3 500 × 3 500 on CPU (that one computes
+    eigenvectors too); under ``jax.jit`` (traced input) it is
+    ``jnp.linalg.eigvalsh``. The dtype is kept.
+    """
+    if isinstance(matrix, jax.core.Tracer):
+        return jnp.linalg.eigvalsh(matrix)
+    import numpy as np
+    import scipy.linalg
+
+    host = np.asarray(matrix)
+    values = scipy.linalg.eigh(host, eigvals_only=True, driver="evr", check_finite=True)
+    return jnp.asarray(values.astype(host.dtype, copy=False))
+
+
+def dense_spectrum(loss: Callable[..., jax.Array], params: PyTree, *args, chunk_size: int = 32,
+                   max_bytes: int | None = None) -> jax.Array:
+    """Every eigenvalue of ``∇²L(θ)``, ascending: :func:`dense_hessian` (compiled)
+    then :func:`dense_eigenvalues`. For small models (seed 000: the Hessian's side
+    is the parameter count)."""
+    h = jax.jit(lambda p, *a: dense_hessian(loss, p, *a, chunk_size=chunk_size, max_bytes=max_bytes))(
+        params, *args)
+    return dense_eigenvalues(h)

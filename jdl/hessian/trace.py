@@ -1,0 +1,164 @@
+"""Stochastic trace estimation: Hutchinson, Hutch++, and the Frobenius norm.
+
+For a random vector ``g`` with ``E[g gᵀ] = I`` (Rademacher ±1 or standard
+normal entries), ``E[gᵀ A g] = tr A``. Averaging ``m`` such quadratic forms is
+Hutchinson's estimator; its standard error falls as ``1/√m`` and is computed
+from the sample spread.
+
+Hutch++ (Meyer, Musco, Musco, Woodruff 2021) spends a third of the products on
+a sketch ``Q = orth(A S)`` of the dominant range, takes the trace on it exactly
+and Hutchinson only on the deflated remainder:
+
+    tr A = tr(Qᵀ A Q) + tr((I − QQᵀ) A (I − QQᵀ)),
+
+so its error falls as ``1/m`` for matrices with decaying spectra (Hessians),
+against ``1/√m``. Both are unbiased. Every product runs in one vmapped batch.
+
+References:
+  M. F. Hutchinson, "A stochastic estimator of the trace of the influence
+  matrix for Laplacian smoothing splines", Commun. Stat. Simul. Comput. 18, 1989.
+  R. A. Meyer, C. Musco, C. Musco, D. P. Woodruff, "Hutch++: Optimal stochastic
+  trace estimation", SOSA 2021.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from jdl.hessian._flat import as_key, flatten
+
+PyTree = Any
+Distribution = Literal["rademacher", "normal"]
+
+__all__ = ["TraceEstimate", "frobenius_norm", "hutch_plus_plus", "hutchinson"]
+
+
+class TraceEstimate(NamedTuple):
+    """A stochastic estimate with its uncertainty.
+
+    Attributes:
+      estimate: the estimated value.
+      standard_error: its standard error, from the spread of the random part
+        (``std / √(number of samples)``).
+      num_matvecs: operator products spent.
+    """
+
+    estimate: jax.Array
+    standard_error: jax.Array
+    num_matvecs: int
+
+
+def _check_count(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _samples(key, shape, dtype, distribution: str) -> jax.Array:
+    if distribution == "rademacher":
+        return jax.random.rademacher(key, shape, dtype)
+    if distribution == "normal":
+        return jax.random.normal(key, shape, dtype)
+    raise ValueError(f"unknown distribution {distribution!r}; use 'rademacher' or 'normal'")
+
+
+def _batched(matvec: Callable, unflatten: Callable, params: tuple) -> Callable:
+    """``X (r, n) ↦ (A xᵢ)ᵢ (r, n)``, the products vmapped."""
+
+    def one(x):
+        out, _ = ravel_pytree(matvec(unflatten(x), *params))
+        return out.astype(x.dtype)
+
+    return jax.vmap(one)
+
+
+def _standard_error(samples: jax.Array) -> jax.Array:
+    m = samples.shape[0]
+    if m < 2:
+        return jnp.full((), jnp.nan, samples.dtype)
+    return jnp.std(samples, ddof=1) / jnp.sqrt(jnp.asarray(m, samples.dtype))
+
+
+def hutchinson(num_matvecs: int = 100, *, distribution: Distribution = "rademacher") -> Callable:
+    """Configure Hutchinson's estimator: ``trace(matvec, like, *params, key) -> TraceEstimate``.
+
+        tr A ≈ (1/m) Σᵢ gᵢᵀ A gᵢ,    standard error = std(gᵢᵀ A gᵢ) / √m.
+
+    Args:
+      num_matvecs: number of probes ``m`` (one product each).
+      distribution: ``"rademacher"`` (lowest variance for a fixed matrix:
+        ``2 Σ_{i≠j} A_ij²``) or ``"normal"`` (``2 ‖A‖_F²``).
+    """
+    _check_count(num_matvecs, "num_matvecs", 1)
+
+    def trace(matvec: Callable, like: PyTree, *params, key) -> TraceEstimate:
+        flat, unflatten = flatten(like)
+        g = _samples(as_key(key), (num_matvecs, flat.shape[0]), flat.dtype, distribution)
+        ag = _batched(matvec, unflatten, params)(g)
+        samples = jnp.sum(g * ag, axis=1)
+        return TraceEstimate(jnp.mean(samples), _standard_error(samples), num_matvecs)
+
+    return trace
+
+
+def hutch_plus_plus(num_matvecs: int = 100, *, distribution: Distribution = "rademacher") -> Callable:
+    """Configure Hutch++: ``trace(matvec, like, *params, key) -> TraceEstimate``.
+
+    With ``s = ⌊m/3⌋`` sketch vectors ``S``, ``Q = orth(A S)`` (``s`` products),
+    ``tr(Qᵀ A Q)`` (``s`` products) and Hutchinson on ``(I − QQᵀ) A (I − QQᵀ)``
+    with the remaining ``m − 2s`` probes:
+
+        tr A ≈ tr(Qᵀ A Q) + (1/r) Σᵢ gᵢᵀ (I − QQᵀ) A (I − QQᵀ) gᵢ.
+
+    The standard error is that of the Hutchinson part (the sketch part is exact
+    given ``Q``); the estimator is unbiased.
+
+    Args:
+      num_matvecs: total products ``m`` (at least 3).
+      distribution: probe entries, ``"rademacher"`` or ``"normal"``.
+    """
+    _check_count(num_matvecs, "num_matvecs", 3)
+    sketch = num_matvecs // 3
+    rest = num_matvecs - 2 * sketch
+
+    def trace(matvec: Callable, like: PyTree, *params, key) -> TraceEstimate:
+        flat, unflatten = flatten(like)
+        n = flat.shape[0]
+        mv = _batched(matvec, unflatten, params)
+        k1, k2 = jax.random.split(as_key(key))
+        s = _samples(k1, (sketch, n), flat.dtype, distribution)
+        q, _ = jnp.linalg.qr(mv(s).T)              # (n, sketch), orthonormal columns
+        q = q.T                                    # rows
+        exact = jnp.sum(q * mv(q))
+        g = _samples(k2, (rest, n), flat.dtype, distribution)
+        g = g - (g @ q.T) @ q                      # (I − QQᵀ) g
+        samples = jnp.sum(g * mv(g), axis=1)       # gᵀ (I−QQᵀ) A (I−QQᵀ) g
+        return TraceEstimate(exact + jnp.mean(samples), _standard_error(samples), num_matvecs)
+
+    return trace
+
+
+def frobenius_norm(num_matvecs: int = 100, *, distribution: Distribution = "rademacher") -> Callable:
+    """Configure ``norm(matvec, like, *params, key) -> TraceEstimate`` of ``‖A‖_F``.
+
+    ``‖A‖_F² = tr(Aᵀ A) = E‖A g‖²``, so ``‖A‖_F ≈ √((1/m) Σ ‖A gᵢ‖²)``; the
+    standard error is carried through the square root by the delta method
+    (``se(√x) ≈ se(x) / (2√x)``).
+    """
+    _check_count(num_matvecs, "num_matvecs", 1)
+
+    def norm(matvec: Callable, like: PyTree, *params, key) -> TraceEstimate:
+        flat, unflatten = flatten(like)
+        g = _samples(as_key(key), (num_matvecs, flat.shape[0]), flat.dtype, distribution)
+        ag = _batched(matvec, unflatten, params)(g)
+        samples = jnp.sum(ag * ag, axis=1)
+        sq = jnp.mean(samples)
+        value = jnp.sqrt(sq)
+        return TraceEstimate(value, _standard_error(samples) / (2 * value), num_matvecs)
+
+    return norm

@@ -1,0 +1,68 @@
+"""``jdl hessian RUN_DIR`` on a checkpoint written by ``jdl train``."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jdl.cli import main
+from jdl.hessian import dense_hessian, model_objective
+from jdl.run import load_run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("runs") / "digits-mlp")
+    assert main(["train", "--hidden", "8", "--epochs", "1", "--out", out, "--no-progress"]) == 0
+    return out
+
+
+def test_hessian_command_prints_report_and_writes_plot(run_dir, capsys):
+    code = main(["hessian", run_dir, "--top-k", "3", "--num-probes", "4", "--num-steps", "30",
+                 "--trace-matvecs", "30", "--max-examples", "400"])
+    assert code == 0
+    out = capsys.readouterr().out
+    for label in ("loss", "‖g‖", "top 3 λ", "bottom 3 λ", "condition number", "index", "curvature",
+                  "trace", "density"):
+        assert label in out, label
+    with open(f"{run_dir}/hessian.json") as f:
+        report = json.load(f)
+    assert report["method"] == "dense" and report["num_examples"] == 400
+    # The printed extremes are the dense spectrum's, computed here independently.
+    run = load_run(run_dir)
+    data = {k: jnp.asarray(v)[:400] for k, v in run.dataset.train.items()}
+    loss = model_objective(run.model, run.loss_fn, run.state.model_state, train=False).loss
+    eig = np.linalg.eigvalsh(np.asarray(jax.jit(lambda p, d: dense_hessian(loss, p, d))(run.state.params, data)))
+    np.testing.assert_allclose(report["top_eigenvalues"], eig[::-1][:3], rtol=1e-4)
+    np.testing.assert_allclose(report["bottom_eigenvalues"], eig[:3], rtol=1e-4, atol=1e-6)
+    assert report["trace_exact"] == pytest.approx(float(eig.sum()), rel=1e-4)
+    assert abs(report["trace"]["estimate"] - eig.sum()) < 5 * report["trace"]["standard_error"] + 1e-3
+    assert report["index"] == pytest.approx(np.mean(eig < -report["eigenvalue_tolerance"]))
+    with open(f"{run_dir}/hessian_density.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hessian_command_matrix_free(run_dir, capsys):
+    code = main(["hessian", run_dir, "--method", "lanczos", "--top-k", "2", "--num-probes", "3",
+                 "--num-steps", "40", "--trace-matvecs", "12", "--max-examples", "300", "--batch-size", "128",
+                 "--out", f"{run_dir}/density_lanczos.png"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Lanczos + stochastic Lanczos quadrature" in out and "±" in out
+    with open(f"{run_dir}/hessian.json") as f:
+        report = json.load(f)
+    assert report["method"] == "lanczos" and len(report["top_eigenvalues"]) == 2
+
+
+def test_hessian_command_errors(run_dir, tmp_path, capsys, monkeypatch):
+    assert main(["hessian", str(tmp_path)]) == 2
+    assert "not a jdl run directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["hessian", str(tmp_path), "--top-k", "0"])
+    # A dense Hessian that would not fit is refused up front, with the way out.
+    monkeypatch.setattr("jdl.hessian.operators.available_memory", lambda device=None: 10_000)
+    assert main(["hessian", run_dir, "--method", "dense"]) == 2
+    err = capsys.readouterr().err
+    assert "dense Hessian of 610 parameters needs" in err and "--method lanczos" in err

@@ -1,0 +1,164 @@
+"""Critical points, saddles, layer blocks and landscape slices on closed forms
+(float64, scoped) and on a small network at a known saddle."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jdl.hessian import (
+    block_eigenvalues,
+    classify_curvature,
+    critical_point_report,
+    dense_hessian,
+    escape_saddle,
+    find_critical_point,
+    loss_slice,
+    loss_surface,
+    parameter_blocks,
+    plot_loss_slice,
+    plot_loss_surface,
+)
+
+
+def saddle(p):            # H = diag(10, −2)
+    return 5 * p[0] ** 2 - p[1] ** 2
+
+
+def monkey(p):            # H = 0 at the origin: degenerate
+    return p[0] ** 3 - 3 * p[0] * p[1] ** 2
+
+
+def rosenbrock(p):        # minimum at (1, 1), H = [[802, −400], [−400, 200]]
+    return (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2
+
+
+def _quadratic(seed=0):
+    """½ xᵀ A x − bᵀ x with eigenvalues −3, −1, 0.5 … 6 (index 2/12)."""
+    rng = np.random.default_rng(seed)
+    eig = np.array([-3.0, -1.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 4.5, 5.0, 6.0])
+    q, _ = np.linalg.qr(rng.normal(size=(12, 12)))
+    a = q @ np.diag(eig) @ q.T
+    b = rng.normal(size=12)
+    return jnp.asarray(a), jnp.asarray(b), eig, np.linalg.solve(a, b)
+
+
+def test_saddle_5x2_minus_y2():
+    with jax.enable_x64(True):
+        found = find_critical_point(saddle, jnp.array([0.3, -0.2]))
+        assert bool(found.converged)
+        np.testing.assert_allclose(found.params, [0.0, 0.0], atol=1e-12)
+        r = critical_point_report(saddle, jnp.zeros(2))
+        assert r.method == "dense" and r.classification == "saddle" and r.is_critical
+        assert float(r.lambda_min) == pytest.approx(-2.0) and float(r.lambda_max) == pytest.approx(10.0)
+        assert float(r.index) == 0.5
+        np.testing.assert_allclose(r.eigenvalues, [-2, 10])
+        esc = escape_saddle(saddle, jnp.zeros(2))
+        assert bool(esc.escaped) and float(esc.loss_after) < 0.0
+        assert float(esc.eigenvalue) == pytest.approx(-2.0)
+        np.testing.assert_allclose(jnp.abs(esc.direction), [0.0, 1.0], atol=1e-10)
+
+
+def test_monkey_saddle_is_degenerate():
+    with jax.enable_x64(True):
+        r = critical_point_report(monkey, jnp.zeros(2))
+        assert r.classification == "degenerate" and r.is_critical
+        assert float(r.lambda_min) == float(r.lambda_max) == 0.0
+        found = find_critical_point(monkey, jnp.array([0.3, 0.1]), max_steps=200)
+        assert bool(found.converged) and float(jnp.linalg.norm(found.params)) < 1e-6
+        # Near the origin the Hessian is ±6r: with an absolute tolerance stated, still degenerate.
+        near = critical_point_report(monkey, found.params, eigenvalue_atol=1e-5)
+        assert near.classification == "degenerate"
+        assert classify_curvature(-1e-3, 1e-3, 1e-5) == "saddle"
+
+
+@pytest.mark.parametrize("start", [(-1.2, 1.0), (0.0, 0.0), (2.0, 2.0)])
+def test_rosenbrock_minimum(start):
+    with jax.enable_x64(True):
+        found = jax.jit(lambda x: find_critical_point(rosenbrock, x))(jnp.array(start))
+        assert bool(found.converged)
+        np.testing.assert_allclose(found.params, [1.0, 1.0], atol=1e-10)
+        r = critical_point_report(rosenbrock, found.params)
+        assert r.classification == "minimum"
+        np.testing.assert_allclose(r.eigenvalues, np.linalg.eigvalsh([[802.0, -400.0], [-400.0, 200.0]]),
+                                   rtol=1e-8)
+
+
+@pytest.mark.parametrize("solver", ["dense", "cg"])
+def test_quadratic_with_known_spectrum(solver):
+    with jax.enable_x64(True):
+        a, b, eig, x_star = _quadratic()
+        f = lambda x: 0.5 * x @ a @ x - b @ x  # noqa: E731
+        found = find_critical_point(f, jnp.zeros(12), solver=solver)
+        assert bool(found.converged)
+        np.testing.assert_allclose(found.params, x_star, atol=1e-9)
+        r = critical_point_report(f, found.params, method="dense")
+        np.testing.assert_allclose(r.eigenvalues, eig, atol=1e-10)
+        assert r.classification == "saddle" and float(r.index) == pytest.approx(2 / 12)
+        if solver == "cg":   # the matrix-free report: Lanczos ends, SLQ index
+            lz = critical_point_report(f, found.params, method="lanczos", num_steps=12, num_probes=30)
+            assert lz.classification == "saddle"
+            assert float(lz.lambda_min) == pytest.approx(-3.0) and float(lz.lambda_max) == pytest.approx(6.0)
+            assert abs(float(lz.index) - 2 / 12) < 4 * float(lz.index_standard_error) + 1e-9
+        # ‖Hg‖/‖g‖ at a non-critical point, by its definition.
+        x0 = jnp.ones(12)
+        g = a @ x0 - b
+        r0 = critical_point_report(f, x0)
+        assert not r0.is_critical
+        assert float(r0.gradient_curvature) == pytest.approx(float(jnp.linalg.norm(a @ g) / jnp.linalg.norm(g)))
+
+
+def _tiny_net():
+    """A 2→3→2 tanh network with zero weights and the log-prior output bias: a critical point."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(40, 2)))
+    y = jnp.asarray((x[:, 0] * x[:, 1] > 0).astype(np.int32))
+    prior = jnp.array([jnp.mean(y == 0), jnp.mean(y == 1)])
+    params = {"hidden": {"kernel": jnp.zeros((2, 3)), "bias": jnp.zeros(3)},
+              "out": {"kernel": jnp.zeros((3, 2)), "bias": jnp.log(prior)}}
+
+    def loss(p, batch):
+        h = jnp.tanh(batch["x"] @ p["hidden"]["kernel"] + p["hidden"]["bias"][None, :])
+        logits = h @ p["out"]["kernel"] + p["out"]["bias"][None, :]
+        return jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.take_along_axis(logits, batch["y"][:, None], 1)[:, 0])
+
+    return loss, params, {"x": x, "y": y}
+
+
+def test_escape_from_network_saddle_and_layer_blocks():
+    with jax.enable_x64(True):
+        loss, params, batch = _tiny_net()
+        r = critical_point_report(loss, params, batch)
+        assert r.is_critical and r.classification == "saddle"
+        esc = escape_saddle(loss, params, batch)
+        assert bool(esc.escaped) and float(esc.eigenvalue) < 0
+        assert float(esc.loss_after) < float(esc.loss_before)
+        assert float(esc.predicted_decrease) > 0
+        # Blocks: names, sizes, and the block spectrum equals the dense Hessian's submatrix's.
+        assert parameter_blocks(params) == {"hidden": 9, "out": 8}
+        h = jax.jit(lambda p, b: dense_hessian(loss, p, b))(params, batch)
+        hidden = np.linalg.eigvalsh(np.asarray(h[:9, :9]))     # ravel order: hidden.bias, hidden.kernel, …
+        np.testing.assert_allclose(block_eigenvalues(loss, params, batch, block="hidden"), hidden, atol=1e-12)
+        lz = block_eigenvalues(loss, params, batch, block="hidden", method="lanczos", k=2, num_steps=9)
+        np.testing.assert_allclose(lz, np.concatenate([hidden[:2], hidden[-2:]]), atol=1e-10)
+        with pytest.raises(ValueError, match="blocks are"):
+            block_eigenvalues(loss, params, batch, block="layers.7")
+
+
+def test_slices_along_eigenvectors(tmp_path):
+    with jax.enable_x64(True):
+        a, b, eig, x_star = _quadratic()
+        f = lambda x: 0.5 * x @ a @ x - b @ x  # noqa: E731
+        lam, vec = np.linalg.eigh(np.asarray(a))
+        alphas = jnp.linspace(-1, 1, 21)
+        top = loss_slice(f, jnp.asarray(x_star), jnp.asarray(vec[:, -1]), alphas=alphas)
+        np.testing.assert_allclose(top - f(jnp.asarray(x_star)), 0.5 * lam[-1] * alphas ** 2, atol=1e-10)
+        betas = jnp.linspace(-2, 2, 5)
+        surf = loss_surface(f, jnp.asarray(x_star), jnp.asarray(vec[:, -1]), jnp.asarray(vec[:, 0]),
+                            alphas=alphas, betas=betas)
+        assert surf.shape == (21, 5)
+        direct = f(jnp.asarray(x_star) + alphas[3] * vec[:, -1] + betas[1] * vec[:, 0])
+        assert float(surf[3, 1]) == pytest.approx(float(direct), rel=1e-12)
+    plot_loss_slice(alphas, [top], str(tmp_path / "slice.png"), labels=["top"])
+    plot_loss_surface(alphas, betas, surf, str(tmp_path / "surface.png"))
+    assert (tmp_path / "slice.png").exists() and (tmp_path / "surface.png").exists()

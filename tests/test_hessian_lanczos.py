@@ -1,0 +1,200 @@
+"""Lanczos and power iteration against ``jnp.linalg.eigh``: matrices with known
+spectra, and the dense Hessian of an MLP on the digits data (float64, scoped)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jdl.data.datasets import load_digits_arrays
+from jdl.hessian import (
+    dense_hessian,
+    hessian_operator,
+    lanczos,
+    linearize_hessian,
+    model_objective,
+    power_iteration,
+)
+from jdl.models import get_model
+from jdl.nn import cross_entropy
+
+
+def _known_matrix(eigenvalues, seed=0):
+    rng = np.random.default_rng(seed)
+    n = len(eigenvalues)
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    return jnp.asarray(q @ np.diag(eigenvalues) @ q.T), jnp.asarray(rng.normal(size=n))
+
+
+def _matvec(v, a):
+    return a @ v
+
+
+@pytest.fixture(scope="module")
+def spectrum():
+    rng = np.random.default_rng(0)
+    return np.concatenate([rng.uniform(-1, 1, 194), [50.0, 40.0, 30.0, -20.0, -25.0, -8.0]])
+
+
+def test_lanczos_matches_eigh_on_known_spectrum(spectrum):
+    whiches = ("LA", "SA", "LM", "BE")
+    with jax.enable_x64(True):
+        a, v0 = _known_matrix(spectrum)
+        results = jax.jit(lambda v, a: [lanczos(100, k=4, which=w)(_matvec, v, a) for w in whiches])(v0, a)
+        exact = np.sort(spectrum)
+        wanted = {"LA": exact[::-1][:4], "SA": exact[:4],
+                  "LM": exact[np.argsort(-np.abs(exact))][:4],
+                  "BE": np.concatenate([exact[:2], exact[-2:]])}
+        for which, res in zip(whiches, results):
+            want = wanted[which]
+            # The three outliers at the wanted end converge to rounding; the fourth
+            # sits at the edge of a dense bulk and converges to the tolerance.
+            got = res.eigenvalues if which == "BE" else res.eigenvalues[:3]
+            np.testing.assert_allclose(got, want if which == "BE" else want[:3], rtol=1e-10, err_msg=which)
+            assert int(res.num_matvecs) < 100 and bool(jnp.all(res.converged)), which
+            y = res.eigenvectors                                   # (k, n)
+            true_res = jnp.linalg.norm(a @ y.T - y.T * res.eigenvalues[None, :], axis=0)
+            np.testing.assert_allclose(res.residuals, true_res, rtol=1e-3, atol=1e-12, err_msg=which)
+            np.testing.assert_allclose(y @ y.T, np.eye(4), atol=1e-10, err_msg=which)
+
+
+def test_lanczos_on_pytrees_and_invariant_subspaces():
+    with jax.enable_x64(True):
+        d = {"a": jnp.array([3.0, 1.0, 1.0]), "b": jnp.array([[2.0, 2.0], [5.0, 1.0]])}
+        op = lambda v: jax.tree.map(jnp.multiply, d, v)  # noqa: E731 - diagonal, 3 distinct values
+        v0 = jax.tree.map(jnp.ones_like, d)
+        res, full = jax.jit(lambda v: (lanczos(7, k=3, which="LA")(op, v),
+                                       lanczos(7, k=7, which="SA", tol=0)(op, v)))(v0)
+        np.testing.assert_allclose(res.eigenvalues, [5.0, 3.0, 2.0], rtol=1e-12)
+        top = jax.tree.map(lambda x: x[0], res.eigenvectors)
+        np.testing.assert_allclose(jnp.abs(top["b"]), [[0, 0], [1, 0]], atol=1e-12)
+        # v0 = ones touches only 4 distinct eigenvalues: the Krylov space breaks
+        # down, restarts orthogonally, and still finds the whole spectrum.
+        np.testing.assert_allclose(full.eigenvalues, [1, 1, 1, 2, 2, 3, 5], atol=1e-12)
+
+
+def test_lanczos_rejects_bad_configuration():
+    with pytest.raises(ValueError, match="which"):
+        lanczos(10, which="largest")
+    with pytest.raises(ValueError, match="at least k"):
+        lanczos(3, k=5)
+    with pytest.raises(ValueError, match="dimension 3"):
+        lanczos(10, k=4)(lambda v: v, jnp.ones(3))
+
+
+@pytest.fixture(scope="module")
+def digits_mlp():
+    """An MLP 64→32→10 (2 410 parameters) on 256 digits, float64, with its dense Hessian."""
+    with jax.enable_x64(True):
+        images, labels = load_digits_arrays()
+        batch = {"x": jnp.asarray(images.reshape(-1, 64)[:256] / 16.0, jnp.float64),
+                 "y": jnp.asarray(labels[:256], jnp.int32)}
+        model = get_model("mlp", (64,), 10, hidden=(32,))
+        v = model.init(jax.random.key_data(jax.random.key(0)), batch["x"][:2])
+        params = jax.tree.map(lambda a: a.astype(jnp.float64), v.params)
+        loss = model_objective(model, cross_entropy, v.model_state, train=False).loss
+        h = jax.jit(lambda p, b: dense_hessian(loss, p, b))(params, batch)
+        eig = np.linalg.eigvalsh(np.asarray(h))
+        yield {"loss": loss, "params": params, "batch": batch, "eig": eig, "model": model}
+
+
+def test_top5_and_bottom5_of_mlp_hessian_within_100_hvps(digits_mlp):
+    loss, params, batch, eig = (digits_mlp[k] for k in ("loss", "params", "batch", "eig"))
+    assert eig.size == 2410
+    with jax.enable_x64(True):
+        eigsh = lanczos(100, k=10, which="BE", tol=1e-7)
+
+        @jax.jit
+        def ends(params, batch, v0):
+            _, hessian = linearize_hessian(loss, params, batch)   # linearised once, reused
+            return eigsh(lambda v, h: h(v), v0, hessian)
+
+        v0 = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype) * 1.3).reshape(a.shape), params)
+        res = ends(params, batch, v0)
+    assert int(res.num_matvecs) <= 100
+    bottom, top = np.asarray(res.eigenvalues[:5]), np.asarray(res.eigenvalues[5:])
+    np.testing.assert_allclose(top, eig[-5:], rtol=1e-6)
+    np.testing.assert_allclose(bottom, eig[:5], rtol=1e-6)
+
+
+def test_float32_accuracy_as_documented(digits_mlp):
+    loss, params, batch, eig = (digits_mlp[k] for k in ("loss", "params", "batch", "eig"))
+    p32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    b32 = {"x": batch["x"].astype(jnp.float32), "y": batch["y"]}
+    v0 = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype) * 1.3).reshape(a.shape), p32)
+    res = jax.jit(lambda p, b, v: lanczos(100, k=10, which="BE")(hessian_operator(loss), v, p, b))(p32, b32, v0)
+    assert res.eigenvalues.dtype == jnp.float32
+    scale = np.abs(eig).max()
+    # Documented: extreme eigenvalues to ~1e-6 relative in float32 (well-separated ones).
+    np.testing.assert_allclose(np.asarray(res.eigenvalues[-1]), eig[-1], rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(res.eigenvalues), np.concatenate([eig[:5], eig[-5:]]),
+                               atol=1e-5 * scale)
+
+
+def test_power_iteration_reference(spectrum, digits_mlp):
+    with jax.enable_x64(True):
+        a, v0 = _known_matrix(spectrum)
+        res = jax.jit(lambda v, a: power_iteration(k=2, max_steps=500, tol=1e-10)(_matvec, v, a))(v0, a)
+        np.testing.assert_allclose(res.eigenvalues, [50.0, 40.0], rtol=1e-8)
+        assert bool(jnp.all(res.converged))
+        # PyHessian's rule (relative change < 1e-3) stops early with a larger error.
+        loose = power_iteration(tol=1e-3, max_steps=500)(_matvec, v0, a)
+        assert int(loose.num_matvecs) < int(res.num_matvecs)
+        assert abs(float(loose.eigenvalues[0]) - 50.0) > 1e-8
+    with pytest.raises(ValueError, match="k must be"):
+        power_iteration(k=0)
+
+
+def test_vmap_over_an_ensemble_of_seeds(digits_mlp):
+    """Top eigenvalue of three independently initialised MLPs in one compiled call."""
+    batch = {"x": digits_mlp["batch"]["x"][:64].astype(jnp.float32), "y": digits_mlp["batch"]["y"][:64]}
+    model = get_model("mlp", (64,), 10, hidden=(8,))
+    keys = jax.vmap(lambda s: jax.random.key_data(jax.random.key(s)))(jnp.arange(3))
+    stacked = jax.jit(jax.vmap(lambda k: model.init(k, batch["x"][:2]).params))(keys)
+    loss = model_objective(model, cross_entropy, {}, train=False).loss
+    eigsh = lanczos(20, k=1, which="LA", tol=0)
+    traces = []
+
+    def top(params, v0):
+        traces.append(1)
+        return eigsh(hessian_operator(loss), v0, params, batch).eigenvalues[0]
+
+    v0s = jax.tree.map(lambda a: jnp.ones_like(a), stacked)
+    together = jax.jit(jax.vmap(top))(stacked, v0s)
+    assert len(traces) == 1
+    one = jax.jit(top)
+    separately = [float(one(jax.tree.map(lambda a: a[i], stacked), jax.tree.map(lambda a: a[i], v0s)))
+                  for i in range(3)]
+    np.testing.assert_allclose(together, separately, rtol=2e-4)
+    assert len(set(np.round(separately, 3))) == 3   # really different models
+
+
+def test_warm_start_needs_fewer_products(digits_mlp):
+    loss, params, batch = (digits_mlp[k] for k in ("loss", "params", "batch"))
+    with jax.enable_x64(True):
+        eigsh = jax.jit(lambda v, p, b: lanczos(60, k=1, which="LA", tol=1e-6)(hessian_operator(loss), v, p, b))
+        cold = eigsh(jax.tree.map(jnp.ones_like, params), params, batch)
+        nearby = jax.tree.map(lambda a: a * 1.001, params)
+        warm = eigsh(jax.tree.map(lambda a: a[0], cold.eigenvectors), nearby, batch)
+        ref = eigsh(jax.tree.map(jnp.ones_like, params), nearby, batch)
+    assert int(warm.num_matvecs) < int(cold.num_matvecs)
+    np.testing.assert_allclose(warm.eigenvalues, ref.eigenvalues, rtol=1e-8)
+
+
+def test_lanczos_on_a_batch_sharded_over_devices(digits_mlp):
+    """The same compiled eigensolver runs on data split over devices (conftest gives 4 CPUs)."""
+    from jdl.training import data_parallel_mesh, replicate, shard_batch
+
+    mesh = data_parallel_mesh()
+    if mesh.size < 2:
+        pytest.skip("needs several devices")
+    batch = {"x": digits_mlp["batch"]["x"][:128].astype(jnp.float32), "y": digits_mlp["batch"]["y"][:128]}
+    model = get_model("mlp", (64,), 10, hidden=(8,))
+    params = jax.jit(lambda k: model.init(k, batch["x"][:2]).params)(jax.random.key_data(jax.random.key(4)))
+    loss = model_objective(model, cross_entropy, {}, train=False).loss
+    eigsh = jax.jit(lambda v, p, b: lanczos(20, k=2, which="BE", tol=0)(hessian_operator(loss), v, p, b))
+    v0 = jax.tree.map(jnp.ones_like, params)
+    local = eigsh(v0, params, batch)
+    sharded = eigsh(replicate(v0, mesh), replicate(params, mesh), shard_batch(batch, mesh))
+    assert len(jax.tree.leaves(shard_batch(batch, mesh))[0].sharding.device_set) == mesh.size
+    np.testing.assert_allclose(sharded.eigenvalues, local.eigenvalues, rtol=1e-4)

@@ -1,0 +1,226 @@
+"""Curvature operators against references: closed forms, ``jax.hessian``, explicit
+Jacobians and per-example loops (float64, scoped)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax.flatten_util import ravel_pytree
+
+from jdl.hessian import (
+    dataset_hvp,
+    dense_hessian,
+    dense_matrix,
+    empirical_fisher,
+    fisher,
+    gauss_newton,
+    hessian_operator,
+    hvp,
+    linearize_hessian,
+    model_objective,
+)
+from jdl.models import get_model
+from jdl.nn import cross_entropy, mean_squared_error
+from jdl.training import from_nnx_factory, make_loss
+
+
+def _f64(tree):
+    return jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A 5→4→3 MLP on 37 random examples, in float64: (objective, params, batch)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        x = jnp.asarray(rng.normal(size=(37, 5)))
+        y = jnp.asarray(rng.integers(0, 3, size=37), jnp.int32)
+        model = get_model("mlp", (5,), 3, hidden=(4,))
+        v = model.init(jax.random.key_data(jax.random.key(1)), x[:2])
+        params = _f64(v.params)
+        obj = model_objective(model, cross_entropy, v.model_state, train=False)
+        yield obj, params, {"x": x, "y": y}, model
+
+
+def _flat_hessian(loss, params, *args):
+    """The reference: ``jax.hessian`` of the loss of the flattened parameters."""
+    flat, unravel = ravel_pytree(params)
+    return jax.jit(jax.hessian(lambda z, *a: loss(unravel(z), *a)))(flat, *args)
+
+
+def test_hvp_closed_form_on_pytree():
+    loss = lambda p: 5 * p["x"] ** 2 - p["y"] ** 2 + 3 * p["x"] * p["y"]  # noqa: E731
+    hv = hvp(loss, {"x": 0.7, "y": -0.2}, {"x": 1.0, "y": 2.0})
+    # H = [[10, 3], [3, -2]]
+    assert float(hv["x"]) == pytest.approx(10 + 6)
+    assert float(hv["y"]) == pytest.approx(3 - 4)
+
+
+def test_hvp_and_linearized_hessian_match_jax_hessian(tiny):
+    obj, params, batch, _ = tiny
+    with jax.enable_x64(True):
+        h = _flat_hessian(obj.loss, params, batch)
+        flat, unravel = ravel_pytree(params)
+        v = jnp.asarray(np.random.default_rng(1).normal(size=flat.shape))
+        ref = h @ v
+        got = jax.jit(lambda v, p, b: ravel_pytree(hessian_operator(obj.loss)(unravel(v), p, b))[0])(
+            v, params, batch)
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+
+        @jax.jit
+        def linearized(v, p, b):
+            grad, lin = linearize_hessian(obj.loss, p, b)
+            return ravel_pytree(grad)[0], ravel_pytree(lin(unravel(v)))[0]
+
+        grad, hv = linearized(v, params, batch)
+        np.testing.assert_allclose(hv, ref, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(grad, ravel_pytree(jax.jit(jax.grad(obj.loss))(params, batch))[0],
+                                   rtol=1e-12)
+        # The model objective is exactly the train step's (eval-mode) loss.
+        ref_loss = make_loss(tiny[3], cross_entropy, train=False)(params, {}, batch)[0]
+        assert float(obj.loss(params, batch)) == float(ref_loss)
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 37, 100])
+def test_dataset_hvp_equals_full_batch(tiny, batch_size):
+    obj, params, batch, _ = tiny
+    with jax.enable_x64(True):
+        v = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params)
+        full = ravel_pytree(jax.jit(lambda p, v, b: hvp(obj.loss, p, v, b))(params, v, batch))[0]
+        acc = jax.jit(lambda p, v, d: dataset_hvp(obj.loss, p, v, d, batch_size=batch_size))(params, v, batch)
+        np.testing.assert_allclose(ravel_pytree(acc)[0], full, rtol=1e-10, atol=1e-10)
+
+
+def test_dataset_hvp_rejects_bad_batch_size(tiny):
+    obj, params, batch, _ = tiny
+    with pytest.raises(ValueError, match="batch_size"):
+        dataset_hvp(obj.loss, params, params, batch, batch_size=0)
+
+
+def test_gauss_newton_is_jt_h_j(tiny):
+    obj, params, batch, _ = tiny
+    with jax.enable_x64(True):
+        flat, unravel = ravel_pytree(params)
+        jac = jax.jit(jax.jacobian(lambda z: obj.predict(unravel(z), batch).reshape(-1)))(flat)  # (N·C, n)
+        logits = jax.jit(obj.predict)(params, batch)
+        h_out = jax.jit(jax.hessian(lambda z: obj.output_loss(z.reshape(logits.shape), batch)))(
+            logits.reshape(-1))
+        g_ref = jac.T @ h_out @ jac
+        g = jax.jit(lambda p, b: dense_matrix(gauss_newton(obj.predict, obj.output_loss), p, p, b))(
+            params, batch)
+        np.testing.assert_allclose(g, g_ref, rtol=1e-9, atol=1e-12)
+        assert np.linalg.eigvalsh(np.asarray(g)).min() > -1e-12  # PSD for a convex output loss
+
+
+def test_gauss_newton_equals_hessian_for_linear_least_squares():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(2)
+        x = jnp.asarray(rng.normal(size=(20, 3)))
+        t = jnp.asarray(rng.normal(size=(20, 2)))
+        predict = lambda w, x: x @ w  # noqa: E731
+        out_loss = lambda z, x: jnp.mean(mean_squared_error(z, t))  # noqa: E731
+        loss = lambda w, x: out_loss(predict(w, x), x)  # noqa: E731
+        w = jnp.asarray(rng.normal(size=(3, 2)))
+        g = jax.jit(lambda w, x: dense_matrix(gauss_newton(predict, out_loss), w, w, x))(w, x)
+        np.testing.assert_allclose(g, _flat_hessian(loss, w, x), rtol=1e-12, atol=1e-12)
+
+
+def test_fisher_equals_gauss_newton_and_explicit_expectation(tiny):
+    obj, params, batch, _ = tiny
+    with jax.enable_x64(True):
+        f = jax.jit(lambda p, b: dense_matrix(fisher(obj.predict), p, p, b))(params, batch)
+        g = jax.jit(lambda p, b: dense_matrix(gauss_newton(obj.predict, obj.output_loss), p, p, b))(
+            params, batch)
+        np.testing.assert_allclose(f, g, rtol=1e-9, atol=1e-12)
+        # (1/N) Σ_i Σ_c p(c|x_i) ∇log p(c|x_i) ∇log p(c|x_i)ᵀ, summed by explicit loops.
+        flat, unravel = ravel_pytree(params)
+        log_probs = lambda z: jax.nn.log_softmax(obj.predict(unravel(z), batch), axis=-1)  # noqa: E731
+        grads = np.asarray(jax.jit(jax.jacobian(log_probs))(flat))        # (N, C, n)
+        probs = np.asarray(jax.nn.softmax(obj.predict(params, batch), axis=-1))
+        n = batch["x"].shape[0]
+        ref = np.zeros((flat.size, flat.size))
+        for i in range(n):
+            for c in range(3):
+                ref += probs[i, c] * np.outer(grads[i, c], grads[i, c]) / n
+        np.testing.assert_allclose(f, ref, rtol=1e-8, atol=1e-12)
+
+
+def test_gaussian_fisher_equals_gauss_newton_of_squared_error():
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(3)
+        x = jnp.asarray(rng.normal(size=(15, 2)))
+        t = jnp.asarray(rng.normal(size=(15, 2)))
+        predict = lambda w, x: jnp.tanh(x @ w["a"]) @ w["b"]  # noqa: E731
+        out_loss = lambda z, x: jnp.mean(mean_squared_error(z, t))  # noqa: E731
+        w = {"a": jnp.asarray(rng.normal(size=(2, 3))), "b": jnp.asarray(rng.normal(size=(3, 2)))}
+        f = jax.jit(lambda w, x: dense_matrix(fisher(predict, likelihood="gaussian"), w, w, x))(w, x)
+        g = jax.jit(lambda w, x: dense_matrix(gauss_newton(predict, out_loss), w, w, x))(w, x)
+        np.testing.assert_allclose(f, g, rtol=1e-10, atol=1e-13)
+    with pytest.raises(ValueError, match="likelihood"):
+        fisher(predict, likelihood="poisson")
+
+
+def test_empirical_fisher_matches_per_example_loop(tiny):
+    obj, params, batch, _ = tiny
+    with jax.enable_x64(True):
+        flat, unravel = ravel_pytree(params)
+        v = jnp.asarray(np.random.default_rng(4).normal(size=flat.shape))
+        got = ravel_pytree(jax.jit(lambda v, p, b: empirical_fisher(obj.per_example_loss)(unravel(v), p, b))(
+            v, params, batch))[0]
+        per_example = jax.jit(jax.grad(lambda z, i: obj.per_example_loss(unravel(z), batch)[i]))
+        n = batch["x"].shape[0]
+        ref = sum(np.asarray(per_example(flat, i)) * float(np.asarray(per_example(flat, i)) @ np.asarray(v))
+                  for i in range(n)) / n
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-13)
+
+
+def test_dense_hessian_matches_jax_hessian(tiny):
+    obj, params, batch, _ = tiny
+    with jax.enable_x64(True):
+        h = jax.jit(lambda p, b: dense_hessian(obj.loss, p, b, chunk_size=7))(params, batch)
+        np.testing.assert_allclose(h, _flat_hessian(obj.loss, params, batch), rtol=1e-10, atol=1e-13)
+        np.testing.assert_array_equal(h, h.T)
+
+
+def test_dense_hessian_refuses_before_allocating():
+    big = {"w": jnp.zeros((300_000,), jnp.float32)}   # a 360 GB Hessian
+    calls = []
+
+    def loss(p):
+        calls.append(1)
+        return jnp.sum(p["w"] ** 2)
+
+    with pytest.raises(MemoryError, match=r"300,000 parameters needs .*lanczos"):
+        dense_hessian(loss, big)
+    assert not calls  # refused before tracing the loss
+    small = {"w": jnp.zeros((100,), jnp.float32)}
+    with pytest.raises(MemoryError, match="max_bytes"):
+        dense_hessian(loss, small, max_bytes=1000)
+
+
+def test_model_objective_mode_is_explicit_and_matters():
+    with pytest.raises(TypeError):
+        model_objective(None, cross_entropy, {})  # train= is required
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.lin = nnx.Linear(3, 4, rngs=rngs)
+            self.bn = nnx.BatchNorm(4, rngs=rngs)
+            self.out = nnx.Linear(4, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(nnx.relu(self.bn(self.lin(x))))
+
+    model = from_nnx_factory(Net)
+    x = jnp.asarray(np.random.default_rng(5).normal(2.0, 3.0, size=(16, 3)), jnp.float32)
+    batch = {"x": x, "y": jnp.asarray(np.arange(16) % 2, jnp.int32)}
+    v = model.init(jax.random.key_data(jax.random.key(0)), x)
+    def hessian(train):
+        loss = model_objective(model, cross_entropy, v.model_state, train=train).loss
+        return jax.jit(lambda p, b: dense_hessian(loss, p, b))(v.params, batch)
+
+    h_eval, h_train = hessian(False), hessian(True)
+    assert float(jnp.max(jnp.abs(h_eval - h_train))) > 1e-3  # batch statistics change the Hessian
+    with pytest.raises(TypeError, match="train must be True or False"):
+        model_objective(model, cross_entropy, v.model_state, train="eval")

@@ -1,0 +1,58 @@
+"""The sharpness callback inside ``fit``: readings every N steps, the 2/η line,
+warm-started Lanczos within its product budget, checked against a dense ``eigh``."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jdl.data.datasets import load_digits_arrays
+from jdl.hessian import SharpnessTracker, dense_hessian, model_objective, plot_sharpness
+from jdl.hessian.sharpness import learning_rate_of
+from jdl.models import get_model
+from jdl.nn import cross_entropy
+from jdl.training import fit
+
+
+@pytest.fixture(scope="module")
+def data():
+    images, labels = load_digits_arrays()
+    return {"x": (images.reshape(-1, 64)[:320] / 16.0).astype(np.float32), "y": labels[:320]}
+
+
+def test_sharpness_tracked_every_n_steps_with_stability_line(data, tmp_path):
+    model = get_model("mlp", (64,), 10, hidden=(8,))
+    # η is read from the optimizer state (optax.inject_hyperparams) for the 2/η line.
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=0.5)
+    assert learning_rate_of(opt.init({"w": jnp.zeros(3)})) == 0.5
+    tracker = SharpnessTracker(5, train=False, num_matvecs=20, num_examples=256, track_min=True,
+                               gradient_top_k=2)
+    result = fit(model, cross_entropy, opt, data, epochs=2, batch_size=64, steps_per_call=5,
+                 callbacks=[tracker], seed=1)
+    readings = [r for rec in result.history for r in rec["sharpness_readings"]]
+    assert [r["step"] for r in readings] == [0, 5, 10]
+    for r in readings:
+        assert r["stability_threshold"] == pytest.approx(4.0)
+        assert r["num_matvecs"] <= 40                     # ≤ 20 per eigenvalue (λmax and λmin)
+        assert r["lambda_min"] <= r["lambda_max"]
+        assert 0.0 <= r["top_gradient_fraction"] <= 1.0 + 1e-6
+    last = result.history[-1]
+    assert last["sharpness"] == readings[-1]["lambda_max"] and last["stability_threshold"] == 4.0
+    # The last reading against the dense Hessian of the same loss at the final parameters.
+    loss = model_objective(model, cross_entropy, result.state.model_state, train=False).loss
+    batch = {k: jnp.asarray(v[:256]) for k, v in data.items()}
+    eig = np.linalg.eigvalsh(np.asarray(jax.jit(lambda p, b: dense_hessian(loss, p, b))(result.state.params, batch)))
+    assert readings[-1]["lambda_max"] == pytest.approx(eig[-1], rel=1e-3)
+    assert readings[-1]["lambda_min"] == pytest.approx(eig[0], rel=0.05, abs=1e-3 * eig[-1])
+    plot_sharpness(result.history, str(tmp_path / "sharpness.png"))
+    assert (tmp_path / "sharpness.png").exists()
+
+
+def test_sharpness_tracker_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="every"):
+        SharpnessTracker(0, train=False)
+    with pytest.raises(TypeError, match="train"):
+        SharpnessTracker(5, train="eval")
+    with pytest.raises(ValueError, match="gradient_top_k"):
+        SharpnessTracker(5, train=False, num_matvecs=10, gradient_top_k=11)

@@ -21,6 +21,7 @@ from jdl.training import (
     make_eval_step,
     make_evaluate,
     make_fused_train_step,
+    make_loss,
     make_train_step,
     replicate,
     shard_batch,
@@ -334,3 +335,20 @@ def test_fit_history_and_callbacks(data, tmp_path):
     stopper = EarlyStopping(monitor="val_loss", patience=1, min_delta=10.0)
     stopped = fit(model, cross_entropy, optax.adam(1e-2), ds, epochs=10, batch_size=128, callbacks=[stopper])
     assert len(stopped.history) == 2 and stopper.best_epoch == 0
+
+
+def test_gradient_norm_is_reported_on_request(data):
+    ds, train = data
+    model = get_model("mlp", ds.input_shape, 10, hidden=(8,))
+    opt = optax.sgd(0.0)  # no update: the reported norm is the gradient at the initial point
+    batch = {k: v[:32] for k, v in train.items()}
+    state = create_train_state(model, opt, key=0, batch=batch)
+    _, plain = make_train_step(model, cross_entropy, opt)(state, batch)
+    _, with_norm = make_train_step(model, cross_entropy, opt, grad_norm=True)(state, batch)
+    assert "grad_norm" not in plain
+    loss = make_loss(model, cross_entropy, train=True)
+    grads = jax.grad(lambda p: loss(p, state.model_state, batch)[0])(state.params)
+    expected = np.sqrt(sum(float(jnp.sum(g**2)) for g in jax.tree.leaves(grads)))
+    np.testing.assert_allclose(float(with_norm["grad_norm"]), expected, rtol=1e-5)
+    history = fit(model, cross_entropy, optax.sgd(0.1), ds, epochs=1, batch_size=128, grad_norm=True).history
+    assert history[0]["train_grad_norm"] > 0

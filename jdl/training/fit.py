@@ -87,6 +87,7 @@ def fit(
     steps_per_call: int | None = None,
     progress: bool | None = None,
     metrics_fn=None,
+    grad_norm: bool = False,
     loop: LoopKind = "auto",
     mesh: jax.sharding.Mesh | None = None,
     config: dict | None = None,
@@ -116,6 +117,7 @@ def fit(
         epoch); the progress bar and ``on_steps_end`` update between calls.
       progress: show a progress bar (default: only on a terminal).
       metrics_fn: extra train/eval metrics (default: accuracy for labels).
+      grad_norm: record the mean minibatch gradient norm ``train_grad_norm``.
       loop: how fused steps run (see :func:`make_fused_train_step`).
       mesh: a data-parallel mesh (:func:`jdl.training.sharding.data_parallel_mesh`):
         state and data replicated, each minibatch split over ``"data"``.
@@ -123,7 +125,7 @@ def fit(
 
     Returns:
       :class:`FitResult` ``(state, history)``; each history record has
-      ``epoch``, ``step``, ``train_loss``, ``train_grad_norm``, ``val_*`` and
+      ``epoch``, ``step``, ``train_loss``, ``val_*``, ``train_grad_norm`` (if asked for) and
       ``time`` (plus ``*_accuracy`` for classification and what callbacks add).
     """
     epochs = int(epochs)
@@ -187,10 +189,11 @@ def fit(
         loss_fn,
         optimizer,
         metrics_fn=metrics_fn,
+        grad_norm=grad_norm,
         loop=loop,
         batch_sharding=shd.batch_sharding(mesh) if mesh is not None else None,
     )
-    single = make_train_step(model, loss_fn, optimizer, metrics_fn=metrics_fn)
+    single = make_train_step(model, loss_fn, optimizer, metrics_fn=metrics_fn, grad_norm=grad_norm)
     evaluate = make_evaluate(model, loss_fn, metrics_fn=metrics_fn)
 
     steps_per_epoch = n // batch_size

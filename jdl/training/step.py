@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jdl.training.model import Model, Variables
@@ -55,7 +56,7 @@ def make_loss(model: Model, loss_fn: LossFn, *, train: bool = False) -> Callable
     return loss
 
 
-def _train_step_fn(model: Model, loss_fn: LossFn, optimizer, metrics_fn: MetricsFn | None):
+def _train_step_fn(model: Model, loss_fn: LossFn, optimizer, metrics_fn: MetricsFn | None, grad_norm: bool = False):
     loss = make_loss(model, loss_fn, train=True)
     metrics_fn = metrics_fn or classification_metrics
 
@@ -74,7 +75,9 @@ def _train_step_fn(model: Model, loss_fn: LossFn, optimizer, metrics_fn: Metrics
             lambda p: loss(p, state.model_state, batch, key)[0],
         )
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": value, "grad_norm": optax.tree.norm(grads)}
+        metrics = {"loss": value}
+        if grad_norm:  # opt-in: it keeps the gradient alive past the update (≈5 % on a small MLP)
+            metrics["grad_norm"] = optax.tree.norm(grads)
         metrics.update(metrics_fn(outputs, batch["y"]))
         new_state = state.replace(params=params, model_state=model_state, opt_state=opt_state, step=state.step + 1)
         return new_state, metrics
@@ -109,6 +112,7 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     *,
     metrics_fn: MetricsFn | None = None,
+    grad_norm: bool = False,
     jit: bool = True,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """Build the pure step ``(state, batch) -> (state, metrics)``.
@@ -122,15 +126,18 @@ def make_train_step(
       optimizer: any ``optax.GradientTransformation``.
       metrics_fn: extra metrics of ``(outputs, targets)``; by default accuracy
         for integer labels.
+      grad_norm: also report ``grad_norm``, ‖g‖₂ of the minibatch gradient
+        (seed 000/003: its trace over time tells a minimum from a plateau).
+        Off by default: it keeps the gradient alive past the update, which
+        costs about 5 % of a small MLP's step on CPU.
       jit: return the ``jax.jit``-compiled step (``False`` for the raw function,
         e.g. to ``jax.vmap`` or ``lax.scan`` it yourself).
 
     Returns:
       ``train_step(state, batch) -> (state, metrics)`` with metrics ``loss``,
-      ``grad_norm`` (‖g‖₂ of the minibatch gradient) and, for classification,
-      ``accuracy``.
+      ``accuracy`` for classification, and ``grad_norm`` if asked for.
     """
-    step = _checked(_train_step_fn(model, loss_fn, optimizer, metrics_fn))
+    step = _checked(_train_step_fn(model, loss_fn, optimizer, metrics_fn, grad_norm))
     return jax.jit(step, donate_argnums=()) if jit else step
 
 
@@ -199,6 +206,7 @@ def make_fused_train_step(
     metrics_fn: MetricsFn | None = None,
     loop: LoopKind = "auto",
     batch_sharding: jax.sharding.Sharding | None = None,
+    grad_norm: bool = False,
     jit: bool = True,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict]]:
     """K train steps in one call: ``fused(state, data, indices) -> (state, metrics)``.
@@ -221,10 +229,11 @@ def make_fused_train_step(
         so it falls back to ``"python"``.
       batch_sharding: if given, each gathered minibatch is constrained to this
         sharding (e.g. ``NamedSharding(mesh, P("data"))``) for data parallelism.
+      grad_norm: also report ‖g‖₂ per step (see :func:`make_train_step`).
       jit: ``False`` returns the raw ``lax.scan`` function (``loop`` must be
         ``"scan"`` or ``"auto"``), to ``jax.vmap`` over an ensemble of states.
     """
-    step_fn = _train_step_fn(model, loss_fn, optimizer, metrics_fn)
+    step_fn = _train_step_fn(model, loss_fn, optimizer, metrics_fn, grad_norm)
 
     def one(state, data, idx):
         batch = _gather(data, idx)
@@ -249,9 +258,12 @@ def make_fused_train_step(
     decided: dict[Any, str] = {}
 
     def python_loop(state, data, indices):
+        # One host copy of the indices; each step then sends its row (a few hundred bytes)
+        # rather than dispatching a device-side slice per step.
+        rows = np.asarray(indices)
         history = []
-        for k in range(indices.shape[0]):
-            state, m = one_jit(state, data, indices[k])
+        for row in rows:
+            state, m = one_jit(state, data, row)
             history.append(m)
         return state, jax.tree.map(lambda *xs: jnp.stack(xs), *history)
 

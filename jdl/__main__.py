@@ -1,1 +1,5 @@
-from jdl.cli import main; raise SystemExit(main())
+"""``python -m jdl``: the same as the ``jdl`` command."""
+
+from jdl.cli import main
+
+raise SystemExit(main())

@@ -437,6 +437,18 @@ def _saddle_free_step(eigenvalues, coefficients, damping, learning_rate):
     return step, -(slope + 0.5 * curvature)
 
 
+def _saddle_free_init(damping):
+    """``init(params) -> SaddleFreeNewtonState`` shared by the dense and Krylov versions."""
+
+    def init_fn(params):
+        dtype = _flat_dtype(params)
+        return SaddleFreeNewtonState(damping=jnp.asarray(damping, dtype),
+                                     reduction_ratio=jnp.asarray(1.0, dtype),
+                                     min_curvature=jnp.asarray(0.0, dtype))
+
+    return init_fn
+
+
 def saddle_free_newton(
     learning_rate: float = 1.0,
     *,
@@ -477,11 +489,7 @@ def saddle_free_newton(
     """
     _check_learning_rate(learning_rate, "saddle_free_newton")
 
-    def init_fn(params):
-        dtype = _flat_dtype(params)
-        return SaddleFreeNewtonState(damping=jnp.asarray(damping, dtype),
-                                     reduction_ratio=jnp.asarray(1.0, dtype),
-                                     min_curvature=jnp.asarray(0.0, dtype))
+    init_fn = _saddle_free_init(damping)
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, **extra_args):
         del extra_args
@@ -555,11 +563,7 @@ def saddle_free_newton_lanczos(
     """
     _check_learning_rate(learning_rate, "saddle_free_newton_lanczos")
 
-    def init_fn(params):
-        dtype = _flat_dtype(params)
-        return SaddleFreeNewtonState(damping=jnp.asarray(damping, dtype),
-                                     reduction_ratio=jnp.asarray(1.0, dtype),
-                                     min_curvature=jnp.asarray(0.0, dtype))
+    init_fn = _saddle_free_init(damping)
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, **extra_args):
         del extra_args

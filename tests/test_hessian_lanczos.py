@@ -198,3 +198,76 @@ def test_lanczos_on_a_batch_sharded_over_devices(digits_mlp):
     sharded = eigsh(replicate(v0, mesh), replicate(params, mesh), shard_batch(batch, mesh))
     assert len(jax.tree.leaves(shard_batch(batch, mesh))[0].sharding.device_set) == mesh.size
     np.testing.assert_allclose(sharded.eigenvalues, local.eigenvalues, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------------
+# Block Lanczos
+# ----------------------------------------------------------------------------------
+
+
+def test_block_lanczos_finds_a_repeated_eigenvalue_that_one_vector_cannot():
+    rng = np.random.default_rng(3)
+    spectrum = np.concatenate([[5.0, 5.0, 5.0, 4.9], rng.uniform(-1, 3, 192), [-2.0, -2.0, -2.5, -3.0]])
+    with jax.enable_x64(True):
+        a, v = _known_matrix(spectrum, seed=3)
+        exact = np.sort(spectrum)
+        # One starting vector sees a single copy of λ = 5 in exact arithmetic;
+        # rounding lets a second copy emerge only slowly (5e-6 off after 40 steps).
+        single = lanczos(40, k=4, which="LA", tol=1e-10)(_matvec, v, a)
+        assert abs(float(single.eigenvalues[1]) - 5.0) > 1e-8
+        v0 = jnp.asarray(rng.normal(size=(4, 200)))
+        for which, want in (("LA", exact[::-1][:4]), ("SA", exact[:4]), ("BE", np.r_[exact[:2], exact[-2:]])):
+            res = jax.jit(lambda v0, a, w=which: lanczos(120, k=4, which=w, tol=1e-10, block_size=4)(
+                _matvec, v0, a))(v0, a)
+            np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-9, err_msg=which)
+            assert bool(jnp.all(res.converged)) and int(res.num_matvecs) % 4 == 0, which
+            y = res.eigenvectors
+            true_res = jnp.linalg.norm(a @ y.T - y.T * res.eigenvalues[None, :], axis=0)
+            np.testing.assert_allclose(res.residuals, true_res, rtol=1e-2, atol=1e-12, err_msg=which)
+            np.testing.assert_allclose(y @ y.T, np.eye(4), atol=1e-10, err_msg=which)
+
+
+def test_block_lanczos_survives_a_rank_deficient_start_and_pytrees():
+    d = jnp.array([1.0, 1, 1, 2, 2, 3, 3, 3, 4, 5, 6, 7])
+    ones = jnp.ones_like(d)
+    for v0 in (jnp.stack([ones, ones, ones]), jnp.stack([ones, 2 * ones, jnp.arange(12.0)])):
+        # The block has rank 1 (or 2) and touches few distinct eigenvalues: the
+        # deficient directions restart orthogonally and the triple 1 is found.
+        res = lanczos(12, k=6, which="BE", tol=1e-6, block_size=3)(lambda x: d * x, v0)
+        np.testing.assert_allclose(res.eigenvalues, [1, 1, 1, 5, 6, 7], atol=1e-5)
+    tree = {"a": jnp.arange(1.0, 7.0), "b": jnp.arange(7.0, 13.0).reshape(2, 3)}
+    v0 = jax.tree.map(lambda a: jnp.stack([jnp.ones_like(a), jnp.cos(jnp.arange(a.size)).reshape(a.shape)]), tree)
+    res = lanczos(12, k=3, which="LA", block_size=2)(lambda x: jax.tree.map(jnp.multiply, tree, x), v0)
+    np.testing.assert_allclose(res.eigenvalues, [12, 11, 10], rtol=1e-5)
+    assert jax.tree.map(jnp.shape, res.eigenvectors) == {"a": (3, 6), "b": (3, 2, 3)}
+
+
+def test_block_lanczos_rejects_bad_configuration():
+    with pytest.raises(ValueError, match="block_size"):
+        lanczos(10, block_size=0)
+    with pytest.raises(ValueError, match="exceeds num_steps"):
+        lanczos(4, block_size=8)
+    with pytest.raises(ValueError, match="leading axis of length 3"):
+        lanczos(12, block_size=3)(lambda x: x, jnp.ones(12))
+
+
+def test_block_lanczos_top5_bottom5_of_mlp_hessian_with_reverse_products(digits_mlp):
+    loss, params, batch, eig = (digits_mlp[k] for k in ("loss", "params", "batch", "eig"))
+    with jax.enable_x64(True):
+        eigsh = lanczos(160, k=10, which="BE", tol=1e-7, block_size=4)
+
+        @jax.jit
+        def ends(params, batch, v0):
+            _, hessian = linearize_hessian(loss, params, batch, mode="reverse")
+            return eigsh(lambda v, h: h(v), v0, hessian)
+
+        v0 = jax.tree.map(lambda a: jnp.stack([jnp.cos(jnp.arange(a.size, dtype=a.dtype) * (1.3 + i)).reshape(a.shape)
+                                               for i in range(4)]), params)
+        res = ends(params, batch, v0)
+        # vmapped over two copies of the model in one compiled call (an ensemble)
+        stacked = jax.tree.map(lambda a: jnp.stack([a, a]), params)
+        pair = jax.jit(jax.vmap(ends, in_axes=(0, None, None)))(stacked, batch, v0)
+    assert int(res.num_matvecs) <= 160
+    np.testing.assert_allclose(res.eigenvalues[5:], eig[-5:], rtol=1e-6)
+    np.testing.assert_allclose(res.eigenvalues[:5], eig[:5], rtol=1e-6)
+    np.testing.assert_allclose(pair.eigenvalues[1], res.eigenvalues, rtol=1e-10)

@@ -224,3 +224,23 @@ def test_model_objective_mode_is_explicit_and_matters():
     assert float(jnp.max(jnp.abs(h_eval - h_train))) > 1e-3  # batch statistics change the Hessian
     with pytest.raises(TypeError, match="train must be True or False"):
         model_objective(model, cross_entropy, v.model_state, train="eval")
+
+
+def test_reverse_linearization_equals_forward(tiny):
+    obj, params, batch, _ = tiny
+    with jax.enable_x64(True):
+        vs = jax.tree.map(lambda a: jnp.stack([jnp.cos(jnp.arange(a.size, dtype=a.dtype) * (i + 1)).reshape(a.shape)
+                                               for i in range(3)]), params)
+
+        @jax.jit
+        def both(p, b, vs):
+            g_f, fwd = linearize_hessian(obj.loss, p, b)
+            g_r, rev = linearize_hessian(obj.loss, p, b, mode="reverse")
+            return g_f, g_r, jax.vmap(fwd)(vs), jax.vmap(rev)(vs)
+
+        g_f, g_r, hf, hr = both(params, batch, vs)
+        np.testing.assert_allclose(ravel_pytree(g_r)[0], ravel_pytree(g_f)[0], rtol=1e-13)
+        for a, b in zip(jax.tree.leaves(hf), jax.tree.leaves(hr)):
+            np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-13)
+    with pytest.raises(ValueError, match="'forward' or 'reverse'"):
+        linearize_hessian(obj.loss, params, batch, mode="sideways")

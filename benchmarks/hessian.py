@@ -15,31 +15,31 @@ The model is an MLP 64→32→32→10 (3 466 parameters) trained briefly with Ad
 the batch is all 1 797 digits. Wall times are medians of interleaved repeats
 (the machine may be shared). Results go to ``benchmarks/results/hessian.json``.
 
+LAPACK (``eigh``) runs through OpenBLAS with one thread per core by default,
+the fair setting for "on 2 cores". On a machine shared with other busy
+processes those threads spin against them (one 3 466² ``eigvalsh`` took 15 s
+with 2 threads under load, 2.7 s with 1): set ``OPENBLAS_NUM_THREADS=1``
+there. The setting is recorded with the results.
+
     python benchmarks/hessian.py            # about two minutes on 2 CPU cores
 """
 
 from __future__ import annotations
 
+import json
 import os
+import platform
+import statistics
+import time
 
-# LAPACK (eigh) runs through OpenBLAS, whose threads spin against every other
-# process on a small shared machine: on 2 busy cores one 3 466² eigvalsh took
-# 15 s with OpenBLAS threads and 2.7 s without. Single-threaded BLAS is the
-# fair setting here; export OPENBLAS_NUM_THREADS to override.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from jdl.data.datasets import load_digits_arrays  # noqa: E402
-from jdl.hessian import (  # noqa: E402
+from jdl.data.datasets import load_digits_arrays
+from jdl.hessian import (
     dense_eigenvalues,
     dense_hessian,
     hessian_operator,
@@ -51,9 +51,9 @@ from jdl.hessian import (  # noqa: E402
     model_objective,
     power_iteration,
 )
-from jdl.models import get_model  # noqa: E402
-from jdl.nn import cross_entropy  # noqa: E402
-from jdl.training import fit  # noqa: E402
+from jdl.models import get_model
+from jdl.nn import cross_entropy
+from jdl.training import fit
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "hessian.json")
 
@@ -116,43 +116,97 @@ def num_params(params) -> int:
 # ----------------------------------------------------------------------------------
 
 
+def dot_flops(jaxpr) -> int:
+    """Floating-point operations in the matrix products of a (closed) jaxpr, nested ones included."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            (lc, _), (lb, _) = eqn.params["dimension_numbers"]
+            lhs, rhs = (v.aval.shape for v in eqn.invars)
+            out = eqn.outvars[0].aval.shape
+            contracted = int(np.prod([lhs[d] for d in lc])) if lc else 1
+            total += 2 * int(np.prod(out)) * contracted
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            total += dot_flops(sub)
+    return total
+
+
+def _loop_time(step, carry, steps: int = 100) -> float:
+    """Per-iteration time of ``steps`` iterations of ``step`` inside one compiled ``fori_loop``."""
+    run = jax.jit(lambda c: jax.lax.fori_loop(0, steps, step, c))
+    return median_time(run, carry, repeats=5) / steps
+
+
 def bench_hvp_cost(loss, params, batch) -> dict:
+    """Products against gradients, timed two ways: one dispatched call each, and
+    inside a compiled loop (no dispatch — how Lanczos runs its products)."""
     v = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params)
     grad = jax.jit(jax.grad(loss))
     fresh = jax.jit(lambda p, v, b: hvp(loss, p, v, b))
-    _, lin = jax.jit(lambda p, b: linearize_hessian(loss, p, b))(params, batch)
+    _, fwd = jax.jit(lambda p, b: linearize_hessian(loss, p, b))(params, batch)
+    _, rev = jax.jit(lambda p, b: linearize_hessian(loss, p, b, mode="reverse"))(params, batch)
     apply = jax.jit(lambda lin, v: lin(v))
-    times = interleaved({
-        "gradient": lambda: grad(params, batch),
-        "hvp": lambda: fresh(params, v, batch),
-        "hvp_linearized": lambda: apply(lin, v),
-    })
-    steps = 100
-    eigsh = lanczos(steps, k=1, which="LA", tol=0)
-
-    @jax.jit
-    def run_lanczos(p, b, v0):
-        _, h = linearize_hessian(loss, p, b)
-        return eigsh(lambda u, h: h(u), v0, h)
-
-    @jax.jit
-    def run_lanczos_fresh(p, b, v0):
-        return eigsh(hessian_operator(loss), v0, p, b)
-
-    t_lin = median_time(run_lanczos, params, batch, v, repeats=5)
-    t_fresh = median_time(run_lanczos_fresh, params, batch, v, repeats=5)
+    stacks = {p: jax.tree.map(lambda a, p=p: jnp.stack([a * (i + 1) for i in range(p)]), v) for p in (4, 8)}
+    apply_many = jax.jit(lambda lin, vs: jax.vmap(lin)(vs))
+    fns = {"gradient": lambda: grad(params, batch),
+           "hvp": lambda: fresh(params, v, batch),
+           "hvp_linearized": lambda: apply(fwd, v),
+           "hvp_linearized_reverse": lambda: apply(rev, v)}
+    for p, vs in stacks.items():
+        fns[f"forward_x{p}"] = lambda vs=vs: apply_many(fwd, vs)
+        fns[f"reverse_x{p}"] = lambda vs=vs: apply_many(rev, vs)
+    times = interleaved(fns)
     g = times["gradient"]
-    return {
+
+    # The same inside compiled loops. The point (or vector) moves with the loop
+    # counter so that XLA cannot hoist the work out of the loop.
+    def nudge(tree, i):
+        return jax.tree.map(lambda a: a * (1 + 1e-6 * i.astype(a.dtype)), tree)
+
+    g_loop = _loop_time(lambda i, acc: jax.tree.map(jnp.add, acc, jax.grad(loss)(nudge(params, i), batch)),
+                        jax.tree.map(jnp.zeros_like, params))
+    h_loop = _loop_time(lambda i, acc: jax.tree.map(jnp.add, acc, fwd(nudge(v, i))), jax.tree.map(jnp.zeros_like, v))
+
+    steps = 96
+
+    def lanczos_per_product(block_size, mode):
+        eigsh = lanczos(steps, k=1, which="LA", tol=0, block_size=block_size)
+        v0 = v if block_size == 1 else jax.tree.map(
+            lambda a: jnp.stack([jnp.cos(jnp.arange(a.size, dtype=a.dtype) * (i + 1)).reshape(a.shape)
+                                 for i in range(block_size)]), params)
+
+        @jax.jit
+        def run(p, b, v0):
+            _, h = linearize_hessian(loss, p, b, mode=mode)
+            return eigsh(lambda u, h: h(u), v0, h)
+
+        return median_time(run, params, batch, v0, repeats=5) / steps
+
+    lz_single = lanczos_per_product(1, "forward")
+    lz_block = {p: lanczos_per_product(p, "reverse") for p in (4, 8)}
+    flops_grad = dot_flops(jax.make_jaxpr(jax.grad(loss))(params, batch).jaxpr)
+    flops_lin = dot_flops(jax.make_jaxpr(lambda u: fwd(u))(v).jaxpr)
+    out = {
         "gradient_ms": 1e3 * g,
         "hvp_ms": 1e3 * times["hvp"],
         "hvp_linearized_ms": 1e3 * times["hvp_linearized"],
         "hvp_over_gradient": times["hvp"] / g,
         "hvp_linearized_over_gradient": times["hvp_linearized"] / g,
-        "lanczos_100_steps_s": t_lin,
-        "lanczos_per_step_over_gradient": t_lin / steps / g,
-        "lanczos_fresh_hvp_100_steps_s": t_fresh,
-        "lanczos_fresh_per_step_over_gradient": t_fresh / steps / g,
+        "hvp_linearized_reverse_over_gradient": times["hvp_linearized_reverse"] / g,
+        "gradient_in_loop_ms": 1e3 * g_loop,
+        "hvp_linearized_in_loop_over_gradient_in_loop": h_loop / g_loop,
+        "lanczos_per_product_over_gradient": lz_single / g,
+        "lanczos_per_product_over_gradient_in_loop": lz_single / g_loop,
+        "matmul_flops_gradient": flops_grad,
+        "matmul_flops_linearized_hvp": flops_lin,
+        "matmul_flops_ratio": flops_lin / flops_grad,
     }
+    for p in (4, 8):
+        out[f"forward_vmap{p}_per_product_over_gradient"] = times[f"forward_x{p}"] / p / g
+        out[f"reverse_vmap{p}_per_product_over_gradient"] = times[f"reverse_x{p}"] / p / g
+        out[f"block{p}_lanczos_per_product_over_gradient"] = lz_block[p] / g
+        out[f"block{p}_lanczos_per_product_over_gradient_in_loop"] = lz_block[p] / g_loop
+    return out
 
 
 def bench_top_eigenvalue(loss, params, batch, dtype, exact_top: float) -> dict:
@@ -310,15 +364,22 @@ def main() -> dict:
 
 def print_table(r: dict) -> None:
     c = r["hvp_cost"]
-    print("\n1. Hessian-vector product cost (median wall time)")
-    print(f"   gradient                         {c['gradient_ms']:8.3f} ms   1.00×")
-    print(f"   HVP (forward-over-reverse)       {c['hvp_ms']:8.3f} ms   {c['hvp_over_gradient']:.2f}×   (goal ≤ 1.5×)")
-    print(f"   HVP through linearised gradient  {c['hvp_linearized_ms']:8.3f} ms   "
-          f"{c['hvp_linearized_over_gradient']:.2f}×   (goal ≤ 1.0×)")
-    print(f"   per Lanczos step (linearised)    {1e3 * c['lanczos_100_steps_s'] / 100:8.3f} ms   "
-          f"{c['lanczos_per_step_over_gradient']:.2f}×   (products + reorthogonalisation + stopping test)")
-    print(f"   per Lanczos step (fresh HVPs)    {1e3 * c['lanczos_fresh_hvp_100_steps_s'] / 100:8.3f} ms   "
-          f"{c['lanczos_fresh_per_step_over_gradient']:.2f}×")
+    print("\n1. Hessian-vector product cost, relative to one gradient (median wall time)")
+    print(f"   gradient: {c['gradient_ms']:.3f} ms per call, {c['gradient_in_loop_ms']:.3f} ms inside a compiled loop")
+    print(f"   HVP, forward-over-reverse, fresh           {c['hvp_over_gradient']:5.2f}×   (goal ≤ 1.5×)")
+    print(f"   HVP through the linearised gradient        {c['hvp_linearized_over_gradient']:5.2f}×   "
+          f"(in a loop: {c['hvp_linearized_in_loop_over_gradient_in_loop']:.2f}× a gradient in a loop)")
+    print(f"   the same, reverse-over-reverse             {c['hvp_linearized_reverse_over_gradient']:5.2f}×")
+    for p in (4, 8):
+        fw, rv = c[f"forward_vmap{p}_per_product_over_gradient"], c[f"reverse_vmap{p}_per_product_over_gradient"]
+        print(f"   {p} products at once (vmap), forward / reverse {fw:5.2f}× / {rv:.2f}× each")
+    print(f"   inside Lanczos (per product, all work)     {c['lanczos_per_product_over_gradient']:5.2f}×   "
+          f"(in-loop gradient: {c['lanczos_per_product_over_gradient_in_loop']:.2f}×)   (goal ≤ 1.0×)")
+    for p in (4, 8):
+        bl, bl_loop = (c[f"block{p}_lanczos_per_product_over_gradient{s}"] for s in ("", "_in_loop"))
+        print(f"   inside block Lanczos, block {p}, reverse     {bl:5.2f}×   (in-loop gradient: {bl_loop:.2f}×)")
+    print(f"   matrix-product FLOPs, linearised HVP / gradient: {c['matmul_flops_ratio']:.2f} "
+          f"({c['matmul_flops_linearized_hvp'] / 1e6:.1f} / {c['matmul_flops_gradient'] / 1e6:.1f} MFLOP)")
     for label, key in (("float64", "top_eigenvalue_float64"), ("float32", "top_eigenvalue_float32")):
         t = r[key]
         print(f"\n2. Top eigenvalue ({label}; exact λmax = {r['exact']['lambda_max']:.8g} from dense eigh)")

@@ -442,7 +442,7 @@ def lanczos(
         with ``mode="reverse"``) cost 0.8 gradients each against 1.1–1.3 one
         at a time, for a 3 466-parameter MLP on CPU — but there the block
         step's own work (an SVD, a QR, layout changes) still outweighs that
-        gain: per product, block Lanczos measured 1.5–1.6 gradients against
+        gain: per product, block Lanczos measured 1.5–1.7 gradients against
         1.2–1.4 for ``p = 1``. For λ_max alone ``p = 1`` also needs the fewest
         products. ``v0`` then holds the ``p`` starting vectors: every leaf has
         a leading axis of length ``p``. ``num_steps`` still counts products

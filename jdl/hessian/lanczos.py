@@ -217,25 +217,28 @@ def lanczos_tridiagonal(num_steps: int) -> Callable[..., TridiagonalDecompositio
 
 def _ritz(diagonal: jax.Array, off_diagonal: jax.Array, size: jax.Array):
     """Eigenpairs of the leading ``size × size`` block of a tridiagonal matrix stored
-    in fixed-size arrays.
-
-    The unused trailing diagonal entries are set to one value above a bound
-    on the block's spectrum (decoupled, since their off-diagonals are zero), so
-    ``eigh`` of the whole matrix returns the block's eigenvalues first,
-    ascending, with eigenvectors that vanish outside the block. A pad just
-    above the spectrum keeps ``‖T‖`` — and so the eigenvalues' absolute
-    error — at the block's own scale.
-    """
+    in fixed-size arrays (see :func:`_dense_ritz` for the padding)."""
     m = diagonal.shape[0]
-    idx = jnp.arange(m)
-    active = idx < size
-    coupled = idx < size - 1
-    off = jnp.where(coupled, off_diagonal, 0)
-    bound = jnp.max(jnp.where(active, jnp.abs(diagonal), 0)) + 2 * jnp.max(jnp.abs(off))
-    diag = jnp.where(active, diagonal, 2 * bound + 1)
-    t = jnp.diag(diag) + jnp.diag(off[: m - 1], 1) + jnp.diag(off[: m - 1], -1)
-    theta, s = jnp.linalg.eigh(t)
-    return theta, s
+    off = off_diagonal[: m - 1]
+    return _dense_ritz(jnp.diag(diagonal) + jnp.diag(off, 1) + jnp.diag(off, -1), size)
+
+
+def _dense_ritz(t: jax.Array, size: jax.Array):
+    """Eigenpairs of the leading ``size × size`` block of a symmetric ``t`` (the
+    tridiagonal or block-tridiagonal ``T`` of Lanczos) stored in a fixed-size array.
+
+    The unused trailing rows and columns are zeroed and their diagonal set to one
+    value above a bound on the block's spectrum (``‖T‖∞``), so ``eigh`` of the
+    whole matrix returns the block's eigenvalues first, ascending, with
+    eigenvectors that vanish outside the block. A pad just above the spectrum
+    keeps ``‖T‖`` — and so the eigenvalues' absolute error — at the block's own
+    scale.
+    """
+    m = t.shape[0]
+    active = jnp.arange(m) < size
+    block = jnp.where(active[:, None] & active[None, :], t, 0)
+    bound = jnp.max(jnp.sum(jnp.abs(block), axis=1))
+    return jnp.linalg.eigh(block + jnp.diag(jnp.where(active, 0, 2 * bound + 1)))
 
 
 def _select(theta: jax.Array, size: jax.Array, k: int, which: str) -> jax.Array:
@@ -260,18 +263,6 @@ def _select(theta: jax.Array, size: jax.Array, k: int, which: str) -> jax.Array:
 # ----------------------------------------------------------------------------------
 # Block Lanczos
 # ----------------------------------------------------------------------------------
-
-
-def _dense_ritz(t: jax.Array, size: jax.Array):
-    """Eigenpairs of the leading ``size × size`` block of a dense symmetric ``t``
-    (the block-tridiagonal matrix of block Lanczos), padded as in :func:`_ritz`."""
-    m = t.shape[0]
-    active = jnp.arange(m) < size
-    mask = active[:, None] & active[None, :]
-    block = jnp.where(mask, t, 0)
-    bound = jnp.max(jnp.sum(jnp.abs(block), axis=1))  # ‖T‖∞ bounds the spectrum
-    block = block + jnp.diag(jnp.where(active, 0, 2 * bound + 1))
-    return jnp.linalg.eigh(block)
 
 
 def _orthonormal_block(w: jax.Array, basis: jax.Array, restart: jax.Array, scale: jax.Array):
@@ -349,7 +340,7 @@ def _block_eigsh(num_steps: int, k: int, which: str, tol, block_size: int):
                 "jdl.hessian.random_like on a stacked pytree)")
         x0, unflatten = flatten(jax.tree.map(lambda a: a[0], v0))
         n = x0.shape[0]
-        rows = jax.vmap(lambda i: flatten(jax.tree.map(lambda a: a[i], v0))[0])(jnp.arange(p))
+        rows = jax.vmap(lambda tree: flatten(tree)[0])(v0)  # (p, n)
         m = min(num_steps, n) // p  # block steps
         if m < 1 or k > m * p:
             raise ValueError(f"block_size={p} with num_steps={num_steps} on an operator of dimension {n} "

@@ -242,6 +242,35 @@ def test_block_lanczos_survives_a_rank_deficient_start_and_pytrees():
     assert jax.tree.map(jnp.shape, res.eigenvectors) == {"a": (3, 6), "b": (3, 2, 3)}
 
 
+@pytest.mark.parametrize("singular_values", [(1, 1e-2, 1e-5, 1e-6), (1, 1e-3, 0, 0)])
+def test_block_orthonormalisation_keeps_the_basis_orthogonal(singular_values):
+    """BCGS2's block step on an ill-conditioned (Gram route) and a rank-deficient
+    (rank-revealing route) residual: orthonormal rows, orthogonal to the basis
+    although the small directions amplify the first pass's rounding, and
+    ``w = bᵀ u`` to rounding."""
+    from jdl.hessian.lanczos import _breakdown_threshold, _orthonormal_block
+
+    rng = np.random.default_rng(3)
+    with jax.enable_x64(True):
+        n = 300
+        q, _ = np.linalg.qr(rng.standard_normal((n, 24)))
+        basis = jnp.asarray(q[:, :20].T)
+        # w spans 4 directions outside the basis with the given singular values,
+        # plus the rounding-level basis components one Gram–Schmidt pass leaves.
+        left, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+        w = left @ np.diag(singular_values) @ q[:, 20:].T + 1e-16 * rng.standard_normal((4, 20)) @ q[:, :20].T
+        w = jnp.asarray(w)
+        fresh = jnp.asarray(rng.standard_normal((4, n)))
+        u, b = _orthonormal_block(w, basis, fresh, _breakdown_threshold(w.dtype, n, jnp.asarray(1.0)))
+        np.testing.assert_allclose(u @ u.T, np.eye(4), atol=1e-14)
+        np.testing.assert_allclose(basis @ u.T, 0, atol=1e-14)
+        np.testing.assert_allclose(b.T @ u, w, atol=1e-14)
+        kept = np.asarray(singular_values) > 0
+        np.testing.assert_allclose(np.linalg.svd(np.asarray(b), compute_uv=False), sorted(singular_values)[::-1],
+                                   atol=1e-14)
+        assert kept.sum() == 4 or np.linalg.matrix_rank(np.asarray(b), tol=1e-12) == kept.sum()
+
+
 def test_block_lanczos_rejects_bad_configuration():
     with pytest.raises(ValueError, match="block_size"):
         lanczos(10, block_size=0)

@@ -25,10 +25,20 @@ def flatten(tree: PyTree) -> tuple[jax.Array, Callable[[jax.Array], PyTree]]:
 
 
 def flat_matvec(matvec: Callable, unflatten: Callable, params: tuple) -> Callable[[jax.Array], jax.Array]:
-    """``x ↦ ravel(matvec(unflatten(x), *params))`` keeping ``x``'s dtype."""
+    """``x ↦ ravel(matvec(unflatten(x), *params))`` keeping ``x``'s dtype.
+
+    The leaves cut from ``x`` pass an ``optimization_barrier``, so XLA
+    materialises them before the product instead of fusing the slices into
+    its first consumers. On CPU that fusion put the product's first matrix
+    product late in the schedule and serialised the rest: the linearised
+    Hessian product of a 3 466-parameter MLP, repeated in a compiled loop on
+    flat vectors, ran at 1.40× an in-loop gradient without the barrier and
+    1.16× with it (the pytree version: 1.16×).
+    """
 
     def mv(x: jax.Array) -> jax.Array:
-        out, _ = ravel_pytree(matvec(unflatten(x), *params))
+        tree = jax.lax.optimization_barrier(unflatten(x))
+        out, _ = ravel_pytree(matvec(tree, *params))
         return out.astype(x.dtype)
 
     return mv

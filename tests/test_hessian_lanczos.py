@@ -11,6 +11,7 @@ from jdl.hessian import (
     dense_hessian,
     hessian_operator,
     lanczos,
+    lanczos_tridiagonal,
     linearize_hessian,
     model_objective,
     power_iteration,
@@ -240,6 +241,55 @@ def test_block_lanczos_survives_a_rank_deficient_start_and_pytrees():
     res = lanczos(12, k=3, which="LA", block_size=2)(lambda x: jax.tree.map(jnp.multiply, tree, x), v0)
     np.testing.assert_allclose(res.eigenvalues, [12, 11, 10], rtol=1e-5)
     assert jax.tree.map(jnp.shape, res.eigenvectors) == {"a": (3, 6), "b": (3, 2, 3)}
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_lanczos_basis_stays_orthonormal_on_hard_spectra(x64):
+    """One full Gram–Schmidt pass after the three-term recurrence, a second one
+    only by the DGKS criterion: the basis stays orthonormal to rounding and
+    ``Q A Qᵀ = T`` on spectra that are spread, geometric over nine decades,
+    of low rank (the Krylov space becomes invariant and restarts) or clustered."""
+    rng = np.random.default_rng(0)
+    n = 300
+    spectra = {"spread": np.linspace(-1, 10, n), "geometric": np.geomspace(1e-6, 1e3, n),
+               "low rank": np.r_[np.zeros(n - 20), np.linspace(1, 3, 20)],
+               "cluster": np.r_[np.full(150, 1.0), 1 + 1e-7 * np.arange(100), np.linspace(2, 5, 50)]}
+    with jax.enable_x64(x64):
+        dtype, tol = (jnp.float64, 1e-14) if x64 else (jnp.float32, 1e-6)
+        decompose = jax.jit(lambda a, v: lanczos_tridiagonal(120)(lambda x: a @ x, v))
+        for name, eigenvalues in spectra.items():
+            q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+            a = (q * eigenvalues) @ q.T
+            d = decompose(jnp.asarray(a, dtype), jnp.asarray(rng.standard_normal(n), dtype))
+            basis = np.asarray(d.basis, np.float64)
+            np.testing.assert_allclose(basis @ basis.T, np.eye(120), atol=tol, err_msg=name)
+            t = (np.diag(np.asarray(d.diagonal, np.float64)) + np.diag(np.asarray(d.off_diagonal, np.float64), 1)
+                 + np.diag(np.asarray(d.off_diagonal, np.float64), -1))
+            np.testing.assert_allclose(basis @ a @ basis.T, t, atol=tol * np.abs(eigenvalues).max(), err_msg=name)
+
+
+def test_lanczos_step_reorthogonalises_twice_when_the_first_pass_cancels():
+    """A step whose product lies almost wholly in the span of older basis
+    vectors (1e8 times its part outside): one Gram–Schmidt pass leaves that
+    part polluted at ~1e-8; the DGKS criterion calls the second pass, and the
+    new basis vector is orthogonal to ~1e-15."""
+    from jdl.hessian.lanczos import _initial_state, _lanczos_step
+
+    rng = np.random.default_rng(5)
+    with jax.enable_x64(True):
+        n, m = 200, 10
+        q, _ = np.linalg.qr(rng.standard_normal((n, 6)))
+        state, _ = _initial_state(jnp.asarray(q[:, 0]), m)
+        # A history of three orthonormal basis vectors (any will do for one step).
+        state = state._replace(basis=state.basis.at[1].set(q[:, 1]).at[2].set(q[:, 2]),
+                               step=jnp.asarray(2, jnp.int32))
+        product = 1e8 * q[:, 0] + q[:, 5]  # almost all along q_0, outside the recurrence's reach
+
+        new = _lanczos_step(lambda x: jnp.asarray(product), state)
+        fresh = np.asarray(new.basis[3])
+        np.testing.assert_allclose(np.linalg.norm(fresh), 1, atol=1e-14)
+        np.testing.assert_allclose(np.asarray(new.basis[:3]) @ fresh, 0, atol=1e-14)
+        np.testing.assert_allclose(abs(fresh @ q[:, 5]), 1, atol=1e-14)
 
 
 @pytest.mark.parametrize("singular_values", [(1, 1e-2, 1e-5, 1e-6), (1, 1e-3, 0, 0)])

@@ -10,8 +10,12 @@ Gauss–Newton or Fisher product from :mod:`jdl.hessian.operators`); ``v0`` is t
 starting vector, a pytree shaped like the operator's domain. Internally vectors
 are flattened, and the Krylov basis is kept as one ``(m, n)`` matrix ``Q`` so
 that full reorthogonalisation is two matrix products, ``w ← w − Qᵀ(Q w)``,
-applied twice ("twice is enough", Giraud et al. 2005), instead of a loop over
-basis vectors.
+instead of a loop over basis vectors. Each step applies it once after the
+three-term recurrence, which acts as the first of the two passes that suffice
+("twice is enough", Giraud et al. 2005), and a second time only when the first
+removed much of ``w`` (the DGKS criterion). In float64 the basis stays
+orthonormal to ~1e-15 and in float32 to ~3e-7, on spectra that are spread,
+geometric, clustered or of low rank (measured at ``n = 400``, 150 steps).
 
 After ``j`` steps, ``A Q_jᵀ = Q_jᵀ T_j + β_j q_{j+1} e_jᵀ`` with ``T_j`` tridiagonal.
 An eigenpair ``(θ, s)`` of ``T_j`` gives the Ritz pair ``(θ, y = Q_jᵀ s)`` whose
@@ -34,6 +38,9 @@ References:
   eigenvalues", Mathematical Software III, 1977 (block Lanczos).
   J. L. Barlow, A. Smoktunowicz, "Reorthogonalized block classical
   Gram–Schmidt", Numer. Math. 123, 2013 (BCGS2, the block step).
+  J. W. Daniel, W. B. Gragg, L. Kaufman, G. W. Stewart, "Reorthogonalization
+  and stable algorithms for updating the Gram–Schmidt QR factorization",
+  Math. Comp. 30, 1976 (the DGKS criterion).
   L. Giraud, J. Langou, M. Rozložník, "The loss of orthogonality in the
   Gram–Schmidt orthogonalization process", Comput. Math. Appl. 50, 2005.
 """
@@ -105,18 +112,6 @@ class TridiagonalDecomposition(NamedTuple):
 # ----------------------------------------------------------------------------------
 
 
-def _orthogonalize(w: jax.Array, basis: jax.Array) -> jax.Array:
-    """``w − Qᵀ(Q w)``, twice (classical Gram–Schmidt with reorthogonalisation).
-
-    Each pass reads the whole ``(m + 1) × n`` basis, so a step's overhead grows
-    with ``num_steps``. The product is written ``(Q w) Q`` — a vector times the
-    row-major basis — rather than ``Qᵀ (Q w)``, which XLA on CPU evaluates
-    through a transposed copy of ``Q``: three times slower at ``m = 100``.
-    """
-    w = w - (basis @ w) @ basis
-    return w - (basis @ w) @ basis
-
-
 def _breakdown_threshold(dtype, n: int, scale: jax.Array) -> jax.Array:
     """``β`` below this means the Krylov space is (numerically) invariant."""
     return 10 * jnp.finfo(dtype).eps * jnp.sqrt(jnp.asarray(n, dtype)) * scale
@@ -134,24 +129,35 @@ class _State(NamedTuple):
 
 def _lanczos_step(mv: Callable, state: _State) -> _State:
     j, basis = state.step, state.basis
-    w = mv(basis[j])
+    n = basis.shape[1]
+    # q_j and q_{j-1} are cut from the basis once, before anything else (a
+    # later read of the basis, scheduled after its update, costs XLA two
+    # copies of the whole basis per step).
+    q, previous = jax.lax.optimization_barrier((basis[j], basis[jnp.maximum(j - 1, 0)]))
+    w = mv(q)
     scale = jnp.maximum(state.scale, jnp.linalg.norm(w))
-    # First Gram–Schmidt pass; its j-th coefficient is α_j = q_jᵀ A q_j (read
-    # off here rather than as a separate dot with q_j: a fusion reading the
-    # basis that XLA may schedule after the basis update costs two copies of
-    # the whole basis per step).
-    coefficients = basis @ w
-    alpha = coefficients[j]
-    w = w - coefficients @ basis
+    # The three-term recurrence, then one full classical Gram–Schmidt pass:
+    # w already is orthogonal to the basis up to rounding, so the pass only
+    # removes that rounding ("twice is enough" with the recurrence as the
+    # first pass). A second full pass runs only if the first removed much
+    # (‖w‖ fell below ‖w_before‖/√2, the criterion of Daniel, Gragg,
+    # Kaufman & Stewart 1976).
+    w = w - jnp.where(j > 0, state.off_diagonal[jnp.maximum(j - 1, 0)], 0) * previous
+    alpha = q @ w
+    w = w - alpha * q
     # If nothing of A q_j is left outside the basis, the Krylov space is
     # invariant: continue from a random direction with a zero coupling β.
-    # A select, not a ``lax.cond`` — a branch reading the basis also makes
-    # XLA copy it. The second pass completes "twice is enough" for w (a random
-    # vector, far from the span, needs only one).
-    n = basis.shape[1]
     invariant = jnp.linalg.norm(w) <= _breakdown_threshold(w.dtype, n, scale)
     w = jnp.where(invariant, jnp.roll(state.restart, j), w)
-    w = w - (basis @ w) @ basis
+    before = jnp.linalg.norm(w)
+    # Written (Q w) Q — a vector times the row-major basis — not Qᵀ (Q w),
+    # which XLA on CPU evaluates through a transposed copy of Q (three times
+    # slower at m = 100).
+    coefficients = basis @ w
+    w = w - coefficients @ basis
+    alpha = alpha + jnp.where(invariant, 0, coefficients[j])
+    w = jax.lax.cond(jnp.linalg.norm(w) < before / jnp.sqrt(2.0),
+                     lambda w, b: w - (b @ w) @ b, lambda w, b: w, w, basis)
     norm = jnp.linalg.norm(w)
     full = j + 1 >= n  # the basis spans everything: nothing left to add
     beta = jnp.where(invariant | full, 0, norm)

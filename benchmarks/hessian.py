@@ -4,7 +4,10 @@ One run, all comparisons on the same machine, in the same process:
 
 1. The cost of a Hessian-vector product relative to a gradient: a fresh
    forward-over-reverse product, the product through a gradient linearised once
-   (``linearize_hessian``), and the per-product cost inside a 100-step Lanczos run.
+   (``linearize_hessian``), one call each; then 96 in a row — gradient calls,
+   gradients in a compiled loop, linearised products in a compiled loop, and
+   Lanczos (all its work counted) — interleaved, so every ratio is from one
+   measurement.
 2. The top eigenvalue: jdl's Lanczos (to 1e-6 relative) against power
    iteration with PyHessian's stopping rule (relative change < 1e-3) — products,
    wall time and error against the dense ``eigh`` (float64 reference).
@@ -131,15 +134,19 @@ def dot_flops(jaxpr) -> int:
     return total
 
 
-def _loop_time(step, carry, steps: int = 100) -> float:
-    """Per-iteration time of ``steps`` iterations of ``step`` inside one compiled ``fori_loop``."""
-    run = jax.jit(lambda c: jax.lax.fori_loop(0, steps, step, c))
-    return median_time(run, carry, repeats=5) / steps
+def bench_hvp_cost(loss, params, batch, steps: int = 96) -> dict:
+    """Products against gradients, in two interleaved groups.
 
-
-def bench_hvp_cost(loss, params, batch) -> dict:
-    """Products against gradients, timed two ways: one dispatched call each, and
-    inside a compiled loop (no dispatch — how Lanczos runs its products)."""
+    1. One call each (dispatched, back to back): a gradient, a fresh HVP, the
+       linearised products, and 4 or 8 of them at once (vmap).
+    2. ``steps`` of each inside one program, as an eigensolver runs them:
+       ``steps`` gradient calls from Python; ``steps`` gradients in a compiled
+       loop (the point moves each step, so nothing is hoisted); ``steps``
+       linearised products in a compiled loop where each takes the previous
+       normalised result (power iteration, no stopping test); and Lanczos
+       (single-vector and block) running ``steps`` products with full
+       reorthogonalisation and no stopping test. All per product.
+    """
     v = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params)
     grad = jax.jit(jax.grad(loss))
     fresh = jax.jit(lambda p, v, b: hvp(loss, p, v, b))
@@ -158,18 +165,29 @@ def bench_hvp_cost(loss, params, batch) -> dict:
     times = interleaved(fns)
     g = times["gradient"]
 
-    # The same inside compiled loops. The point (or vector) moves with the loop
-    # counter so that XLA cannot hoist the work out of the loop.
-    def nudge(tree, i):
-        return jax.tree.map(lambda a: a * (1 + 1e-6 * i.astype(a.dtype)), tree)
+    def gradient_calls():
+        for _ in range(steps - 1):
+            grad(params, batch)
+        return grad(params, batch)
 
-    g_loop = _loop_time(lambda i, acc: jax.tree.map(jnp.add, acc, jax.grad(loss)(nudge(params, i), batch)),
-                        jax.tree.map(jnp.zeros_like, params))
-    h_loop = _loop_time(lambda i, acc: jax.tree.map(jnp.add, acc, fwd(nudge(v, i))), jax.tree.map(jnp.zeros_like, v))
+    @jax.jit
+    def gradient_loop(p, b):
+        def step(i, acc):
+            moved = jax.tree.map(lambda a: a * (1 + 1e-6 * i.astype(a.dtype)), p)
+            return jax.tree.map(jnp.add, acc, jax.grad(loss)(moved, b))
+        return jax.lax.fori_loop(0, steps, step, jax.tree.map(jnp.zeros_like, p))
 
-    steps = 96
+    @jax.jit
+    def product_loop(p, b, v):
+        _, h = linearize_hessian(loss, p, b)
 
-    def lanczos_per_product(block_size, mode):
+        def step(_, u):
+            w = h(u)
+            norm = jnp.sqrt(sum(jnp.vdot(a, a) for a in jax.tree.leaves(w)))
+            return jax.tree.map(lambda a: a / norm, w)
+        return jax.lax.fori_loop(0, steps, step, v)
+
+    def lanczos_run(block_size, mode):
         eigsh = lanczos(steps, k=1, which="LA", tol=0, block_size=block_size)
         v0 = v if block_size == 1 else jax.tree.map(
             lambda a: jnp.stack([jnp.cos(jnp.arange(a.size, dtype=a.dtype) * (i + 1)).reshape(a.shape)
@@ -180,12 +198,18 @@ def bench_hvp_cost(loss, params, batch) -> dict:
             _, h = linearize_hessian(loss, p, b, mode=mode)
             return eigsh(lambda u, h: h(u), v0, h)
 
-        return median_time(run, params, batch, v0, repeats=5) / steps
+        return lambda: run(params, batch, v0)
 
-    lz_single = lanczos_per_product(1, "forward")
-    lz_block = {p: lanczos_per_product(p, "reverse") for p in (4, 8)}
+    loops = {"gradient_calls": gradient_calls,
+             "gradient_loop": lambda: gradient_loop(params, batch),
+             "product_loop": lambda: product_loop(params, batch, v),
+             "lanczos": lanczos_run(1, "forward")}
+    for p in (4, 8):
+        loops[f"block{p}"] = lanczos_run(p, "reverse")
+    per = {k: t / steps for k, t in interleaved(loops, repeats=11, inner=1).items()}
     flops_grad = dot_flops(jax.make_jaxpr(jax.grad(loss))(params, batch).jaxpr)
     flops_lin = dot_flops(jax.make_jaxpr(lambda u: fwd(u))(v).jaxpr)
+    call, loop = per["gradient_calls"], per["gradient_loop"]
     out = {
         "gradient_ms": 1e3 * g,
         "hvp_ms": 1e3 * times["hvp"],
@@ -193,10 +217,15 @@ def bench_hvp_cost(loss, params, batch) -> dict:
         "hvp_over_gradient": times["hvp"] / g,
         "hvp_linearized_over_gradient": times["hvp_linearized"] / g,
         "hvp_linearized_reverse_over_gradient": times["hvp_linearized_reverse"] / g,
-        "gradient_in_loop_ms": 1e3 * g_loop,
-        "hvp_linearized_in_loop_over_gradient_in_loop": h_loop / g_loop,
-        "lanczos_per_product_over_gradient": lz_single / g,
-        "lanczos_per_product_over_gradient_in_loop": lz_single / g_loop,
+        "steps": steps,
+        "gradient_calls_ms_each": 1e3 * call,
+        "gradient_in_loop_ms": 1e3 * loop,
+        "lanczos_ms_per_product": 1e3 * per["lanczos"],
+        "product_loop_over_gradient_calls": per["product_loop"] / call,
+        "product_loop_over_gradient_in_loop": per["product_loop"] / loop,
+        "lanczos_per_product_over_gradient": per["lanczos"] / g,
+        "lanczos_per_product_over_gradient_calls": per["lanczos"] / call,
+        "lanczos_per_product_over_gradient_in_loop": per["lanczos"] / loop,
         "matmul_flops_gradient": flops_grad,
         "matmul_flops_linearized_hvp": flops_lin,
         "matmul_flops_ratio": flops_lin / flops_grad,
@@ -204,8 +233,8 @@ def bench_hvp_cost(loss, params, batch) -> dict:
     for p in (4, 8):
         out[f"forward_vmap{p}_per_product_over_gradient"] = times[f"forward_x{p}"] / p / g
         out[f"reverse_vmap{p}_per_product_over_gradient"] = times[f"reverse_x{p}"] / p / g
-        out[f"block{p}_lanczos_per_product_over_gradient"] = lz_block[p] / g
-        out[f"block{p}_lanczos_per_product_over_gradient_in_loop"] = lz_block[p] / g_loop
+        out[f"block{p}_lanczos_per_product_over_gradient_calls"] = per[f"block{p}"] / call
+        out[f"block{p}_lanczos_per_product_over_gradient_in_loop"] = per[f"block{p}"] / loop
     return out
 
 
@@ -365,19 +394,23 @@ def main() -> dict:
 def print_table(r: dict) -> None:
     c = r["hvp_cost"]
     print("\n1. Hessian-vector product cost, relative to one gradient (median wall time)")
-    print(f"   gradient: {c['gradient_ms']:.3f} ms per call, {c['gradient_in_loop_ms']:.3f} ms inside a compiled loop")
-    print(f"   HVP, forward-over-reverse, fresh           {c['hvp_over_gradient']:5.2f}×   (goal ≤ 1.5×)")
-    print(f"   HVP through the linearised gradient        {c['hvp_linearized_over_gradient']:5.2f}×   "
-          f"(in a loop: {c['hvp_linearized_in_loop_over_gradient_in_loop']:.2f}× a gradient in a loop)")
-    print(f"   the same, reverse-over-reverse             {c['hvp_linearized_reverse_over_gradient']:5.2f}×")
+    print(f"   one call each (gradient {c['gradient_ms']:.3f} ms):")
+    print(f"   HVP, forward-over-reverse, fresh            {c['hvp_over_gradient']:5.2f}×   (goal ≤ 1.5×)")
+    print(f"   HVP through the linearised gradient         {c['hvp_linearized_over_gradient']:5.2f}×")
+    print(f"   the same, reverse-over-reverse              {c['hvp_linearized_reverse_over_gradient']:5.2f}×")
     for p in (4, 8):
         fw, rv = c[f"forward_vmap{p}_per_product_over_gradient"], c[f"reverse_vmap{p}_per_product_over_gradient"]
         print(f"   {p} products at once (vmap), forward / reverse {fw:5.2f}× / {rv:.2f}× each")
-    print(f"   inside Lanczos (per product, all work)     {c['lanczos_per_product_over_gradient']:5.2f}×   "
-          f"(in-loop gradient: {c['lanczos_per_product_over_gradient_in_loop']:.2f}×)   (goal ≤ 1.0×)")
-    for p in (4, 8):
-        bl, bl_loop = (c[f"block{p}_lanczos_per_product_over_gradient{s}"] for s in ("", "_in_loop"))
-        print(f"   inside block Lanczos, block {p}, reverse     {bl:5.2f}×   (in-loop gradient: {bl_loop:.2f}×)")
+    print(f"   {c['steps']} in a row, per product, against a gradient: one call ({c['gradient_ms']:.3f} ms), "
+          f"{c['steps']} calls in a row ({c['gradient_calls_ms_each']:.3f} ms each),")
+    print(f"   in a compiled loop ({c['gradient_in_loop_ms']:.3f} ms each)")
+    print("                                              vs one call  vs calls  vs loop")
+    rows = [("linearised products, compiled loop", "product_loop_over"),
+            ("inside Lanczos, all work (goal ≤ 1.0×)", "lanczos_per_product_over")]
+    rows += [(f"inside block Lanczos, block {p}, reverse", f"block{p}_lanczos_per_product_over") for p in (4, 8)]
+    for label, key in rows:
+        one = c[key + "_gradient_calls"] * c["gradient_calls_ms_each"] / c["gradient_ms"]
+        print(f"   {label:<42} {one:6.2f}×   {c[key + '_gradient_calls']:6.2f}×  {c[key + '_gradient_in_loop']:6.2f}×")
     print(f"   matrix-product FLOPs, linearised HVP / gradient: {c['matmul_flops_ratio']:.2f} "
           f"({c['matmul_flops_linearized_hvp'] / 1e6:.1f} / {c['matmul_flops_gradient'] / 1e6:.1f} MFLOP)")
     for label, key in (("float64", "top_eigenvalue_float64"), ("float32", "top_eigenvalue_float32")):

@@ -292,6 +292,28 @@ def test_lanczos_step_reorthogonalises_twice_when_the_first_pass_cancels():
         np.testing.assert_allclose(abs(fresh @ q[:, 5]), 1, atol=1e-14)
 
 
+def test_stopping_test_eigensolve_on_a_leading_block_matches_the_full_one():
+    """The per-step Ritz values and last eigenvector rows, computed on the
+    smallest power-of-two leading block, equal those of the full padded ``eigh``."""
+    from jdl.hessian.lanczos import _dense_ritz, _leading_ritz
+
+    rng = np.random.default_rng(2)
+    with jax.enable_x64(True):
+        m = 45
+        a = rng.standard_normal((m, m))
+        t = jnp.asarray(a + a.T)
+        for size in (1, 7, 8, 9, 16, 17, 33, 44, 45):
+            for rows in (1, 3):
+                if rows > size:
+                    continue
+                theta, last = _leading_ritz(t, jnp.asarray(size), rows)
+                full_theta, vecs = _dense_ritz(t, jnp.asarray(size))
+                np.testing.assert_allclose(theta[:size], full_theta[:size], atol=1e-12, err_msg=str(size))
+                # Eigenvectors are defined up to sign: compare |entries| of the last rows.
+                np.testing.assert_allclose(np.abs(last[:, :size]), np.abs(vecs[size - rows:size, :size]),
+                                           atol=1e-10, err_msg=str(size))
+
+
 @pytest.mark.parametrize("singular_values", [(1, 1e-2, 1e-5, 1e-6), (1, 1e-3, 0, 0)])
 def test_block_orthonormalisation_keeps_the_basis_orthogonal(singular_values):
     """BCGS2's block step on an ill-conditioned (Gram route) and a rank-deficient

@@ -249,6 +249,32 @@ def _dense_ritz(t: jax.Array, size: jax.Array):
     return jnp.linalg.eigh(block + jnp.diag(jnp.where(active, 0, 2 * bound + 1)))
 
 
+def _leading_ritz(t: jax.Array, size: jax.Array, rows: int) -> tuple[jax.Array, jax.Array]:
+    """Ritz values of the leading ``size × size`` block of ``t`` (ascending, padded
+    to ``t``'s size) and the last ``rows`` rows of its eigenvector matrix — what a
+    stopping test needs (the residuals are ``β`` times those rows).
+
+    The ``eigh`` runs on the smallest leading square of size 8, 16, 32, … (or
+    the whole ``t``) that holds the block, chosen by a ``lax.switch``: the test
+    after step ``j`` then costs an ``eigh`` of about ``j``, not of the
+    ``num_steps``-sized ``t`` — at ``num_steps = 80``, 15 µs instead of 330 µs
+    at step 9 on CPU.
+    """
+    m = t.shape[0]
+    sizes = sorted({min(m, 2**e) for e in range(3, max(m - 1, 1).bit_length() + 1)} | {m})
+    sizes = [c for c in sizes if c >= rows]
+
+    def over(c):
+        def ritz(t, size):
+            theta, vecs = _dense_ritz(t[:c, :c], size)
+            last = jax.lax.dynamic_slice_in_dim(vecs, jnp.maximum(size - rows, 0), rows)
+            return jnp.pad(theta, (0, m - c), mode="edge"), jnp.pad(last, ((0, 0), (0, m - c)))
+        return ritz
+
+    index = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), size), len(sizes) - 1)
+    return jax.lax.switch(index, [over(c) for c in sizes], t, size)
+
+
 def _select(theta: jax.Array, size: jax.Array, k: int, which: str) -> jax.Array:
     """Indices of the ``k`` wanted Ritz values among the first ``size`` (ascending)."""
     m = theta.shape[0]
@@ -418,8 +444,9 @@ def _block_eigsh(num_steps: int, k: int, which: str, tol, block_size: int):
             s = _block_lanczos_step(mv, s, restart)
             if tol == 0:
                 return s
-            theta, _, _, res = ritz_residuals(s)
             size = s.step * p
+            theta, last = _leading_ritz(s.t, size, p)
+            res = jnp.linalg.norm(s.coupling @ last[:, _select(theta, size, k, which)], axis=0)
             scale = jnp.max(jnp.where(jnp.arange((m + 1) * p) < size, jnp.abs(theta), 0))
             return s._replace(done=(size >= k) & jnp.all(res <= eps_tol * scale))
 
@@ -464,9 +491,11 @@ def lanczos(
         3e-4 in float32, 1.5e-8 in float64), which leaves eigenvalues accurate
         to about ``ε``·scale for well-separated ones (their error is about
         residual²/gap). ``0`` runs all ``num_steps`` with no stopping test.
-        The test costs one small ``eigh`` of the ``num_steps``-sized
-        tridiagonal matrix per step, so keep ``num_steps`` near what the
-        problem needs (about 20–40 for λ_max of a network Hessian).
+        The test after step ``j`` costs one ``eigh`` of ``T``'s leading block,
+        rounded up to 8, 16, 32, … rows, so a generous ``num_steps`` costs
+        memory (the ``(num_steps + 1) × n`` basis) but little time: λ_max of
+        a 3 466-parameter MLP's Hessian took 10 products either way, 11.7 ms
+        with ``num_steps=80`` and 11.1 ms with 30.
       block_size: ``p > 1`` runs block Lanczos: each step multiplies ``p``
         orthonormal vectors at once (``jax.vmap`` of ``matvec``) and ``T`` is
         block tridiagonal with ``p × p`` blocks (Golub & Underwood 1977). It
@@ -530,10 +559,12 @@ def lanczos(
         state, _ = _initial_state(x0, m)
 
         def converged(s: _State):
-            theta, vecs = _ritz(s.diagonal, s.off_diagonal, s.step)
+            off = s.off_diagonal[: m - 1]
+            t = jnp.diag(s.diagonal) + jnp.diag(off, 1) + jnp.diag(off, -1)
+            theta, last_row = _leading_ritz(t, s.step, 1)
             sel = _select(theta, s.step, k, which)
             last = jnp.maximum(s.step - 1, 0)
-            res = jnp.abs(s.off_diagonal[last] * vecs[last, sel])
+            res = jnp.abs(s.off_diagonal[last] * last_row[0, sel])
             scale = jnp.maximum(jnp.abs(theta[0]), jnp.abs(theta[last]))
             return (s.step >= k) & jnp.all(res <= eps_tol * scale)
 

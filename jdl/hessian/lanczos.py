@@ -112,6 +112,32 @@ class TridiagonalDecomposition(NamedTuple):
 # ----------------------------------------------------------------------------------
 
 
+def _project_out(w: jax.Array, basis: jax.Array, rows: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """One classical Gram–Schmidt pass, ``(w − cᵀ Q, c)`` with ``c = Q w``, over
+    the first ``rows`` rows of the basis (the rest are still zero).
+
+    Shapes are static, so the pass runs over the smallest leading block of 8,
+    16, 32, … rows (or the whole basis) that holds ``rows``, chosen by a
+    ``lax.switch``: a run that stops early reads only the filled part of a
+    basis sized for ``num_steps``. ``c`` is padded back to the basis length.
+    The products are written ``(Q w) Q`` — a vector times the row-major
+    basis — not ``Qᵀ (Q w)``, which XLA on CPU evaluates through a transposed
+    copy of ``Q`` (three times slower at ``m = 100``).
+    """
+    total = basis.shape[0]
+    sizes = sorted({min(total, 2**e) for e in range(3, max(total - 1, 1).bit_length() + 1)} | {total})
+
+    def over(size):
+        def project(w, basis):
+            q = basis[:size]
+            c = q @ w
+            return w - c @ q, jnp.pad(c, (0, total - size))
+        return project
+
+    index = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), rows), len(sizes) - 1)
+    return jax.lax.switch(index, [over(size) for size in sizes], w, basis)
+
+
 def _breakdown_threshold(dtype, n: int, scale: jax.Array) -> jax.Array:
     """``β`` below this means the Krylov space is (numerically) invariant."""
     return 10 * jnp.finfo(dtype).eps * jnp.sqrt(jnp.asarray(n, dtype)) * scale
@@ -150,14 +176,10 @@ def _lanczos_step(mv: Callable, state: _State) -> _State:
     invariant = jnp.linalg.norm(w) <= _breakdown_threshold(w.dtype, n, scale)
     w = jnp.where(invariant, jnp.roll(state.restart, j), w)
     before = jnp.linalg.norm(w)
-    # Written (Q w) Q — a vector times the row-major basis — not Qᵀ (Q w),
-    # which XLA on CPU evaluates through a transposed copy of Q (three times
-    # slower at m = 100).
-    coefficients = basis @ w
-    w = w - coefficients @ basis
+    w, coefficients = _project_out(w, basis, j + 1)
     alpha = alpha + jnp.where(invariant, 0, coefficients[j])
     w = jax.lax.cond(jnp.linalg.norm(w) < before / jnp.sqrt(2.0),
-                     lambda w, b: w - (b @ w) @ b, lambda w, b: w, w, basis)
+                     lambda w, b: _project_out(w, b, j + 1)[0], lambda w, b: w, w, basis)
     norm = jnp.linalg.norm(w)
     full = j + 1 >= n  # the basis spans everything: nothing left to add
     beta = jnp.where(invariant | full, 0, norm)
@@ -583,7 +605,9 @@ def lanczos(
         beta = state.off_diagonal[state.step - 1]
         residuals = jnp.abs(beta * vecs[state.step - 1, sel])
         scale = jnp.max(jnp.where(jnp.arange(m) < state.step, jnp.abs(theta), 0))
-        ritz_vectors = vecs[:, sel].T @ state.basis[:m]
+        # Against the whole (m + 1)-row basis (its last row gets weight 0):
+        # slicing off that row first would copy the basis.
+        ritz_vectors = jnp.pad(vecs[:, sel].T, ((0, 0), (0, 1))) @ state.basis
         return LanczosResult(
             eigenvalues=theta[sel],
             eigenvectors=unflatten_rows(unflatten, ritz_vectors),

@@ -170,6 +170,31 @@ def test_vmap_over_an_ensemble_of_seeds(digits_mlp):
     assert len(set(np.round(separately, 3))) == 3   # really different models
 
 
+def test_vmap_when_members_stop_at_different_steps():
+    """Under vmap the Gram–Schmidt and stopping-test sizes follow the member
+    that has gone furthest (``_at_least``): each member's result must equal its
+    own run alone — eigenvalues, residuals and product counts."""
+    rng = np.random.default_rng(4)
+    with jax.enable_x64(True):
+        n = 120
+        spectra = [np.linspace(0, 1, n), np.r_[np.linspace(0, 1, n - 1), 3.0], np.geomspace(1e-3, 1, n)]
+        mats = []
+        for s in spectra:
+            q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+            mats.append((q * s) @ q.T)
+        a = jnp.asarray(np.stack(mats))
+        v0 = jnp.asarray(rng.standard_normal((3, n)))
+        eigsh = lanczos(80, k=2, which="BE", tol=1e-8)
+        run = jax.jit(lambda a, v: eigsh(lambda x: a @ x, v))
+        together = jax.jit(jax.vmap(lambda a, v: eigsh(lambda x: a @ x, v)))(a, v0)
+        alone = [run(a[i], v0[i]) for i in range(3)]
+        assert len({int(r.num_matvecs) for r in alone}) > 1   # the members stop at different steps
+        for i, r in enumerate(alone):
+            assert int(together.num_matvecs[i]) == int(r.num_matvecs)
+            np.testing.assert_allclose(together.eigenvalues[i], r.eigenvalues, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(together.residuals[i], r.residuals, rtol=1e-6, atol=1e-12)
+
+
 def test_warm_start_needs_fewer_products(digits_mlp):
     loss, params, batch = (digits_mlp[k] for k in ("loss", "params", "batch"))
     with jax.enable_x64(True):

@@ -112,6 +112,25 @@ class TridiagonalDecomposition(NamedTuple):
 # ----------------------------------------------------------------------------------
 
 
+@jax.custom_batching.custom_vmap
+def _at_least(count: jax.Array) -> jax.Array:
+    """``count`` itself, but under ``jax.vmap`` its maximum over the batch, unbatched.
+
+    For sizes that pick a static shape (``lax.switch`` over prefix lengths of
+    the basis or of ``T``) where any size at least as large gives the same
+    result. Unbatched, the switch stays a branch under ``vmap`` — an ensemble
+    whose members stop at different steps would otherwise run every branch
+    (a batched index turns ``lax.switch`` into a select over all of them).
+    """
+    return count
+
+
+@_at_least.def_vmap
+def _at_least_vmap(axis_size, in_batched, count):
+    (batched,) = in_batched
+    return _at_least(jnp.max(count, axis=0) if batched else count), False
+
+
 def _project_out(w: jax.Array, basis: jax.Array, rows: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One classical Gram–Schmidt pass, ``(w − cᵀ Q, c)`` with ``c = Q w``, over
     the first ``rows`` rows of the basis (the rest are still zero).
@@ -134,7 +153,7 @@ def _project_out(w: jax.Array, basis: jax.Array, rows: jax.Array) -> tuple[jax.A
             return w - c @ q, jnp.pad(c, (0, total - size))
         return project
 
-    index = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), rows), len(sizes) - 1)
+    index = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), _at_least(rows)), len(sizes) - 1)
     return jax.lax.switch(index, [over(size) for size in sizes], w, basis)
 
 
@@ -178,8 +197,9 @@ def _lanczos_step(mv: Callable, state: _State) -> _State:
     before = jnp.linalg.norm(w)
     w, coefficients = _project_out(w, basis, j + 1)
     alpha = alpha + jnp.where(invariant, 0, coefficients[j])
-    w = jax.lax.cond(jnp.linalg.norm(w) < before / jnp.sqrt(2.0),
-                     lambda w, b: _project_out(w, b, j + 1)[0], lambda w, b: w, w, basis)
+    again = jnp.linalg.norm(w) < before / jnp.sqrt(2.0)
+    w = jax.lax.cond(_at_least(again.astype(jnp.int32)) > 0,  # under vmap: if any member needs it
+                     lambda w, b: jnp.where(again, _project_out(w, b, j + 1)[0], w), lambda w, b: w, w, basis)
     norm = jnp.linalg.norm(w)
     full = j + 1 >= n  # the basis spans everything: nothing left to add
     beta = jnp.where(invariant | full, 0, norm)
@@ -293,7 +313,7 @@ def _leading_ritz(t: jax.Array, size: jax.Array, rows: int) -> tuple[jax.Array, 
             return jnp.pad(theta, (0, m - c), mode="edge"), jnp.pad(last, ((0, 0), (0, m - c)))
         return ritz
 
-    index = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), size), len(sizes) - 1)
+    index = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), _at_least(size)), len(sizes) - 1)
     return jax.lax.switch(index, [over(c) for c in sizes], t, size)
 
 

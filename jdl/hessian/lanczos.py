@@ -131,6 +131,21 @@ def _at_least_vmap(axis_size, in_batched, count):
     return _at_least(jnp.max(count, axis=0) if batched else count), False
 
 
+def _switch_on_prefix(total: int, count: jax.Array, branch: Callable, *operands, least: int = 1):
+    """``branch(c)(*operands)`` for the smallest ``c`` among 8, 16, 32, … (and
+    ``total``, at least ``least``) with ``c ≥ count``, chosen by a ``lax.switch``.
+
+    For work on the leading rows of a buffer sized for ``num_steps`` of which
+    only ``count`` are filled; ``branch(c)`` must give the same result for any
+    ``c ≥ count`` (the remaining rows are zero or decoupled), which lets
+    :func:`_at_least` keep the switch a branch under ``vmap``.
+    """
+    sizes = sorted({min(total, 2**e) for e in range(3, max(total - 1, 1).bit_length() + 1)} | {total})
+    sizes = [c for c in sizes if c >= least]
+    index = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), _at_least(count)), len(sizes) - 1)
+    return jax.lax.switch(index, [branch(c) for c in sizes], *operands)
+
+
 def _project_out(w: jax.Array, basis: jax.Array, rows: jax.Array) -> tuple[jax.Array, jax.Array]:
     """One classical Gram–Schmidt pass, ``(w − cᵀ Q, c)`` with ``c = Q w``, over
     the first ``rows`` rows of the basis (the rest are still zero).
@@ -144,7 +159,6 @@ def _project_out(w: jax.Array, basis: jax.Array, rows: jax.Array) -> tuple[jax.A
     copy of ``Q`` (three times slower at ``m = 100``).
     """
     total = basis.shape[0]
-    sizes = sorted({min(total, 2**e) for e in range(3, max(total - 1, 1).bit_length() + 1)} | {total})
 
     def over(size):
         def project(w, basis):
@@ -153,8 +167,7 @@ def _project_out(w: jax.Array, basis: jax.Array, rows: jax.Array) -> tuple[jax.A
             return w - c @ q, jnp.pad(c, (0, total - size))
         return project
 
-    index = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), _at_least(rows)), len(sizes) - 1)
-    return jax.lax.switch(index, [over(size) for size in sizes], w, basis)
+    return _switch_on_prefix(total, rows, over, w, basis)
 
 
 def _breakdown_threshold(dtype, n: int, scale: jax.Array) -> jax.Array:
@@ -303,8 +316,6 @@ def _leading_ritz(t: jax.Array, size: jax.Array, rows: int) -> tuple[jax.Array, 
     at step 9 on CPU.
     """
     m = t.shape[0]
-    sizes = sorted({min(m, 2**e) for e in range(3, max(m - 1, 1).bit_length() + 1)} | {m})
-    sizes = [c for c in sizes if c >= rows]
 
     def over(c):
         def ritz(t, size):
@@ -313,8 +324,7 @@ def _leading_ritz(t: jax.Array, size: jax.Array, rows: int) -> tuple[jax.Array, 
             return jnp.pad(theta, (0, m - c), mode="edge"), jnp.pad(last, ((0, 0), (0, m - c)))
         return ritz
 
-    index = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes), _at_least(size)), len(sizes) - 1)
-    return jax.lax.switch(index, [over(c) for c in sizes], t, size)
+    return _switch_on_prefix(m, size, over, t, size, least=rows)
 
 
 def _select(theta: jax.Array, size: jax.Array, k: int, which: str) -> jax.Array:

@@ -438,12 +438,12 @@ def print_table(r: dict) -> None:
     print(f"   {c['steps']} in a row, per product, against a gradient: one call ({c['gradient_ms']:.3f} ms), "
           f"{c['steps']} calls in a row ({c['gradient_calls_ms_each']:.3f} ms each),")
     print(f"   in a compiled loop ({c['gradient_in_loop_ms']:.3f} ms each)")
-    print(f"   medians over {len(c.get('processes', [c]))} processes (range):")
+    runs = c.get("processes", [c])
+    print(f"   medians over {len(runs)} processes (range):")
     print("                                               vs one call            vs calls             vs loop")
     rows = [("linearised products, compiled loop", "product_loop_over"),
             ("inside Lanczos, all work (goal ≤ 1.0×)", "lanczos_per_product_over")]
     rows += [(f"inside block Lanczos, block {p}, reverse", f"block{p}_lanczos_per_product_over") for p in (4, 8)]
-    runs = c.get("processes", [c])
 
     def spread(ratio) -> str:
         values = sorted(ratio(run) for run in runs)

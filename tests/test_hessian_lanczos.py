@@ -74,6 +74,40 @@ def test_lanczos_on_pytrees_and_invariant_subspaces():
         np.testing.assert_allclose(full.eigenvalues, [1, 1, 1, 2, 2, 3, 5], atol=1e-12)
 
 
+def test_stopping_waits_for_what_an_invariant_krylov_space_missed():
+    """A Krylov space that becomes invariant has exact Ritz pairs (residual 0),
+    so a residual test alone would stop there — with one copy of a repeated
+    eigenvalue, or without an eigenvector the start vector missed."""
+    with jax.enable_x64(True):
+        a, v0 = _known_matrix([5.0] * 3 + [1.0] * 30 + [0.5] * 27, seed=5)  # 3 distinct values
+        cases = (("LA", 3, [5, 5, 5]), ("LA", 4, [5, 5, 5, 1]), ("SA", 2, [0.5, 0.5]),
+                 ("LM", 3, [5, 5, 5]), ("BE", 4, [0.5, 0.5, 5, 5]))
+        for which, k, want in cases:
+            res = lanczos(60, k=k, which=which)(_matvec, v0, a)
+            np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-10, err_msg=which)
+            # It still stops early: each restarted space is 3-dimensional.
+            assert bool(jnp.all(res.converged)) and int(res.num_matvecs) <= 12, (which, int(res.num_matvecs))
+        # v0 orthogonal to the top eigenvector, and a zero v0 (a random start).
+        d = jnp.array([1.0, 2.0, 3.0, 10.0])
+        for start in (jnp.array([1.0, 1.0, 1.0, 0.0]), jnp.zeros(4)):
+            res = lanczos(4, k=1)(lambda x: d * x, start)
+            np.testing.assert_allclose(res.eigenvalues, [10.0], rtol=1e-12)
+        power = power_iteration(k=2, tol=1e-12, max_steps=1000)(lambda x: d * x, jnp.zeros(4))
+        np.testing.assert_allclose(power.eigenvalues, [10.0, 3.0], rtol=1e-8)
+        # Under vmap, a member that restarts beside one that does not.
+        b, _ = _known_matrix(np.linspace(0.0, 5.0, 60), seed=5)
+        both = jax.jit(jax.vmap(lambda m, v: lanczos(60, k=3, which="LA")(_matvec, v, m)))(
+            jnp.stack([a, b]), jnp.stack([v0, v0]))
+        for i, m in enumerate((a, b)):
+            alone = lanczos(60, k=3, which="LA")(_matvec, v0, m)
+            np.testing.assert_allclose(both.eigenvalues[i], alone.eigenvalues, rtol=1e-10)
+            assert int(both.num_matvecs[i]) == int(alone.num_matvecs)
+        # Block Lanczos: a triple eigenvalue with blocks of 2.
+        v2 = jnp.asarray(np.random.default_rng(5).normal(size=(2, 60)))
+        res = lanczos(40, k=3, which="LA", block_size=2)(_matvec, v2, a)
+        np.testing.assert_allclose(res.eigenvalues, [5, 5, 5], rtol=1e-10)
+
+
 def test_lanczos_rejects_bad_configuration():
     with pytest.raises(ValueError, match="which"):
         lanczos(10, which="largest")

@@ -85,9 +85,14 @@ def power_iteration(
         def deflate(x, basis):
             return x - basis.T @ (basis @ x)
 
+        # A start with nothing left after deflation (a zero v0, or one in the
+        # span of the vectors found) continues from a fixed random vector.
+        fallback = jax.random.normal(jax.random.key(0x1A2C05), x0.shape, x0.dtype)
+
         def one(i, carry):
             found, values, residuals, steps, converged = carry
             v = deflate(x0, found)
+            v = jnp.where(jnp.linalg.norm(v) > 0, v, deflate(fallback, found))
             v = v / jnp.linalg.norm(v)
 
             def cond(s):

@@ -70,6 +70,10 @@ def test_monkey_saddle_is_degenerate():
         near = critical_point_report(monkey, found.params, eigenvalue_atol=1e-5)
         assert near.classification == "degenerate"
         assert classify_curvature(-1e-3, 1e-3, 1e-5) == "saddle"
+        # An ensemble's extreme eigenvalues at once, elementwise.
+        np.testing.assert_array_equal(
+            classify_curvature(np.array([-1.0, 1.0, -3.0, 0.0]), np.array([2.0, 3.0, -1.0, 1.0]), 0.1),
+            ["saddle", "minimum", "maximum", "degenerate"])
 
 
 @pytest.mark.parametrize("start", [(-1.2, 1.0), (0.0, 0.0), (2.0, 2.0)])

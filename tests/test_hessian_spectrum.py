@@ -131,6 +131,17 @@ def test_condition_number_definitions():
     assert np.isinf(float(condition_number(jnp.array([0.0, 3.0]), definition="magnitude", rtol=0.0).value))
     with pytest.raises(ValueError, match="definition"):
         condition_number(jnp.array([1.0]), definition="spectral")
+    # The default threshold is the numerical-rank one, n·ε: a float32 κ of 1e5
+    # is resolved, not cut off (√ε ≈ 3.5e-4 would have cut it).
+    c = condition_number(jnp.array([1e-5, 1.0], jnp.float32))
+    assert c.definition == "definite" and float(c.value) == pytest.approx(1e5, rel=1e-5)
+    assert c.rtol == pytest.approx(2 * np.finfo(np.float32).eps)
+    # Under jit and vmap (an ensemble's spectra): "auto" picks per member.
+    spectra = jnp.array([[2.0, 5.0, 100.0], [-4.0, 2.0, 20.0]])
+    batched = jax.jit(jax.vmap(condition_number))(spectra)
+    np.testing.assert_allclose(batched.value, [50.0, 10.0])
+    np.testing.assert_array_equal(batched.definite, [True, False])
+    assert batched.definition == "auto"
 
 
 def test_standardising_inputs_lowers_logistic_regression_condition_number():

@@ -29,14 +29,26 @@ saddles) — so this module also provides variants with stated definitions:
 ``"auto"`` — ``"definite"`` when every eigenvalue is above
     ``rtol · max|λ|``, else ``"magnitude"``.
 
-``rtol`` defaults to ``√ε`` of the eigenvalues' dtype (≈ 3.5e-4 in float32,
-1.5e-8 in float64): eigenvalues smaller than that relative to the largest are
-indistinguishable from rounding in a dense ``eigh`` or a Lanczos run.
+``rtol`` defaults to ``n · ε`` for ``n`` eigenvalues of the dtype's ``ε`` — the
+numerical-rank tolerance of ``numpy.linalg.matrix_rank`` and
+``scipy.linalg.pinvh``: a backward-stable ``eigh`` finds each eigenvalue to
+within a small multiple of ``ε · max|λ|``, so smaller ones cannot be told from
+rounding. (Measured: the float32 dense Hessian of a 3 466-parameter MLP on the
+digits, with float32 ``eigh``, has every eigenvalue within ``4.3e-7 · max|λ|``
+— 3.6 ε — of the float64 one; ``n ε`` is ``4.1e-4`` there.) Pass ``rtol`` for
+eigenvalues known less well (Lanczos in float32: about ``1e-6 · max|λ|``).
+
+Every definition is computed with array operations, so the function works
+under ``jax.jit`` and ``jax.vmap`` (an ensemble's spectra at once); there
+``"auto"`` cannot name the definition it picked, and the result's
+``definition`` stays ``"auto"`` while ``definite`` says which applied.
 """
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+import dataclasses
+import functools
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -47,17 +59,24 @@ __all__ = ["ConditionNumber", "condition_number"]
 Definition = Literal["auto", "definite", "magnitude", "positive"]
 
 
-class ConditionNumber(NamedTuple):
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["value", "largest", "smallest", "num_excluded", "definite"],
+                   meta_fields=["definition", "rtol"])
+@dataclasses.dataclass(frozen=True)
+class ConditionNumber:
     """A condition number and what it was computed from.
 
     Attributes:
       value: the condition number (``inf`` when the definition's denominator is 0).
       largest: the numerator eigenvalue (or magnitude).
       smallest: the denominator eigenvalue (or magnitude).
-      definition: which definition was applied (``"auto"`` resolved).
+      definition: which definition was applied (``"auto"`` resolved; it stays
+        ``"auto"`` under ``jax.jit``/``vmap``, where ``definite`` tells).
       num_excluded: eigenvalues left out by the threshold (or, for
         ``"positive"``, non-positive or below it).
       rtol: the relative threshold used.
+      definite: whether ``"definite"`` applied (for ``"auto"``: every
+        eigenvalue above ``rtol · max|λ|``).
     """
 
     value: jax.Array
@@ -66,6 +85,7 @@ class ConditionNumber(NamedTuple):
     definition: str
     num_excluded: jax.Array
     rtol: float
+    definite: jax.Array
 
 
 def condition_number(
@@ -82,7 +102,8 @@ def condition_number(
         meaningful, and only when the smallest computed eigenvalue is the
         smallest of the matrix.
       definition: see the module docstring.
-      rtol: relative threshold (default ``√ε`` of the dtype).
+      rtol: relative threshold (default ``n · ε`` of the dtype, ``n`` the
+        number of eigenvalues).
 
     Returns:
       :class:`ConditionNumber`.
@@ -105,29 +126,32 @@ def condition_number(
             f"unknown definition {definition!r}; use 'auto', 'definite', 'magnitude' or 'positive'"
         )
     if rtol is None:
-        rtol = float(np.sqrt(np.finfo(lam.dtype).eps))
+        rtol = float(lam.shape[0] * np.finfo(lam.dtype).eps)
     inf = jnp.asarray(jnp.inf, lam.dtype)
     scale = jnp.max(jnp.abs(lam))
     threshold = rtol * scale
-    if definition == "auto":
-        definition = "definite" if bool(jnp.min(lam) > threshold) else "magnitude"
 
-    if definition == "definite":
-        largest, smallest = jnp.max(lam), jnp.min(lam)
-        value = jnp.where(smallest > 0, largest / jnp.where(smallest > 0, smallest, 1), inf)
-        excluded = jnp.zeros((), jnp.int32)
-    elif definition == "magnitude":
-        mag = jnp.abs(lam)
-        keep = mag > threshold if rtol > 0 else jnp.ones(mag.shape, bool)
-        largest = scale
-        smallest = jnp.min(jnp.where(keep, mag, inf))
-        value = jnp.where(jnp.any(keep), largest / smallest, inf)
-        excluded = jnp.sum(~keep)
-    else:  # positive
-        largest = jnp.max(lam)
-        keep = lam > rtol * jnp.maximum(largest, 0)
-        keep = keep & (lam > 0)
+    lo, hi = jnp.min(lam), jnp.max(lam)
+    definite = (jnp.asarray(definition == "definite") if definition != "auto" else lo > threshold)
+    # "definite": the seed's λ_max / λ_min.
+    definite_value = jnp.where(lo > 0, hi / jnp.where(lo > 0, lo, 1), inf)
+    # "magnitude": over |λ| above the threshold.
+    mag = jnp.abs(lam)
+    kept = mag > threshold if rtol > 0 else jnp.ones(mag.shape, bool)
+    mag_smallest = jnp.min(jnp.where(kept, mag, inf))
+    magnitude_value = jnp.where(jnp.any(kept), scale / mag_smallest, inf)
+    if definition == "positive":
+        keep = (lam > rtol * jnp.maximum(hi, 0)) & (lam > 0)
         smallest = jnp.min(jnp.where(keep, lam, inf))
-        value = jnp.where(jnp.any(keep), largest / smallest, inf)
-        excluded = jnp.sum(~keep)
-    return ConditionNumber(value, largest, smallest, definition, excluded, rtol)
+        value = jnp.where(jnp.any(keep), hi / smallest, inf)
+        return ConditionNumber(value, hi, smallest, "positive", jnp.sum(~keep), rtol, jnp.asarray(False))
+    value = jnp.where(definite, definite_value, magnitude_value)
+    largest = jnp.where(definite, hi, scale)
+    smallest = jnp.where(definite, lo, mag_smallest)
+    excluded = jnp.where(definite, 0, jnp.sum(~kept)).astype(jnp.int32)
+    if definition == "auto":
+        try:
+            definition = "definite" if bool(definite) else "magnitude"
+        except jax.errors.ConcretizationTypeError:  # traced: jit or vmap
+            pass
+    return ConditionNumber(value, largest, smallest, definition, excluded, rtol, definite)

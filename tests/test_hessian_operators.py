@@ -20,6 +20,7 @@ from jdl.hessian import (
     linearize_hessian,
     model_objective,
 )
+from jdl.hessian.operators import check_dense_fits
 from jdl.models import get_model
 from jdl.nn import cross_entropy, mean_squared_error
 from jdl.training import from_nnx_factory, make_loss
@@ -197,6 +198,13 @@ def test_dense_hessian_refuses_before_allocating():
     small = {"w": jnp.zeros((100,), jnp.float32)}
     with pytest.raises(MemoryError, match="max_bytes"):
         dense_hessian(loss, small, max_bytes=1000)
+    # The estimate covers what the compiled computation really holds.
+    w = jnp.ones(600)
+    tanh_loss = lambda p: jnp.sum(jnp.tanh(p) ** 2) + jnp.sum(p[:-1] * p[1:])  # noqa: E731
+    memory = jax.jit(lambda p: dense_hessian(tanh_loss, p)).lower(w).compile().memory_analysis()
+    if memory is not None:
+        estimate = check_dense_fits(600, w.dtype, chunk_size=32, max_bytes=1 << 60)
+        assert estimate >= memory.temp_size_in_bytes + memory.output_size_in_bytes
 
 
 def test_model_objective_mode_is_explicit_and_matters():
@@ -244,3 +252,23 @@ def test_reverse_linearization_equals_forward(tiny):
             np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-13)
     with pytest.raises(ValueError, match="'forward' or 'reverse'"):
         linearize_hessian(obj.loss, params, batch, mode="sideways")
+
+
+def test_bad_inputs_get_one_clear_error_before_tracing():
+    calls = []
+
+    def loss(p, *args):
+        calls.append(1)
+        return jnp.sum(p["w"] ** 2) * p["n"]
+
+    mixed = {"w": jnp.ones(2), "n": 3}  # an integer leaf cannot be differentiated
+    with pytest.raises(TypeError, match=r"\['n'\]: int"):
+        hvp(loss, mixed, mixed)
+    with pytest.raises(TypeError, match=r"\['n'\]: int"):
+        dense_hessian(loss, mixed)
+    assert not calls
+    square = lambda p, b: jnp.mean((b["x"] @ p) ** 2)  # noqa: E731
+    with pytest.raises(ValueError, match=r"\['s'\] is a scalar"):
+        dataset_hvp(square, jnp.ones(2), jnp.ones(2), {"x": jnp.ones((5, 2)), "s": 1.0}, batch_size=2)
+    with pytest.raises(ValueError, match="0 examples"):
+        dataset_hvp(square, jnp.ones(2), jnp.ones(2), {"x": jnp.ones((0, 2))}, batch_size=2)

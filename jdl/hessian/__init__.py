@@ -12,6 +12,7 @@
 - during training: :class:`SharpnessTracker` (a :func:`jdl.training.fit` callback).
 - landscape: :func:`block_eigenvalues`, :func:`loss_slice`, :func:`loss_surface`,
   :func:`escape_saddle`.
+- helpers: :func:`random_like` (random pytrees: start vectors, probes).
 - all at once: :func:`hessian_analysis` (what ``jdl hessian RUN_DIR`` runs).
 
 Example — the top eigenvalue of a bare function's Hessian:
@@ -25,6 +26,7 @@ Example — the top eigenvalue of a bare function's Hessian:
     3.0
 """
 
+from jdl.hessian._flat import random_like as random_like
 from jdl.hessian.analysis import HessianAnalysis as HessianAnalysis
 from jdl.hessian.analysis import hessian_analysis as hessian_analysis
 from jdl.hessian.condition import ConditionNumber as ConditionNumber
@@ -112,6 +114,7 @@ __all__ = [
     "hessian_operator",
     "hutch_plus_plus",
     "hutchinson",
+    "hvp",
     "lanczos",
     "lanczos_tridiagonal",
     "linearize_hessian",
@@ -124,6 +127,7 @@ __all__ = [
     "plot_sharpness",
     "plot_spectral_density",
     "power_iteration",
+    "random_like",
     "spectral_density",
     "stochastic_lanczos_quadrature",
 ]

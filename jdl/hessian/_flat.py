@@ -18,8 +18,25 @@ from jax.flatten_util import ravel_pytree
 PyTree = Any
 
 
+def check_floating(tree: PyTree, what: str = "params") -> None:
+    """Raise ``TypeError`` naming every non-floating leaf of ``tree``: the Hessian
+    tools differentiate, or take directions along, every leaf."""
+    bad = [f"{jax.tree_util.keystr(path) or '(the root)'}: {jnp.result_type(leaf)}"
+           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
+           if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+    if bad:
+        raise TypeError(
+            f"{what} must hold floating-point arrays only, but has {len(bad)} other leaf(s): "
+            f"{'; '.join(bad[:5])}{' …' if len(bad) > 5 else ''}. Pass only the trainable parameters "
+            "(e.g. nnx.state(model, nnx.Param), or the params of a jdl TrainState) and keep integer "
+            "state out of the pytree, or cast it: jax.tree.map(lambda a: a.astype(jnp.float32), tree)")
+
+
 def flatten(tree: PyTree) -> tuple[jax.Array, Callable[[jax.Array], PyTree]]:
-    """``(flat, unflatten)`` with ``flat`` a 1-D array in the leaves' common dtype."""
+    """``(flat, unflatten)`` with ``flat`` a 1-D array in the leaves' common
+    (floating) dtype; a non-floating leaf raises ``TypeError`` (see
+    :func:`check_floating`)."""
+    check_floating(tree, "the pytree (params, a direction or a start vector)")
     flat, unflatten = ravel_pytree(tree)
     return flat, unflatten
 
@@ -103,12 +120,3 @@ def as_key(key) -> jax.Array:
     if key.ndim == 0 and jnp.issubdtype(key.dtype, jnp.integer):
         return jax.random.key(key)
     return jax.random.wrap_key_data(key)
-
-
-def float_dtype(tree: PyTree):
-    """The floating dtype of a pytree's leaves (they must agree)."""
-    dtypes = {jnp.result_type(leaf) for leaf in jax.tree.leaves(tree)}
-    floats = {d for d in dtypes if jnp.issubdtype(d, jnp.floating)}
-    if not floats:
-        raise TypeError(f"expected floating-point parameters, got dtypes {sorted(map(str, dtypes))}")
-    return jnp.result_type(*floats)

@@ -183,6 +183,9 @@ def critical_point_report(
         method = "dense" if n <= dense_max_params else "lanczos"
     if method not in ("dense", "lanczos"):
         raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
+    if method == "lanczos" and n < 2:
+        raise ValueError(f"method='lanczos' reads both ends of the spectrum and needs at least 2 parameters, "
+                         f"got {n}; use method='dense'")
     if gradient_tol is None:
         gradient_tol = float(np.sqrt(np.finfo(dtype).eps))
 
@@ -308,6 +311,9 @@ def find_critical_point(
         solver = "dense" if n <= dense_max_params else "cg"
     if solver not in ("dense", "cg"):
         raise ValueError(f"unknown solver {solver!r}; use 'auto', 'dense' or 'cg'")
+    if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
+        raise ValueError(f"memory must be a positive integer (1: accept only steps that lower ‖∇L‖), "
+                         f"got {memory!r}")
     eps = jnp.finfo(dtype).eps
 
     def flat_loss(x):

@@ -72,7 +72,7 @@ class SharpnessTracker(Callback):
 
     - ``sharpness``: the last λ_max reading;
     - ``sharpness_readings``: every reading in the epoch, as dicts with
-      ``step``, ``lambda_max``, ``residual``, ``num_matvecs`` (and
+      ``step``, ``train`` (the mode), ``lambda_max``, ``residual``, ``num_matvecs`` (and
       ``lambda_min``, ``top_gradient_fraction`` when tracked);
     - ``stability_threshold``: ``2/η`` at the last reading (when η is known).
 
@@ -81,7 +81,8 @@ class SharpnessTracker(Callback):
       train: the model mode of the loss whose Hessian is read — ``False``
         (eval: BatchNorm running statistics, no dropout) or ``True`` (train
         mode: batch statistics; dropout masks from a fixed key). Stated here
-        explicitly because it changes the Hessian of models with BatchNorm.
+        explicitly, with no default, because it changes the Hessian of models
+        with BatchNorm; each reading records it (``train``).
       num_matvecs: the most Hessian-vector products per eigenvalue (Lanczos steps).
       num_examples: the first ``num_examples`` training examples form the
         fixed batch whose loss is analysed (``None``: all of them).
@@ -102,7 +103,7 @@ class SharpnessTracker(Callback):
         self,
         every: int = 10,
         *,
-        train: bool = False,
+        train: bool,
         num_matvecs: int = 20,
         num_examples: int | None = 1024,
         learning_rate: float | Callable[[int], float] | None = None,
@@ -183,7 +184,7 @@ class SharpnessTracker(Callback):
         self._top = out.pop("v_top")
         if "v_bottom" in out:
             self._bottom = out.pop("v_bottom")
-        record = {"step": int(ctx.step)}
+        record = {"step": int(ctx.step), "train": self.train}
         record.update({k: (int(v) if k == "num_matvecs" else float(v)) for k, v in out.items()})
         eta = self._eta(ctx, state, ctx.step)
         if eta is not None and eta > 0:

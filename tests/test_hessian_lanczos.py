@@ -160,10 +160,11 @@ def test_float32_accuracy_as_documented(digits_mlp):
     res = jax.jit(lambda p, b, v: lanczos(100, k=10, which="BE")(hessian_operator(loss), v, p, b))(p32, b32, v0)
     assert res.eigenvalues.dtype == jnp.float32
     scale = np.abs(eig).max()
-    # Documented: extreme eigenvalues to ~1e-6 relative in float32 (well-separated ones).
-    np.testing.assert_allclose(np.asarray(res.eigenvalues[-1]), eig[-1], rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(res.eigenvalues), np.concatenate([eig[:5], eig[-5:]]),
-                               atol=1e-5 * scale)
+    # Documented: errors within 6e-7 · max|λ| (float32 rounding in the products);
+    # asserted with a margin of 3 for other CPUs' rounding.
+    got = np.asarray(res.eigenvalues, np.float64)
+    np.testing.assert_allclose(got[-1], eig[-1], rtol=2e-6)
+    np.testing.assert_allclose(got, np.concatenate([eig[:5], eig[-5:]]), atol=2e-6 * scale, rtol=0)
 
 
 def test_power_iteration_reference(spectrum, digits_mlp):

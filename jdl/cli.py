@@ -25,6 +25,15 @@ from jdl.run import (
 )
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default in its help, except where there is none to
+    show (``None``: the help text names the default itself)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
 def _hidden(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(w) for w in text.split(",") if w.strip())
@@ -44,7 +53,7 @@ def add_train_parser(sub) -> None:
         "train",
         help="train a model on a built-in dataset",
         description="Train a model on a built-in dataset; save checkpoint, metrics and plots.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--dataset", default=None, help=f"one of {sorted(DATASETS)} (default {d.dataset})")
     p.add_argument(
@@ -116,6 +125,9 @@ def _resolve_config(args) -> tuple[RunConfig, str]:
         return dataclasses.replace(saved, epochs=given.get("epochs", saved.epochs)).validate(), out
     if os.path.exists(config_path):
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    if given.get("epochs") == 0:
+        raise ValueError("--epochs 0 would start a run that trains nothing and saves no checkpoint; "
+                         "give at least 1 (e.g. --epochs 1)")
     return RunConfig(**given).validate(), out
 
 

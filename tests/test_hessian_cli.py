@@ -66,3 +66,18 @@ def test_hessian_command_errors(run_dir, tmp_path, capsys, monkeypatch):
     assert main(["hessian", run_dir, "--method", "dense"]) == 2
     err = capsys.readouterr().err
     assert "dense Hessian of 610 parameters needs" in err and "--method lanczos" in err
+    # A checkpoint epoch that does not exist: the epochs saved, not "corrupt".
+    assert main(["hessian", run_dir, "--epoch", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint for epoch 5" in err and "saved are [0]" in err and "corrupt" not in err
+    # An --out in a missing directory is refused before the analysis runs.
+    assert main(["hessian", run_dir, "--out", str(tmp_path / "missing" / "d.png")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "jdl hessian:" not in capsys.readouterr().out
+
+
+def test_train_refuses_zero_epochs_for_a_new_run(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert main(["train", "--epochs", "0", "--out", out, "--no-progress"]) == 2
+    assert "--epochs 0" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing written: the directory stays free for a real run

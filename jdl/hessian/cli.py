@@ -32,6 +32,8 @@ def _positive_int(text: str) -> int:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``jdl hessian`` on the main parser's subparsers."""
+    from jdl.cli import DefaultsHelpFormatter
+
     p = subparsers.add_parser(
         "hessian",
         help="analyse the Hessian of a trained run's checkpoint",
@@ -41,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "eigenvalues), curvature classification, trace (Hutch++ ± standard error), and a "
             "spectral-density plot (stochastic Lanczos quadrature) saved in the run directory."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by `jdl train --out`")
     p.add_argument("--top-k", type=_positive_int, default=5, help="eigenvalues to report at each end")
@@ -140,12 +142,20 @@ def cmd_hessian(args) -> int:
     run_dir = os.fspath(args.run_dir)
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"{run_dir} is not a directory; pass the --out directory of a `jdl train` run")
+    out_png = args.out or os.path.join(run_dir, "hessian_density.png")
+    out_dir = os.path.dirname(os.path.abspath(out_png))
+    if not os.path.isdir(out_dir):  # checked before the analysis, not after it
+        raise FileNotFoundError(f"--out {out_png}: the directory {out_dir} does not exist; create it or "
+                                "choose a path in an existing directory")
+    if not os.access(out_dir, os.W_OK) or not os.access(run_dir, os.W_OK):
+        unwritable = out_dir if not os.access(out_dir, os.W_OK) else run_dir
+        raise PermissionError(f"{unwritable} is not writable (the density plot and hessian.json go there); "
+                              "choose another --out or fix the permissions")
     run = load_run(run_dir, epoch=args.epoch)
     split = getattr(run.dataset, args.split)
     data = {k: jnp.asarray(v) for k, v in split.items()}
     if args.max_examples is not None:
         data = {k: v[: args.max_examples] for k, v in data.items()}
-    out_png = args.out or os.path.join(run_dir, "hessian_density.png")
     print(f"jdl hessian: {run_dir} ({run.config.model} on {run.config.dataset}, step {int(run.state.step)}), "
           f"{args.split} split", flush=True)
 
@@ -170,15 +180,15 @@ def cmd_hessian(args) -> int:
     except MemoryError as e:  # the dense Hessian would not fit: say so as a usage error
         raise ValueError(f"{e} (try --method lanczos)") from None
     print(format_report(analysis, mode=args.mode))
-    plot_spectral_density(
-        analysis.density, out_png, eigenvalues=analysis.eigenvalues,
-        title=(f"Hessian spectrum: {run.config.model} on {run.config.dataset} "
-               f"({args.split}, step {int(run.state.step)})"),
-    )
     json_path = os.path.join(run_dir, "hessian.json")
     with open(json_path + ".tmp", "w") as f:
         json.dump(analysis.to_json() | {"split": args.split, "mode": args.mode, "step": int(run.state.step)}, f,
                   indent=2)
     os.replace(json_path + ".tmp", json_path)
+    plot_spectral_density(
+        analysis.density, out_png, eigenvalues=analysis.eigenvalues,
+        title=(f"Hessian spectrum: {run.config.model} on {run.config.dataset} "
+               f"({args.split}, step {int(run.state.step)})"),
+    )
     print(f"  {'saved':<16}  {out_png}, {json_path}")
     return 0

@@ -78,6 +78,11 @@ class Checkpointer:
         epoch = self.latest_epoch() if epoch is None else epoch
         if epoch is None:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        if epoch not in self.all_epochs():
+            raise FileNotFoundError(
+                f"there is no checkpoint for epoch {epoch} in {self.directory}; "
+                f"the epochs saved are {self.all_epochs() or 'none'}"
+            )
         try:
             return dict(self._manager.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
         except Exception as e:  # orbax raises many kinds on damaged files

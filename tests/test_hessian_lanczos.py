@@ -393,7 +393,7 @@ def test_block_orthonormalisation_keeps_the_basis_orthogonal(singular_values):
         w = left @ np.diag(singular_values) @ q[:, 20:].T + 1e-16 * rng.standard_normal((4, 20)) @ q[:, :20].T
         w = jnp.asarray(w)
         fresh = jnp.asarray(rng.standard_normal((4, n)))
-        u, b = _orthonormal_block(w, basis, fresh, _breakdown_threshold(w.dtype, n, jnp.asarray(1.0)))
+        u, b, _ = _orthonormal_block(w, basis, fresh, _breakdown_threshold(w.dtype, n, jnp.asarray(1.0)))
         np.testing.assert_allclose(u @ u.T, np.eye(4), atol=1e-14)
         np.testing.assert_allclose(basis @ u.T, 0, atol=1e-14)
         np.testing.assert_allclose(b.T @ u, w, atol=1e-14)

@@ -646,8 +646,9 @@ def lanczos(
         The test after step ``j`` costs one ``eigh`` of ``T``'s leading block,
         rounded up to 8, 16, 32, … rows, so a generous ``num_steps`` costs
         memory (the ``(num_steps + 1) × n`` basis) but little time: λ_max of
-        a 3 466-parameter MLP's Hessian took 10 products either way, 7.5 ms
-        with ``num_steps=80`` and 7.0 ms with 30 (float32, CPU).
+        a 3 466-parameter MLP's Hessian took 10 products either way, 9.3 ms
+        with ``num_steps=80`` and 8.5 ms with 30 (float32, 2-core CPU; such
+        timings move by ±20 % between runs there).
       block_size: ``p > 1`` runs block Lanczos: each step multiplies ``p``
         orthonormal vectors at once (``jax.vmap`` of ``matvec``) and ``T`` is
         block tridiagonal with ``p × p`` blocks (Golub & Underwood 1977). It
@@ -661,8 +662,9 @@ def lanczos(
         linearisation (:func:`~jdl.hessian.linearize_hessian` with
         ``mode="reverse"``) cost 0.7–0.8 gradients each, alone, for a
         3 466-parameter MLP on CPU — but inside the solver's loop they lose
-        that edge (profiled, the same operations run 1.5–2× slower there, most
-        likely because the solver's working set no longer fits in cache): per product,
+        that edge (profiled: the same kernels run up to 2× slower there, as
+        XLA's CPU runtime overlaps them less — 1.07 at a time on average
+        against 1.37 in a loop of the products alone): per product,
         block Lanczos measured 1.2–1.3 gradient calls (of 96 in a row) against
         0.9–1.0 for ``p = 1``. For λ_max alone ``p = 1`` also needs the fewest
         products. ``v0`` then holds the ``p`` starting vectors: every leaf has
@@ -740,14 +742,19 @@ def lanczos(
             # of a wanted eigenvalue, or an eigenvector v0 missed, may be
             # unexplored: stop only once nothing unexplored can beat the
             # wanted values.
-            def after_restart(t, s):
-                bounds, carried = _unexplored_bounds(t, s.step, s.krylov_start, previous_start, beta,
-                                                     s.explored, eps_tol * scale)
-                ok = (s.krylov_start == 0) | _nothing_missed(theta, sel, bounds, which, eps_tol * scale)
-                return ok, jnp.where(s.krylov_start > 0, carried, s.explored)
+            # (The branch takes only small operands: one that read the basis
+            # would make XLA copy it every step.)
+            def after_restart(t, step, start, explored, theta, sel):
+                bounds, carried = _unexplored_bounds(t, step, start, previous_start, beta, explored,
+                                                     eps_tol * scale)
+                ok = (start == 0) | _nothing_missed(theta, sel, bounds, which, eps_tol * scale)
+                return ok, jnp.where(start > 0, carried, explored)
 
-            complete, explored = jax.lax.cond(_at_least(s.krylov_start) > 0, after_restart,
-                                              lambda t, s: (jnp.asarray(True), s.explored), t, s)
+            def no_restart(t, step, start, explored, theta, sel):
+                return jnp.asarray(True), explored
+
+            complete, explored = jax.lax.cond(_at_least(s.krylov_start) > 0, after_restart, no_restart,
+                                              t, s.step, s.krylov_start, s.explored, theta, sel)
             return wanted & complete, explored
 
         def cond(s: _State):

@@ -205,6 +205,36 @@ def test_vmap_over_an_ensemble_of_seeds(digits_mlp):
     assert len(set(np.round(separately, 3))) == 3   # really different models
 
 
+def test_curvature_tools_over_an_ensemble_in_one_compiled_call(digits_mlp):
+    """SLQ index, Hutch++ trace, both Lanczos ends, condition number and
+    classification of three seeds' MLPs in one jit(vmap(...)), equal to the
+    members' own runs."""
+    from jdl.hessian import classify_curvature, condition_number, hutch_plus_plus, spectral_density
+
+    batch = {"x": digits_mlp["batch"]["x"][:64].astype(jnp.float32), "y": digits_mlp["batch"]["y"][:64]}
+    model = get_model("mlp", (64,), 10, hidden=(8,))
+    keys = jax.vmap(lambda s: jax.random.key_data(jax.random.key(s)))(jnp.arange(3))
+    stacked = jax.jit(jax.vmap(lambda k: model.init(k, batch["x"][:2]).params))(keys)
+    loss = model_objective(model, cross_entropy, {}, train=False).loss
+    op = hessian_operator(loss)
+
+    def curvature(params):
+        ends = lanczos(40, k=2, which="BE")(op, jax.tree.map(jnp.ones_like, params), params, batch)
+        density = spectral_density(op, params, params, batch, key=1, num_steps=20, num_probes=4)
+        trace = hutch_plus_plus(30)(op, params, params, batch, key=2)
+        return (ends.eigenvalues, density.quadrature.fraction_below(0.0), trace.estimate,
+                condition_number(ends.eigenvalues, definition="magnitude").value)
+
+    together = jax.jit(jax.vmap(curvature))(stacked)
+    one = jax.jit(curvature)
+    for i in range(3):
+        alone = one(jax.tree.map(lambda a: a[i], stacked))
+        for got, want in zip(together, alone):
+            np.testing.assert_allclose(got[i], want, rtol=2e-4, atol=1e-6)
+    names = classify_curvature(together[0][:, 0], together[0][:, 1], 1e-4 * np.abs(together[0]).max())
+    assert names.shape == (3,) and set(names) <= {"minimum", "maximum", "saddle", "degenerate"}
+
+
 def test_vmap_when_members_stop_at_different_steps():
     """Under vmap the Gram–Schmidt and stopping-test sizes follow the member
     that has gone furthest (``_at_least``): each member's result must equal its

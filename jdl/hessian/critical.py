@@ -175,6 +175,12 @@ def critical_point_report(
 
     Returns:
       :class:`CriticalPointReport`.
+
+    The report is for one point (it holds strings and Python values). For an
+    ensemble — a stack of models — in one compiled call, ``jax.vmap`` the tools
+    it combines (:func:`~jdl.hessian.lanczos` with ``which="BE"``,
+    :func:`~jdl.hessian.stochastic_lanczos_quadrature`) and classify the
+    stacked ends with :func:`classify_curvature`, which works elementwise.
     """
     flat, _ = flatten(params)
     dtype = flat.dtype

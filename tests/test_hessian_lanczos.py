@@ -92,6 +92,15 @@ def test_stopping_waits_for_what_an_invariant_krylov_space_missed():
         for start in (jnp.array([1.0, 1.0, 1.0, 0.0]), jnp.zeros(4)):
             res = lanczos(4, k=1)(lambda x: d * x, start)
             np.testing.assert_allclose(res.eigenvalues, [10.0], rtol=1e-12)
+        # v0 an eigenvector inside the spectrum: after the restart the new space
+        # runs as an ordinary Lanczos run from a random start would.
+        line = jnp.arange(1.0, 51.0)
+        for which, want in (("LA", [50, 49]), ("SA", [1, 2]), ("BE", [1, 49, 50])):
+            res = lanczos(60, k=len(want), which=which)(lambda x: line * x, jnp.zeros(50).at[24].set(1.0))
+            ordinary = lanczos(60, k=len(want), which=which)(lambda x: line * x, jnp.asarray(
+                np.random.default_rng(1).normal(size=50)))
+            np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-10, err_msg=which)
+            assert int(res.num_matvecs) <= int(ordinary.num_matvecs) + 6 < 50, which
         power = power_iteration(k=2, tol=1e-12, max_steps=1000)(lambda x: d * x, jnp.zeros(4))
         np.testing.assert_allclose(power.eigenvalues, [10.0, 3.0], rtol=1e-8)
         # Under vmap, a member that restarts beside one that does not.

@@ -192,7 +192,7 @@ class _State(NamedTuple):
     done: jax.Array
     restart: jax.Array       # (n,) a fixed Gaussian vector; rolled by j it restarts step j
     krylov_start: jax.Array  # first row of the current Krylov space (> 0 after a restart)
-    explored: jax.Array      # (2,) bounds (low, high) on what is not yet explored; ±inf: none known
+    previous_start: jax.Array  # first row of the space before it (0: none, or the one from v0)
 
 
 def _lanczos_step(mv: Callable, state: _State) -> _State:
@@ -249,7 +249,7 @@ def _lanczos_step(mv: Callable, state: _State) -> _State:
         done=state.done,
         restart=state.restart,
         krylov_start=jnp.where(invariant & ~full, j + 1, state.krylov_start),
-        explored=state.explored,
+        previous_start=jnp.where(invariant & ~full, state.krylov_start, state.previous_start),
     )
 
 
@@ -264,8 +264,7 @@ def _initial_state(v0: jax.Array, num_steps: int) -> tuple[_State, jax.Array]:
     basis = jnp.zeros((num_steps + 1,) + v0.shape, v0.dtype).at[0].set(start / jnp.linalg.norm(start))
     zeros = jnp.zeros((num_steps,), v0.dtype)
     state = _State(jnp.zeros((), jnp.int32), basis, zeros, zeros, jnp.zeros((), v0.dtype),
-                   jnp.zeros((), bool), restart, jnp.zeros((), jnp.int32),
-                   jnp.array([-jnp.inf, jnp.inf], v0.dtype))
+                   jnp.zeros((), bool), restart, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
     return state, norm
 
 
@@ -372,46 +371,67 @@ def _extremes(t: jax.Array, size: jax.Array, start: jax.Array, beta: jax.Array,
     return values, ok
 
 
-def _unexplored_bounds(t: jax.Array, size: jax.Array, start: jax.Array, previous_start: jax.Array,
-                       beta: jax.Array, explored: jax.Array, tolerance: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Bounds ``(low, high)`` on the eigenvalues that no Krylov space has reached
-    yet, after a restart; and the bounds to carry on.
-
-    A Krylov space started from a random vector orthogonal to the earlier ones
-    (a restart) has components along every eigenvector left, so its extreme
-    Ritz values, once converged, are the extreme eigenvalues of everything the
-    earlier spaces missed (with probability one) — a bound on what is still
-    unexplored. A space that became invariant has exact Ritz values; its
-    bounds are carried on. The first space, from the caller's ``v0``, gives
-    none (a ``v0`` orthogonal to an eigenvector never sees it). ``±inf``:
-    no bound known yet.
-    """
-    just_restarted = (start == size) & (previous_start > 0)
-    finished, _ = _extremes(t, size, previous_start, jnp.zeros_like(beta), tolerance)
-    carried = jnp.where(just_restarted, finished, explored)
-    current, ok = _extremes(t, size, start, beta, tolerance)
-    return jnp.where(ok, current, carried), carried
-
-
-def _nothing_missed(theta: jax.Array, sel: jax.Array, bounds: jax.Array, which: str,
-                    tolerance: jax.Array) -> jax.Array:
-    """Whether no unexplored eigenvalue (within ``bounds``) could replace a
-    wanted Ritz value: for ``"LA"`` the smallest wanted is at least the upper
-    bound, for ``"SA"`` the largest wanted at most the lower one, for ``"LM"``
-    the smallest wanted magnitude at least either bound's; for ``"BE"`` each
-    end against its own bound. Ties (a further copy of a wanted eigenvalue)
-    change no value and pass."""
+def _not_beaten(t: jax.Array, end: jax.Array, start: jax.Array, beta: jax.Array, theta: jax.Array,
+                sel: jax.Array, which: str, tolerance: jax.Array) -> jax.Array:
+    """Whether the Krylov space in rows ``start ≤ i < end`` — begun at a random
+    vector orthogonal to the spaces before it — has converged its extreme
+    Ritz value(s), and the wanted values (``theta[sel]``) that come from the
+    spaces before ``start`` are not beaten by it (ties pass). ``"LA"`` checks
+    the top end, ``"SA"`` the bottom, ``"BE"`` each end with its share of the
+    wanted values, ``"LM"`` magnitudes against both ends."""
+    m = t.shape[0]
+    reach, converged = _extremes(t, end, start, beta, tolerance)  # (low, high) of that space
+    earlier, _ = _leading_ritz(t, start, 1)  # the spaces before it: exact Ritz values, ascending
+    valid = jnp.arange(m) < start
     wanted = theta[sel]
-    low, high = bounds[0], bounds[1]
+    inf = jnp.asarray(jnp.inf, theta.dtype)
+
+    def top_end(values):
+        share = valid & (earlier >= jnp.min(values) - tolerance)
+        return converged[1] & (jnp.min(jnp.where(share, earlier, inf)) >= reach[1] - tolerance)
+
+    def bottom_end(values):
+        share = valid & (earlier <= jnp.max(values) + tolerance)
+        return converged[0] & (jnp.max(jnp.where(share, earlier, -inf)) <= reach[0] + tolerance)
+
     if which == "LA":
-        return jnp.min(wanted) >= high - tolerance
+        return top_end(wanted)
     if which == "SA":
-        return jnp.max(wanted) <= low + tolerance
+        return bottom_end(wanted)
     if which == "LM":
-        return jnp.min(jnp.abs(wanted)) >= jnp.maximum(jnp.abs(low), jnp.abs(high)) - tolerance
-    bottom = sel.shape[0] // 2
-    return ((jnp.max(wanted[:bottom], initial=-jnp.inf) <= low + tolerance)
-            & (jnp.min(wanted[bottom:], initial=jnp.inf) >= high - tolerance))
+        share = valid & (jnp.abs(earlier) >= jnp.min(jnp.abs(wanted)) - tolerance)
+        largest = jnp.maximum(jnp.abs(reach[0]), jnp.abs(reach[1]))
+        return (converged[0] & converged[1]
+                & (jnp.min(jnp.where(share, jnp.abs(earlier), inf)) >= largest - tolerance))
+    bottom = sel.shape[0] // 2  # BE: ⌊k/2⌋ from the bottom, the rest from the top
+    ok = top_end(wanted[bottom:])
+    return ok & bottom_end(wanted[:bottom]) if bottom else ok
+
+
+def _restart_complete(t: jax.Array, size: jax.Array, start: jax.Array, previous_start: jax.Array,
+                      beta: jax.Array, theta: jax.Array, sel: jax.Array, which: str,
+                      tolerance: jax.Array) -> jax.Array:
+    """After a restart, whether the wanted Ritz values (``theta[sel]``, of the
+    whole ``T``) can be trusted.
+
+    The spaces before ``start`` became invariant: their Ritz pairs are exact,
+    residual zero. A space begun at a random vector orthogonal to the earlier
+    ones sees every eigenvector they missed, so — as for any Lanczos run from
+    a random start — its converged extreme Ritz value is the extreme
+    eigenvalue of all that was still unexplored when it began (with
+    probability one). A wanted value from an earlier space is trusted only if
+    that extreme does not beat it: otherwise a further copy of a better
+    eigenvalue, which no single Krylov space shows twice, may be hiding.
+    Wanted values from the space itself follow ordinary Lanczos semantics.
+    The check uses the current space once its extreme has converged, or the
+    space before it (finished, so exact) if that one also began at a restart
+    (the first space, from the caller's ``v0``, proves nothing: a ``v0``
+    orthogonal to an eigenvector never sees it).
+    """
+    current = _not_beaten(t, size, start, beta, theta, sel, which, tolerance)
+    previous = (previous_start > 0) & _not_beaten(t, start, previous_start, jnp.zeros_like(beta), theta, sel,
+                                                  which, tolerance)
+    return (start == 0) | current | previous
 
 
 def _select(theta: jax.Array, size: jax.Array, k: int, which: str) -> jax.Array:
@@ -726,7 +746,7 @@ def lanczos(
         mv = flat_matvec(matvec, unflatten, params)
         state, _ = _initial_state(x0, m)
 
-        def converged(s: _State, previous_start: jax.Array):
+        def converged(s: _State):
             off = s.off_diagonal[: m - 1]
             t = jnp.diag(s.diagonal) + jnp.diag(off, 1) + jnp.diag(off, -1)
             theta, last_row = _leading_ritz(t, s.step, 1)
@@ -740,33 +760,24 @@ def lanczos(
             # After a restart (the Krylov space became invariant) the earlier
             # spaces' Ritz pairs are exact — residual zero — but a second copy
             # of a wanted eigenvalue, or an eigenvector v0 missed, may be
-            # unexplored: stop only once nothing unexplored can beat the
-            # wanted values.
-            # (The branch takes only small operands: one that read the basis
-            # would make XLA copy it every step.)
-            def after_restart(t, step, start, explored, theta, sel):
-                bounds, carried = _unexplored_bounds(t, step, start, previous_start, beta, explored,
-                                                     eps_tol * scale)
-                ok = (start == 0) | _nothing_missed(theta, sel, bounds, which, eps_tol * scale)
-                return ok, jnp.where(start > 0, carried, explored)
-
-            def no_restart(t, step, start, explored, theta, sel):
-                return jnp.asarray(True), explored
-
-            complete, explored = jax.lax.cond(_at_least(s.krylov_start) > 0, after_restart, no_restart,
-                                              t, s.step, s.krylov_start, s.explored, theta, sel)
-            return wanted & complete, explored
+            # unexplored (see _restart_complete). The branch takes only small
+            # operands: one that read the basis would make XLA copy it.
+            complete = jax.lax.cond(
+                _at_least(s.krylov_start) > 0,
+                lambda t, step, start, previous, theta, sel: _restart_complete(
+                    t, step, start, previous, beta, theta, sel, which, eps_tol * scale),
+                lambda t, step, start, previous, theta, sel: jnp.asarray(True),
+                t, s.step, s.krylov_start, s.previous_start, theta, sel)
+            return wanted & complete
 
         def cond(s: _State):
             return (s.step < m) & ~s.done
 
         def body(s: _State):
-            previous_start = s.krylov_start
             s = _lanczos_step(mv, s)
             if tol == 0:  # a fixed number of steps: no stopping test at all
                 return s
-            done, explored = converged(s, previous_start)
-            return s._replace(done=done, explored=explored)
+            return s._replace(done=converged(s))
 
         state = jax.lax.while_loop(cond, body, state)
         theta, vecs = _ritz(state.diagonal, state.off_diagonal, state.step)

@@ -101,6 +101,10 @@ def test_stopping_waits_for_what_an_invariant_krylov_space_missed():
                 np.random.default_rng(1).normal(size=50)))
             np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-10, err_msg=which)
             assert int(res.num_matvecs) <= int(ordinary.num_matvecs) + 6 < 50, which
+        # Out of steps before the restarted space could show that nothing beats
+        # the eigenvalue v0 found: exact residual, but not reported converged.
+        short = lanczos(3, k=1)(lambda x: line * x, jnp.zeros(50).at[39].set(1.0))
+        assert float(short.residuals[0]) == 0.0 and not bool(short.converged[0])
         power = power_iteration(k=2, tol=1e-12, max_steps=1000)(lambda x: d * x, jnp.zeros(4))
         np.testing.assert_allclose(power.eigenvalues, [10.0, 3.0], rtol=1e-8)
         # Under vmap, a member that restarts beside one that does not.

@@ -27,9 +27,10 @@ def check_floating(tree: PyTree, what: str = "params") -> None:
     if bad:
         raise TypeError(
             f"{what} must hold floating-point arrays only, but has {len(bad)} other leaf(s): "
-            f"{'; '.join(bad[:5])}{' …' if len(bad) > 5 else ''}. Pass only the trainable parameters "
-            "(e.g. nnx.state(model, nnx.Param), or the params of a jdl TrainState) and keep integer "
-            "state out of the pytree, or cast it: jax.tree.map(lambda a: a.astype(jnp.float32), tree)")
+            f"{'; '.join(bad[:5])}{' …' if len(bad) > 5 else ''}. The parameters (and any direction or "
+            "start vector shaped like them) must be the trainable floating-point arrays only (e.g. "
+            "nnx.state(model, nnx.Param), or the params of a jdl TrainState): keep integer state out of "
+            "the pytree, or cast it: jax.tree.map(lambda a: a.astype(jnp.float32), tree)")
 
 
 def flatten(tree: PyTree) -> tuple[jax.Array, Callable[[jax.Array], PyTree]]:

@@ -147,10 +147,12 @@ def cmd_hessian(args) -> int:
     if not os.path.isdir(out_dir):  # checked before the analysis, not after it
         raise FileNotFoundError(f"--out {out_png}: the directory {out_dir} does not exist; create it or "
                                 "choose a path in an existing directory")
-    if not os.access(out_dir, os.W_OK) or not os.access(run_dir, os.W_OK):
-        unwritable = out_dir if not os.access(out_dir, os.W_OK) else run_dir
-        raise PermissionError(f"{unwritable} is not writable (the density plot and hessian.json go there); "
+    if not os.access(out_dir, os.W_OK):
+        raise PermissionError(f"{out_dir} is not writable (the density plot goes there); "
                               "choose another --out or fix the permissions")
+    if not os.access(run_dir, os.W_OK):
+        raise PermissionError(f"{run_dir} is not writable (hessian.json goes there); fix the permissions "
+                              "or analyse a copy of the run directory")
     run = load_run(run_dir, epoch=args.epoch)
     split = getattr(run.dataset, args.split)
     data = {k: jnp.asarray(v) for k, v in split.items()}

@@ -52,7 +52,6 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 __all__ = ["ConditionNumber", "condition_number"]
 
@@ -126,7 +125,7 @@ def condition_number(
             f"unknown definition {definition!r}; use 'auto', 'definite', 'magnitude' or 'positive'"
         )
     if rtol is None:
-        rtol = float(lam.shape[0] * np.finfo(lam.dtype).eps)
+        rtol = float(lam.shape[0] * jnp.finfo(lam.dtype).eps)
     inf = jnp.asarray(jnp.inf, lam.dtype)
     scale = jnp.max(jnp.abs(lam))
     threshold = rtol * scale
@@ -139,11 +138,13 @@ def condition_number(
     mag = jnp.abs(lam)
     kept = mag > threshold if rtol > 0 else jnp.ones(mag.shape, bool)
     mag_smallest = jnp.min(jnp.where(kept, mag, inf))
-    magnitude_value = jnp.where(jnp.any(kept), scale / mag_smallest, inf)
+    # (Denominators guarded so that the unused branch's gradient is not NaN.)
+    magnitude_value = jnp.where(jnp.any(kept) & (mag_smallest > 0),
+                                scale / jnp.where(mag_smallest > 0, mag_smallest, 1), inf)
     if definition == "positive":
         keep = (lam > rtol * jnp.maximum(hi, 0)) & (lam > 0)
         smallest = jnp.min(jnp.where(keep, lam, inf))
-        value = jnp.where(jnp.any(keep), hi / smallest, inf)
+        value = jnp.where(jnp.any(keep), hi / jnp.where(jnp.any(keep), smallest, 1), inf)
         return ConditionNumber(value, hi, smallest, "positive", jnp.sum(~keep), rtol, jnp.asarray(False))
     value = jnp.where(definite, definite_value, magnitude_value)
     largest = jnp.where(definite, hi, scale)

@@ -317,7 +317,7 @@ def find_critical_point(
         solver = "dense" if n <= dense_max_params else "cg"
     if solver not in ("dense", "cg"):
         raise ValueError(f"unknown solver {solver!r}; use 'auto', 'dense' or 'cg'")
-    if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
+    if isinstance(memory, bool) or not isinstance(memory, (int, np.integer)) or memory < 1:
         raise ValueError(f"memory must be a positive integer (1: accept only steps that lower ‖∇L‖), "
                          f"got {memory!r}")
     eps = jnp.finfo(dtype).eps

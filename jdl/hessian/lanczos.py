@@ -79,7 +79,9 @@ class LanczosResult(NamedTuple):
         ``tree_map(lambda a: a[i], eigenvectors)`` is the ``i``-th unit eigenvector.
       residuals: ``(k,)`` residual norms ``‖A y − θ y‖`` (as ``β_j |s_j|``).
       num_matvecs: the number of operator products spent.
-      converged: ``(k,)`` whether each residual met the tolerance.
+      converged: ``(k,)`` whether each residual met the tolerance (and, after
+        a restart, whether the run got far enough to trust that nothing
+        better was missed; see "Invariant Krylov spaces" in :func:`lanczos`).
     """
 
     eigenvalues: jax.Array
@@ -359,53 +361,76 @@ def _leading_ritz(t: jax.Array, size: jax.Array, rows: int,
     return _switch_on_prefix(m, size, over, t, size, jnp.asarray(start, jnp.int32), least=rows)
 
 
-def _extremes(t: jax.Array, size: jax.Array, start: jax.Array, beta: jax.Array,
-              tolerance: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The smallest and largest Ritz values of ``T``'s block ``start ≤ i, j < size``
-    (one Krylov space), ``(2,)``, and whether each has residual ``≤ tolerance``."""
-    theta, last = _leading_ritz(t, size, 1, start)
-    count = size - start
+def _end_trusted(earlier: jax.Array, valid: jax.Array, threshold: jax.Array, theta: jax.Array,
+                 converged: jax.Array, count: jax.Array, tolerance: jax.Array) -> jax.Array:
+    """The top end's check of :func:`_not_beaten` (the bottom's is this on
+    negated values). ``threshold``: the worst wanted value that comes from the
+    earlier spaces (``inf``: none); ``theta``, ``converged``: the space's Ritz
+    values, ascending in the first ``count`` entries, and whether each has
+    converged."""
+    m = theta.shape[0]
+    rows = jnp.arange(m)
+    active = rows < count
     top = jnp.maximum(count - 1, 0)
-    values = jnp.stack([theta[0], theta[top]])
-    ok = (count > 0) & (jnp.abs(beta * last[0, jnp.stack([0, top])]) <= tolerance)
-    return values, ok
+    # Ritz values converge from the top inward: the run of converged ones
+    # counted down from the top.
+    from_top = jnp.flip(jnp.cumprod(jnp.flip(jnp.where(active, converged, True)).astype(jnp.int32))) > 0
+    run = active & from_top
+    # Ordinary Lanczos semantics: the run reaches down to the threshold (or
+    # covers the whole space), so nothing in its reach beats the earlier
+    # wanted values but what is already counted.
+    ordinary = (jnp.isinf(threshold) | jnp.any(run & (theta <= threshold + tolerance))
+                | jnp.all(jnp.where(active, converged, True)))
+    # If the space's top repeats an earlier value, that eigenvalue is multiple
+    # and a further copy may hide where no single space shows it twice: trust
+    # the earlier values only if the top does not beat them.
+    repeat = jnp.any(valid & (jnp.abs(earlier - theta[top]) <= tolerance))
+    strict = threshold >= theta[top] - tolerance
+    return (count > 0) & converged[top] & jnp.where(repeat, strict, ordinary)
 
 
 def _not_beaten(t: jax.Array, end: jax.Array, start: jax.Array, beta: jax.Array, theta: jax.Array,
                 sel: jax.Array, which: str, tolerance: jax.Array) -> jax.Array:
-    """Whether the Krylov space in rows ``start ≤ i < end`` — begun at a random
-    vector orthogonal to the spaces before it — has converged its extreme
-    Ritz value(s), and the wanted values (``theta[sel]``) that come from the
-    spaces before ``start`` are not beaten by it (ties pass). ``"LA"`` checks
-    the top end, ``"SA"`` the bottom, ``"BE"`` each end with its share of the
-    wanted values, ``"LM"`` magnitudes against both ends."""
+    """Whether the wanted values (``theta[sel]``) that come from the spaces
+    before row ``start`` are safe from the Krylov space in rows
+    ``start ≤ i < end`` — begun at a random vector orthogonal to them — at
+    each wanted end (see :func:`_end_trusted`). ``"LA"`` checks the top end,
+    ``"SA"`` the bottom, ``"BE"`` each end with its share of the wanted
+    values, ``"LM"`` both ends against the smallest wanted magnitude."""
     m = t.shape[0]
-    reach, converged = _extremes(t, end, start, beta, tolerance)  # (low, high) of that space
-    earlier, _ = _leading_ritz(t, start, 1)  # the spaces before it: exact Ritz values, ascending
+    count = end - start
+    values, last = _leading_ritz(t, end, 1, start)  # that space's Ritz values, ascending
+    converged = jnp.abs(beta * last[0]) <= tolerance
+    earlier, _ = _leading_ritz(t, start, 1)  # the spaces before it: exact Ritz values
     valid = jnp.arange(m) < start
     wanted = theta[sel]
     inf = jnp.asarray(jnp.inf, theta.dtype)
+    flipped = jnp.clip(count - 1 - jnp.arange(m), 0, m - 1)  # reverses the first `count` entries
 
-    def top_end(values):
-        share = valid & (earlier >= jnp.min(values) - tolerance)
-        return converged[1] & (jnp.min(jnp.where(share, earlier, inf)) >= reach[1] - tolerance)
+    def top_end(threshold):
+        return _end_trusted(earlier, valid, threshold, values, converged, count, tolerance)
 
-    def bottom_end(values):
-        share = valid & (earlier <= jnp.max(values) + tolerance)
-        return converged[0] & (jnp.max(jnp.where(share, earlier, -inf)) <= reach[0] + tolerance)
+    def bottom_end(threshold):  # the top end's check on negated values
+        return _end_trusted(-earlier, valid, -threshold, -values[flipped], converged[flipped], count, tolerance)
+
+    def worst_above(floor):  # the smallest earlier value among the wanted ones (≥ floor)
+        return jnp.min(jnp.where(valid & (earlier >= floor - tolerance), earlier, inf))
+
+    def worst_below(ceiling):
+        return jnp.max(jnp.where(valid & (earlier <= ceiling + tolerance), earlier, -inf))
 
     if which == "LA":
-        return top_end(wanted)
+        return top_end(worst_above(jnp.min(wanted)))
     if which == "SA":
-        return bottom_end(wanted)
+        return bottom_end(worst_below(jnp.max(wanted)))
     if which == "LM":
-        share = valid & (jnp.abs(earlier) >= jnp.min(jnp.abs(wanted)) - tolerance)
-        largest = jnp.maximum(jnp.abs(reach[0]), jnp.abs(reach[1]))
-        return (converged[0] & converged[1]
-                & (jnp.min(jnp.where(share, jnp.abs(earlier), inf)) >= largest - tolerance))
+        smallest = jnp.min(jnp.abs(wanted))
+        share = valid & (jnp.abs(earlier) >= smallest - tolerance)
+        worst = jnp.min(jnp.where(share, jnp.abs(earlier), inf))
+        return top_end(worst) & bottom_end(-worst)
     bottom = sel.shape[0] // 2  # BE: ⌊k/2⌋ from the bottom, the rest from the top
-    ok = top_end(wanted[bottom:])
-    return ok & bottom_end(wanted[:bottom]) if bottom else ok
+    ok = top_end(worst_above(jnp.min(wanted[bottom:])))
+    return ok & bottom_end(worst_below(jnp.max(wanted[:bottom]))) if bottom else ok
 
 
 def _restart_complete(t: jax.Array, size: jax.Array, start: jax.Array, previous_start: jax.Array,
@@ -746,6 +771,19 @@ def lanczos(
         mv = flat_matvec(matvec, unflatten, params)
         state, _ = _initial_state(x0, m)
 
+        def restart_complete(s: _State, t, theta, sel, beta, tolerance):
+            # After a restart (the Krylov space became invariant) the earlier
+            # spaces' Ritz pairs are exact — residual zero — but a second copy
+            # of a wanted eigenvalue, or an eigenvector v0 missed, may be
+            # unexplored (see _restart_complete). The branch takes only small
+            # operands: one that read the basis would make XLA copy it.
+            return jax.lax.cond(
+                _at_least(s.krylov_start) > 0,
+                lambda t, step, start, previous, theta, sel, beta, tolerance: _restart_complete(
+                    t, step, start, previous, beta, theta, sel, which, tolerance),
+                lambda *_: jnp.asarray(True),
+                t, s.step, s.krylov_start, s.previous_start, theta, sel, beta, tolerance)
+
         def converged(s: _State):
             off = s.off_diagonal[: m - 1]
             t = jnp.diag(s.diagonal) + jnp.diag(off, 1) + jnp.diag(off, -1)
@@ -756,19 +794,7 @@ def lanczos(
             res = jnp.abs(beta * last_row[0, sel])
             scale = jnp.maximum(jnp.abs(theta[0]), jnp.abs(theta[last]))
             wanted = (s.step >= k) & jnp.all(res <= eps_tol * scale)
-
-            # After a restart (the Krylov space became invariant) the earlier
-            # spaces' Ritz pairs are exact — residual zero — but a second copy
-            # of a wanted eigenvalue, or an eigenvector v0 missed, may be
-            # unexplored (see _restart_complete). The branch takes only small
-            # operands: one that read the basis would make XLA copy it.
-            complete = jax.lax.cond(
-                _at_least(s.krylov_start) > 0,
-                lambda t, step, start, previous, theta, sel: _restart_complete(
-                    t, step, start, previous, beta, theta, sel, which, eps_tol * scale),
-                lambda t, step, start, previous, theta, sel: jnp.asarray(True),
-                t, s.step, s.krylov_start, s.previous_start, theta, sel)
-            return wanted & complete
+            return wanted & restart_complete(s, t, theta, sel, beta, eps_tol * scale)
 
         def cond(s: _State):
             return (s.step < m) & ~s.done
@@ -788,12 +814,17 @@ def lanczos(
         # Against the whole (m + 1)-row basis (its last row gets weight 0):
         # slicing off that row first would copy the basis.
         ritz_vectors = jnp.pad(vecs[:, sel].T, ((0, 0), (0, 1))) @ state.basis
+        # A run that ended (num_steps spent) before a restart's check passed
+        # has exact residuals but no assurance that nothing better is missed.
+        off = state.off_diagonal[: m - 1]
+        t = jnp.diag(state.diagonal) + jnp.diag(off, 1) + jnp.diag(off, -1)
+        complete = restart_complete(state, t, theta, sel, beta, eps_tol * scale)
         return LanczosResult(
             eigenvalues=theta[sel],
             eigenvectors=unflatten_rows(unflatten, ritz_vectors),
             residuals=residuals,
             num_matvecs=state.step,
-            converged=residuals <= eps_tol * scale,
+            converged=(residuals <= eps_tol * scale) & complete,
         )
 
     return eigsh

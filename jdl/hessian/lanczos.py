@@ -720,15 +720,18 @@ def lanczos(
     (``v0`` touches few distinct eigenvalues, or already is an eigenvector to
     within rounding), the run continues from a random vector orthogonal to the
     basis. The Ritz pairs found so far are then exact, so their residuals are
-    zero and cannot show whether a further copy of a wanted eigenvalue, or an
-    eigenvector ``v0`` missed, lies outside; the run stops only once the
-    restarted space's own extreme Ritz value has converged and is no better
-    than the wanted ones (a random start sees every eigenvector left). A
-    converged eigenvector as ``v0`` therefore costs about a cold start
-    (measured: 12 products against 9 cold, where a nearby one — the previous
-    reading of :class:`~jdl.hessian.SharpnessTracker` after a few steps —
-    took 4–5). Block Lanczos, after a lost direction restarts, runs on to
-    ``num_steps``.
+    zero and cannot show whether an eigenvector ``v0`` missed, or a further
+    copy of a wanted eigenvalue, lies outside. The run stops only once the
+    restarted space — which, from a random start, sees every eigenvector left
+    — has converged its Ritz values at the wanted end down past the wanted
+    values taken from earlier spaces; and if its top repeats an earlier value
+    (a multiple eigenvalue, which no single Krylov space shows twice), only
+    once a space's top no longer beats them. ``converged`` is ``False`` for a
+    run whose steps ran out before that. A converged eigenvector as ``v0``
+    therefore costs about a cold start (measured: 12 products against 9 cold,
+    where a nearby one — the previous reading of
+    :class:`~jdl.hessian.SharpnessTracker` after a few steps — took 4–5).
+    Block Lanczos, after a lost direction restarts, runs on to ``num_steps``.
 
     Returns:
       ``eigsh(matvec, v0, *params) -> LanczosResult``, pure and jittable;

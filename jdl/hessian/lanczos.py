@@ -308,12 +308,17 @@ def lanczos_tridiagonal(num_steps: int) -> Callable[..., TridiagonalDecompositio
 # ----------------------------------------------------------------------------------
 
 
+def _tridiagonal(diagonal: jax.Array, off_diagonal: jax.Array) -> jax.Array:
+    """``T`` as a dense matrix from its diagonal and the ``m − 1`` leading
+    entries of ``off_diagonal`` (the last one is the residual norm β)."""
+    off = off_diagonal[: diagonal.shape[0] - 1]
+    return jnp.diag(diagonal) + jnp.diag(off, 1) + jnp.diag(off, -1)
+
+
 def _ritz(diagonal: jax.Array, off_diagonal: jax.Array, size: jax.Array):
     """Eigenpairs of the leading ``size × size`` block of a tridiagonal matrix stored
     in fixed-size arrays (see :func:`_dense_ritz` for the padding)."""
-    m = diagonal.shape[0]
-    off = off_diagonal[: m - 1]
-    return _dense_ritz(jnp.diag(diagonal) + jnp.diag(off, 1) + jnp.diag(off, -1), size)
+    return _dense_ritz(_tridiagonal(diagonal, off_diagonal), size)
 
 
 def _dense_ritz(t: jax.Array, size: jax.Array, start: jax.Array | int = 0):
@@ -788,8 +793,7 @@ def lanczos(
                 t, s.step, s.krylov_start, s.previous_start, theta, sel, beta, tolerance)
 
         def converged(s: _State):
-            off = s.off_diagonal[: m - 1]
-            t = jnp.diag(s.diagonal) + jnp.diag(off, 1) + jnp.diag(off, -1)
+            t = _tridiagonal(s.diagonal, s.off_diagonal)
             theta, last_row = _leading_ritz(t, s.step, 1)
             sel = _select(theta, s.step, k, which)
             last = jnp.maximum(s.step - 1, 0)
@@ -809,7 +813,8 @@ def lanczos(
             return s._replace(done=converged(s))
 
         state = jax.lax.while_loop(cond, body, state)
-        theta, vecs = _ritz(state.diagonal, state.off_diagonal, state.step)
+        t = _tridiagonal(state.diagonal, state.off_diagonal)
+        theta, vecs = _dense_ritz(t, state.step)
         sel = _select(theta, state.step, k, which)
         beta = state.off_diagonal[state.step - 1]
         residuals = jnp.abs(beta * vecs[state.step - 1, sel])
@@ -819,8 +824,6 @@ def lanczos(
         ritz_vectors = jnp.pad(vecs[:, sel].T, ((0, 0), (0, 1))) @ state.basis
         # A run that ended (num_steps spent) before a restart's check passed
         # has exact residuals but no assurance that nothing better is missed.
-        off = state.off_diagonal[: m - 1]
-        t = jnp.diag(state.diagonal) + jnp.diag(off, 1) + jnp.diag(off, -1)
         complete = restart_complete(state, t, theta, sel, beta, eps_tol * scale)
         return LanczosResult(
             eigenvalues=theta[sel],

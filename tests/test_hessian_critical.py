@@ -10,6 +10,7 @@ from jdl.hessian import (
     block_eigenvalues,
     classify_curvature,
     critical_point_report,
+    critical_point_summary,
     dense_hessian,
     escape_saddle,
     find_critical_point,
@@ -110,6 +111,57 @@ def test_quadratic_with_known_spectrum(solver):
         r0 = critical_point_report(f, x0)
         assert not r0.is_critical
         assert float(r0.gradient_curvature) == pytest.approx(float(jnp.linalg.norm(a @ g) / jnp.linalg.norm(g)))
+
+
+def cubic(p):              # critical points (±1, ±1): minimum, maximum and two saddles
+    return p[0] ** 3 - 3 * p[0] + p[1] ** 3 - 3 * p[1]
+
+
+@pytest.mark.parametrize("method", ["dense", "lanczos"])
+def test_critical_point_summary_over_an_ensemble_in_one_compiled_call(method):
+    """Five points at once under jit(vmap): every class, a non-critical point,
+    and each member equal to its own report."""
+    with jax.enable_x64(True):
+        points = jnp.array([[1.0, 1.0], [-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [0.0, 0.0]])
+        seeds = jnp.arange(5)
+        summarise = lambda p, k: critical_point_summary(cubic, p, key=k, method=method, num_steps=2)  # noqa: E731
+        together = jax.jit(jax.vmap(summarise))(points, seeds)
+        # H = diag(6x, 6y); the origin has H = 0 and ‖g‖ = 3√2.
+        np.testing.assert_array_equal(together.class_names(),
+                                      ["minimum", "maximum", "saddle", "saddle", "degenerate"])
+        np.testing.assert_array_equal(together.is_critical, [True, True, True, True, False])
+        np.testing.assert_allclose(together.lambda_min, [6, -6, -6, -6, 0], atol=1e-12)
+        np.testing.assert_allclose(together.lambda_max, [6, -6, 6, 6, 0], atol=1e-12)
+        np.testing.assert_allclose(together.gradient_norm, [0, 0, 0, 0, 3 * np.sqrt(2)], atol=1e-12)
+        if method == "dense":
+            np.testing.assert_allclose(together.index, [0, 1, 0.5, 0.5, 0])
+        for i in range(5):
+            alone = critical_point_report(cubic, points[i], key=i, method=method, num_steps=2)
+            assert alone.classification == together.class_names()[i]
+            assert alone.is_critical == bool(together.is_critical[i])
+            for field in ("loss", "gradient_norm", "lambda_min", "lambda_max", "index",
+                          "index_standard_error", "eigenvalue_tolerance"):
+                np.testing.assert_allclose(getattr(together, field)[i], getattr(alone, field),
+                                           rtol=1e-12, atol=1e-14, err_msg=field)
+
+
+def test_critical_point_report_compiles_once_per_loss_and_settings():
+    traces = []
+
+    def counted(p):
+        traces.append(1)
+        return saddle(p)
+
+    with jax.enable_x64(True):
+        critical_point_report(counted, jnp.array([0.1, 0.2]))
+        first = len(traces)
+        for x in (0.3, -0.5, 2.0):
+            r = critical_point_report(counted, jnp.array([x, 0.0]))
+            assert r.classification == "saddle"
+            assert float(r.gradient_norm) == pytest.approx(10 * abs(x))
+        assert first > 0 and len(traces) == first   # later points reuse the compiled program
+        critical_point_report(counted, jnp.array([0.1, 0.2]), eigenvalue_atol=1e-3)
+        assert len(traces) > first                  # other settings compile anew
 
 
 def _tiny_net():

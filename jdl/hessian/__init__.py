@@ -8,7 +8,8 @@
 - spectra: :func:`spectral_density` (stochastic Lanczos quadrature).
 - trace: :func:`hutchinson`, :func:`hutch_plus_plus`, :func:`frobenius_norm`.
 - conditioning: :func:`condition_number`.
-- critical points: :func:`critical_point_report`, :func:`find_critical_point`.
+- critical points: :func:`critical_point_report`, :func:`critical_point_summary`
+  (the same numbers, pure: ``jax.vmap`` it over an ensemble), :func:`find_critical_point`.
 - during training: :class:`SharpnessTracker` (a :func:`jdl.training.fit` callback).
 - landscape: :func:`block_eigenvalues`, :func:`loss_slice`, :func:`loss_surface`,
   :func:`escape_saddle`.
@@ -31,10 +32,13 @@ from jdl.hessian.analysis import HessianAnalysis as HessianAnalysis
 from jdl.hessian.analysis import hessian_analysis as hessian_analysis
 from jdl.hessian.condition import ConditionNumber as ConditionNumber
 from jdl.hessian.condition import condition_number as condition_number
+from jdl.hessian.critical import CLASSES as CLASSES
 from jdl.hessian.critical import CriticalPointReport as CriticalPointReport
 from jdl.hessian.critical import CriticalPointResult as CriticalPointResult
+from jdl.hessian.critical import CriticalPointSummary as CriticalPointSummary
 from jdl.hessian.critical import classify_curvature as classify_curvature
 from jdl.hessian.critical import critical_point_report as critical_point_report
+from jdl.hessian.critical import critical_point_summary as critical_point_summary
 from jdl.hessian.critical import find_critical_point as find_critical_point
 from jdl.hessian.density import QuadratureNodes as QuadratureNodes
 from jdl.hessian.density import SpectralDensity as SpectralDensity
@@ -79,9 +83,11 @@ from jdl.hessian.trace import hutch_plus_plus as hutch_plus_plus
 from jdl.hessian.trace import hutchinson as hutchinson
 
 __all__ = [
+    "CLASSES",
     "ConditionNumber",
     "CriticalPointReport",
     "CriticalPointResult",
+    "CriticalPointSummary",
     "EscapeResult",
     "HessianAnalysis",
     "LanczosResult",
@@ -97,6 +103,7 @@ __all__ = [
     "classify_curvature",
     "condition_number",
     "critical_point_report",
+    "critical_point_summary",
     "dataset_hessian_operator",
     "dataset_hvp",
     "dense_eigenvalues",

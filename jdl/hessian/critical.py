@@ -65,13 +65,17 @@ from jdl.hessian.operators import check_dense_fits, dense_hessian, hessian_opera
 PyTree = Any
 
 __all__ = [
+    "CLASSES",
     "CriticalPointReport",
     "CriticalPointResult",
+    "CriticalPointSummary",
     "classify_curvature",
     "critical_point_report",
+    "critical_point_summary",
     "find_critical_point",
 ]
 
+#: The classification's names; :attr:`CriticalPointSummary.classification` indexes them.
 CLASSES = ("minimum", "maximum", "saddle", "degenerate")
 
 
@@ -129,18 +133,158 @@ def eigenvalue_tolerance(eigenvalue_scale, dtype, *, rtol: float | None = None,
     return jnp.maximum(jnp.asarray(atol, dtype), rtol * jnp.asarray(eigenvalue_scale, dtype))
 
 
+def _class_code(lo, hi, tol, xp):
+    """The index into :data:`CLASSES`, elementwise, with ``xp`` NumPy or ``jax.numpy``."""
+    return xp.select([(lo < -tol) & (hi > tol), lo > tol, hi < -tol],
+                     [CLASSES.index("saddle"), CLASSES.index("minimum"), CLASSES.index("maximum")],
+                     CLASSES.index("degenerate"))
+
+
 def classify_curvature(lambda_min, lambda_max, tolerance):
     """``"minimum"``, ``"maximum"``, ``"saddle"`` or ``"degenerate"`` (see the
     module docstring).
 
     Scalars give a string; arrays (an ensemble's extreme eigenvalues, e.g. from
     ``jax.vmap`` of :func:`~jdl.hessian.lanczos`) give a NumPy array of them,
-    elementwise.
+    elementwise. Inside ``jax.jit``/``jax.vmap``, :func:`critical_point_summary`
+    gives the same classification as an index into :data:`CLASSES`.
     """
     lo, hi, tol = (np.asarray(x, np.float64) for x in (lambda_min, lambda_max, tolerance))
-    names = np.select([(lo < -tol) & (hi > tol), lo > tol, hi < -tol],
-                      ["saddle", "minimum", "maximum"], "degenerate")
+    names = np.asarray(CLASSES)[_class_code(lo, hi, tol, np)]
     return str(names) if names.ndim == 0 else names
+
+
+class CriticalPointSummary(NamedTuple):
+    """The numbers of :class:`CriticalPointReport`, as arrays only.
+
+    What :func:`critical_point_summary` returns: it can leave ``jax.jit`` and
+    gain a leading axis under ``jax.vmap`` (an ensemble of models). Fields as in
+    :class:`CriticalPointReport`, except
+
+    Attributes:
+      classification: ``int32`` index into :data:`CLASSES` (``0`` minimum,
+        ``1`` maximum, ``2`` saddle, ``3`` degenerate); :meth:`class_names`
+        turns it into names.
+      is_critical: a boolean array.
+      gradient_tolerance: an array.
+      eigenvalues: the full spectrum (``"dense"``) or ``None`` (``"lanczos"``).
+    """
+
+    loss: jax.Array
+    gradient_norm: jax.Array
+    gradient_curvature: jax.Array
+    lambda_min: jax.Array
+    lambda_max: jax.Array
+    index: jax.Array
+    index_standard_error: jax.Array
+    classification: jax.Array
+    is_critical: jax.Array
+    eigenvalue_tolerance: jax.Array
+    gradient_tolerance: jax.Array
+    eigenvalues: jax.Array | None
+
+    def class_names(self):
+        """The classification by name: a string, or a NumPy array of them for an ensemble."""
+        names = np.asarray(CLASSES)[np.asarray(self.classification)]
+        return str(names) if names.ndim == 0 else names
+
+
+def _resolve_method(n: int, method: str, dense_max_params: int) -> str:
+    if method == "auto":
+        method = "dense" if n <= dense_max_params else "lanczos"
+    if method not in ("dense", "lanczos"):
+        raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
+    if method == "lanczos" and n < 2:
+        raise ValueError(f"method='lanczos' reads both ends of the spectrum and needs at least 2 parameters, "
+                         f"got {n}; use method='dense'")
+    return method
+
+
+def critical_point_summary(
+    loss: Callable[..., jax.Array],
+    params: PyTree,
+    *args,
+    key=0,
+    method: str = "auto",
+    dense_max_params: int = 4000,
+    num_steps: int = 80,
+    num_probes: int = 10,
+    gradient_tol: float | None = None,
+    eigenvalue_rtol: float | None = None,
+    eigenvalue_atol: float = 0.0,
+) -> CriticalPointSummary:
+    """Loss, gradient and curvature at ``params``, classified — a pure function.
+
+    The arguments are those of :func:`critical_point_report`, which is this
+    function compiled plus names. Being pure, it composes with ``jax.jit`` and
+    ``jax.vmap``: the picture for a stack of models (an ensemble of seeds) in
+    one compiled call is ::
+
+        summarise = lambda p, k: critical_point_summary(loss, p, batch, key=k)
+        s = jax.jit(jax.vmap(summarise))(stacked_params, jnp.arange(members))
+        s.class_names()   # one name per member
+
+    ``method``, the sizes and tolerances are static (Python values); ``key`` may
+    be traced. With ``"dense"`` under ``vmap`` the ``n × n`` Hessians of all
+    members are held at once; the memory check (``MemoryError`` before
+    anything is allocated) counts one.
+
+    Returns:
+      :class:`CriticalPointSummary`.
+    """
+    flat, _ = flatten(params)
+    dtype = flat.dtype
+    n = flat.shape[0]
+    method = _resolve_method(n, method, dense_max_params)
+    if method == "dense":
+        check_dense_fits(n, dtype, chunk_size=min(32, n))
+    if gradient_tol is None:
+        gradient_tol = float(np.sqrt(np.finfo(dtype).eps))
+    k_lanczos, k_slq = jax.random.split(as_key(key))
+
+    value, grad = jax.value_and_grad(loss)(params, *args)
+    gflat, _ = flatten(grad)
+    gnorm = jnp.linalg.norm(gflat)
+    hg, _ = flatten(hvp(loss, params, grad, *args))
+    ratio = jnp.where(gnorm > 0, jnp.linalg.norm(hg) / jnp.where(gnorm > 0, gnorm, 1), jnp.nan)
+    if method == "dense":
+        eig = jnp.linalg.eigvalsh(dense_hessian(loss, params, *args))
+        lo, hi = eig[0], eig[-1]
+        tau = eigenvalue_tolerance(jnp.max(jnp.abs(eig)), dtype, rtol=eigenvalue_rtol, atol=eigenvalue_atol)
+        index = jnp.mean((eig < -tau).astype(dtype))
+        index_se = jnp.zeros((), dtype)
+    else:
+        steps = min(num_steps, n)
+        ends = lanczos(steps, k=2, which="BE")(hessian_operator(loss), random_like(k_lanczos, params),
+                                              params, *args)
+        lo, hi = ends.eigenvalues[0], ends.eigenvalues[1]
+        tau = eigenvalue_tolerance(jnp.maximum(jnp.abs(lo), jnp.abs(hi)), dtype,
+                                   rtol=eigenvalue_rtol, atol=eigenvalue_atol)
+        quad = stochastic_lanczos_quadrature(steps, num_probes=num_probes)(
+            hessian_operator(loss), params, params, *args, key=k_slq)
+        index = quad.fraction_below(-tau)
+        index_se = quad.fraction_below_standard_error(-tau)
+        eig = None
+    gradient_tol = jnp.asarray(gradient_tol, dtype)
+    return CriticalPointSummary(
+        loss=value,
+        gradient_norm=gnorm,
+        gradient_curvature=ratio,
+        lambda_min=lo,
+        lambda_max=hi,
+        index=index,
+        index_standard_error=index_se,
+        classification=_class_code(lo, hi, tau, jnp).astype(jnp.int32),
+        is_critical=gnorm <= gradient_tol,
+        eigenvalue_tolerance=tau,
+        gradient_tolerance=gradient_tol,
+        eigenvalues=eig,
+    )
+
+
+_compiled_summary = jax.jit(critical_point_summary, static_argnums=0, static_argnames=(
+    "method", "dense_max_params", "num_steps", "num_probes", "gradient_tol", "eigenvalue_rtol",
+    "eigenvalue_atol"))
 
 
 def critical_point_report(
@@ -176,73 +320,46 @@ def critical_point_report(
     Returns:
       :class:`CriticalPointReport`.
 
-    The report is for one point (it holds strings and Python values). For an
-    ensemble — a stack of models — in one compiled call, ``jax.vmap`` the tools
-    it combines (:func:`~jdl.hessian.lanczos` with ``which="BE"``,
-    :func:`~jdl.hessian.stochastic_lanczos_quadrature`) and classify the
-    stacked ends with :func:`classify_curvature`, which works elementwise.
+    The report is for one point (it holds strings and Python values); it is
+    :func:`critical_point_summary` compiled (once per ``loss`` function and
+    settings: later points of the same shapes reuse the compiled program).
+    For an ensemble — a stack of models — in one compiled call, ``jax.vmap``
+    :func:`critical_point_summary` instead.
     """
     flat, _ = flatten(params)
     dtype = flat.dtype
     n = flat.shape[0]
-    if method == "auto":
-        method = "dense" if n <= dense_max_params else "lanczos"
-    if method not in ("dense", "lanczos"):
-        raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
-    if method == "lanczos" and n < 2:
-        raise ValueError(f"method='lanczos' reads both ends of the spectrum and needs at least 2 parameters, "
-                         f"got {n}; use method='dense'")
+    method = _resolve_method(n, method, dense_max_params)
     if gradient_tol is None:
         gradient_tol = float(np.sqrt(np.finfo(dtype).eps))
-
-    if method == "dense":
+    if method == "dense":  # before tracing, too
         check_dense_fits(n, dtype, chunk_size=min(32, n))
-    k_lanczos, k_slq = jax.random.split(as_key(key))
-
-    @jax.jit
-    def numbers(params, *args):
-        value, grad = jax.value_and_grad(loss)(params, *args)
-        gflat, _ = flatten(grad)
-        gnorm = jnp.linalg.norm(gflat)
-        hg, _ = flatten(hvp(loss, params, grad, *args))
-        ratio = jnp.where(gnorm > 0, jnp.linalg.norm(hg) / jnp.where(gnorm > 0, gnorm, 1), jnp.nan)
-        if method == "dense":
-            eig = jnp.linalg.eigvalsh(dense_hessian(loss, params, *args))
-            lo, hi = eig[0], eig[-1]
-            tau = eigenvalue_tolerance(jnp.max(jnp.abs(eig)), dtype, rtol=eigenvalue_rtol,
-                                       atol=eigenvalue_atol)
-            index = jnp.mean((eig < -tau).astype(dtype))
-            index_se = jnp.zeros((), dtype)
-        else:
-            steps = min(num_steps, n)
-            ends = lanczos(steps, k=2, which="BE")(hessian_operator(loss),
-                                                   random_like(k_lanczos, params), params, *args)
-            lo, hi = ends.eigenvalues[0], ends.eigenvalues[1]
-            tau = eigenvalue_tolerance(jnp.maximum(jnp.abs(lo), jnp.abs(hi)), dtype,
-                                       rtol=eigenvalue_rtol, atol=eigenvalue_atol)
-            quad = stochastic_lanczos_quadrature(steps, num_probes=num_probes)(
-                hessian_operator(loss), params, params, *args, key=k_slq)
-            index = quad.fraction_below(-tau)
-            index_se = quad.fraction_below_standard_error(-tau)
-            eig = None
-        return value, gnorm, ratio, lo, hi, tau, index, index_se, eig
-
-    value, gnorm, ratio, lo, hi, tau, index, index_se, eig = numbers(params, *args)
+    settings = dict(method=method, dense_max_params=dense_max_params, num_steps=num_steps,
+                    num_probes=num_probes, gradient_tol=float(gradient_tol),
+                    eigenvalue_rtol=None if eigenvalue_rtol is None else float(eigenvalue_rtol),
+                    eigenvalue_atol=float(eigenvalue_atol))
+    try:
+        hash(loss)
+    except TypeError:  # an unhashable callable cannot key the compilation cache: compile for this call
+        s = jax.jit(lambda *a, key: critical_point_summary(loss, *a, key=key, **settings))(
+            params, *args, key=as_key(key))
+    else:
+        s = _compiled_summary(loss, params, *args, key=as_key(key), **settings)
     return CriticalPointReport(
-        loss=value,
-        gradient_norm=gnorm,
-        gradient_curvature=ratio,
-        lambda_min=lo,
-        lambda_max=hi,
-        index=index,
-        index_standard_error=index_se,
-        classification=classify_curvature(lo, hi, tau),
-        is_critical=bool(gnorm <= gradient_tol),
-        eigenvalue_tolerance=tau,
-        gradient_tolerance=gradient_tol,
+        loss=s.loss,
+        gradient_norm=s.gradient_norm,
+        gradient_curvature=s.gradient_curvature,
+        lambda_min=s.lambda_min,
+        lambda_max=s.lambda_max,
+        index=s.index,
+        index_standard_error=s.index_standard_error,
+        classification=s.class_names(),
+        is_critical=bool(s.is_critical),
+        eigenvalue_tolerance=s.eigenvalue_tolerance,
+        gradient_tolerance=float(gradient_tol),
         method=method,
         num_parameters=n,
-        eigenvalues=eig,
+        eigenvalues=s.eigenvalues,
     )
 
 

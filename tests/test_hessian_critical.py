@@ -12,6 +12,7 @@ from jdl.hessian import (
     critical_point_report,
     critical_point_summary,
     dense_hessian,
+    dense_spectrum,
     escape_saddle,
     find_critical_point,
     loss_slice,
@@ -145,23 +146,50 @@ def test_critical_point_summary_over_an_ensemble_in_one_compiled_call(method):
                                            rtol=1e-12, atol=1e-14, err_msg=field)
 
 
-def test_critical_point_report_compiles_once_per_loss_and_settings():
+TOOLS = {  # name: (the call, a setting that must compile anew, whether it takes a key)
+    "critical_point_report": (lambda f, p, **kw: critical_point_report(f, p, **kw).lambda_min,
+                              {"eigenvalue_atol": 1e-3}, True),
+    "block_eigenvalues dense": (lambda f, p, **kw: block_eigenvalues(f, p, block="a", **kw)[0],
+                                {"method": "lanczos"}, True),
+    "block_eigenvalues lanczos": (lambda f, p, **kw: block_eigenvalues(f, p, block="a",
+                                                                       **{"method": "lanczos", **kw})[0],
+                                  {"method": "dense"}, True),
+    "dense_spectrum": (lambda f, p, **kw: dense_spectrum(f, p, **kw)[0], {"chunk_size": 1}, False),
+    "escape_saddle": (lambda f, p, **kw: escape_saddle(f, p, **kw).eigenvalue, {"num_steps": 3}, True),
+}
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_host_level_tools_compile_once_per_loss_and_settings(tool):
+    """Called again with the same loss at other points, a tool reuses its
+    compiled program (each call traced the loss anew before); other settings
+    compile anew; a loss that cannot be hashed still works."""
     traces = []
 
     def counted(p):
         traces.append(1)
-        return saddle(p)
+        return 5 * p["a"][0] ** 2 - p["a"][1] ** 2 + jnp.sum(p["b"] ** 2)   # H = diag(10, −2, 2, 2)
 
+    run, other_setting, takes_key = TOOLS[tool]
     with jax.enable_x64(True):
-        critical_point_report(counted, jnp.array([0.1, 0.2]))
+        point = lambda x: {"a": jnp.array([x, 0.2]), "b": jnp.full(2, x)}  # noqa: E731
+        assert float(run(counted, point(0.1))) == pytest.approx(-2.0)
         first = len(traces)
         for x in (0.3, -0.5, 2.0):
-            r = critical_point_report(counted, jnp.array([x, 0.0]))
-            assert r.classification == "saddle"
-            assert float(r.gradient_norm) == pytest.approx(10 * abs(x))
+            assert float(run(counted, point(x))) == pytest.approx(-2.0)
+        if takes_key:   # the seed is data, not a setting
+            assert float(run(counted, point(0.1), key=3)) == pytest.approx(-2.0)
         assert first > 0 and len(traces) == first   # later points reuse the compiled program
-        critical_point_report(counted, jnp.array([0.1, 0.2]), eigenvalue_atol=1e-3)
+        assert float(run(counted, point(0.1), **other_setting)) == pytest.approx(-2.0)
         assert len(traces) > first                  # other settings compile anew
+
+        class Unhashable:
+            __hash__ = None
+
+            def __call__(self, p):
+                return counted(p)
+
+        assert float(run(Unhashable(), point(0.1))) == pytest.approx(-2.0)
 
 
 def _tiny_net():

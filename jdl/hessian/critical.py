@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl.hessian._flat import as_key, flatten, random_like
+from jdl.hessian._flat import as_key, compiled_per_function, flatten, random_like
 from jdl.hessian.density import stochastic_lanczos_quadrature
 from jdl.hessian.lanczos import lanczos
 from jdl.hessian.operators import check_dense_fits, dense_hessian, hessian_operator, hvp
@@ -282,7 +282,7 @@ def critical_point_summary(
     )
 
 
-_compiled_summary = jax.jit(critical_point_summary, static_argnums=0, static_argnames=(
+_compiled_summary = compiled_per_function(critical_point_summary, static_argnames=(
     "method", "dense_max_params", "num_steps", "num_probes", "gradient_tol", "eigenvalue_rtol",
     "eigenvalue_atol"))
 
@@ -338,13 +338,7 @@ def critical_point_report(
                     num_probes=num_probes, gradient_tol=float(gradient_tol),
                     eigenvalue_rtol=None if eigenvalue_rtol is None else float(eigenvalue_rtol),
                     eigenvalue_atol=float(eigenvalue_atol))
-    try:
-        hash(loss)
-    except TypeError:  # an unhashable callable cannot key the compilation cache: compile for this call
-        s = jax.jit(lambda *a, key: critical_point_summary(loss, *a, key=key, **settings))(
-            params, *args, key=as_key(key))
-    else:
-        s = _compiled_summary(loss, params, *args, key=as_key(key), **settings)
+    s = _compiled_summary(loss, params, *args, key=as_key(key), **settings)
     return CriticalPointReport(
         loss=s.loss,
         gradient_norm=s.gradient_norm,

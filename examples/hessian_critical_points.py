@@ -10,7 +10,7 @@ second one (``critical_point_summary``), and plots
 the index (fraction of negative eigenvalues) against the loss. It then escapes the
 highest-loss saddle along its most negative eigenvector.
 
-    python examples/hessian_critical_points.py      # ~25 s on 2 CPU cores
+    python examples/hessian_critical_points.py      # ~30 s on 2 CPU cores
 """
 
 from __future__ import annotations

@@ -121,25 +121,3 @@ def as_key(key) -> jax.Array:
     if key.ndim == 0 and jnp.issubdtype(key.dtype, jnp.integer):
         return jax.random.key(key)
     return jax.random.wrap_key_data(key)
-
-
-def compiled_per_function(fn: Callable, *, static_argnames: tuple[str, ...] = ()) -> Callable:
-    """``fn(f, *arrays, **settings)`` compiled once per function ``f`` and settings.
-
-    For the host-level conveniences that take the user's ``loss``: ``jax.jit``
-    of a closure made inside each call would trace and compile on every call;
-    here ``f`` (argument 0) and ``static_argnames`` key the compilation cache,
-    so later calls with the same ``f``, settings and shapes reuse the program.
-    A ``f`` that cannot be hashed compiles for each call, as before.
-    """
-    cached = jax.jit(fn, static_argnums=0, static_argnames=static_argnames)
-
-    def call(f, *args, **kwargs):
-        try:
-            hash(f)
-        except TypeError:
-            return jax.jit(lambda *a, **kw: fn(f, *a, **kw),
-                           static_argnames=static_argnames)(*args, **kwargs)
-        return cached(f, *args, **kwargs)
-
-    return call

@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl.hessian._flat import as_key, compiled_per_function, flatten, random_like
+from jdl.hessian._flat import as_key, flatten, random_like
 from jdl.hessian.density import stochastic_lanczos_quadrature
 from jdl.hessian.lanczos import lanczos
 from jdl.hessian.operators import check_dense_fits, dense_hessian, hessian_operator, hvp
@@ -158,8 +158,9 @@ class CriticalPointSummary(NamedTuple):
     """The numbers of :class:`CriticalPointReport`, as arrays only.
 
     What :func:`critical_point_summary` returns: it can leave ``jax.jit`` and
-    gain a leading axis under ``jax.vmap`` (an ensemble of models). Fields as in
-    :class:`CriticalPointReport`, except
+    gain a leading axis under ``jax.vmap`` (an ensemble of models). The fields
+    are the report's, without ``method`` and ``num_parameters`` (static, known
+    to the caller), and with three as arrays:
 
     Attributes:
       classification: ``int32`` index into :data:`CLASSES` (``0`` minimum,
@@ -167,7 +168,6 @@ class CriticalPointSummary(NamedTuple):
         turns it into names.
       is_critical: a boolean array.
       gradient_tolerance: an array.
-      eigenvalues: the full spectrum (``"dense"``) or ``None`` (``"lanczos"``).
     """
 
     loss: jax.Array
@@ -282,11 +282,6 @@ def critical_point_summary(
     )
 
 
-_compiled_summary = compiled_per_function(critical_point_summary, static_argnames=(
-    "method", "dense_max_params", "num_steps", "num_probes", "gradient_tol", "eigenvalue_rtol",
-    "eigenvalue_atol"))
-
-
 def critical_point_report(
     loss: Callable[..., jax.Array],
     params: PyTree,
@@ -320,11 +315,11 @@ def critical_point_report(
     Returns:
       :class:`CriticalPointReport`.
 
-    The report is for one point (it holds strings and Python values); it is
-    :func:`critical_point_summary` compiled (once per ``loss`` function and
-    settings: later points of the same shapes reuse the compiled program).
-    For an ensemble — a stack of models — in one compiled call, ``jax.vmap``
-    :func:`critical_point_summary` instead.
+    The report is for one point (it holds strings and Python values): it is
+    :func:`critical_point_summary`, traced and compiled for this call. For many
+    points, compile that pure function once yourself — ``jax.jit`` it, and
+    ``jax.vmap`` it over a stack of models (an ensemble) to get them all in one
+    compiled call.
     """
     flat, _ = flatten(params)
     dtype = flat.dtype
@@ -338,7 +333,9 @@ def critical_point_report(
                     num_probes=num_probes, gradient_tol=float(gradient_tol),
                     eigenvalue_rtol=None if eigenvalue_rtol is None else float(eigenvalue_rtol),
                     eigenvalue_atol=float(eigenvalue_atol))
-    s = _compiled_summary(loss, params, *args, key=as_key(key), **settings)
+    # Compiled for this call (a closure: nothing of ``loss`` outlives it).
+    s = jax.jit(lambda params, args, key: critical_point_summary(loss, params, *args, key=key, **settings))(
+        params, args, as_key(key))
     return CriticalPointReport(
         loss=s.loss,
         gradient_norm=s.gradient_norm,

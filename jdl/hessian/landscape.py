@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jdl.hessian._flat import compiled_per_function, flatten, random_like, tree_vdot
+from jdl.hessian._flat import flatten, random_like, tree_vdot
 from jdl.hessian.lanczos import lanczos
 from jdl.hessian.operators import check_dense_fits, dense_hessian, hessian_operator
 
@@ -98,11 +98,6 @@ def block_loss(loss: Callable[..., jax.Array], params: PyTree, block: str) -> tu
             f"no parameters named {block!r}; the blocks are {sorted(parameter_blocks(params))}"
         )
     leaves, treedef = jax.tree.flatten(params)
-    return _restrict(loss, leaves, treedef, tuple(chosen)), [leaves[i] for i in chosen]
-
-
-def _restrict(loss: Callable, leaves: list, treedef, chosen: tuple[int, ...]) -> Callable:
-    """``loss`` as a function of the leaves at positions ``chosen``, the others held at ``leaves``."""
 
     def restricted(sub: list, *args):
         full = list(leaves)
@@ -110,7 +105,7 @@ def _restrict(loss: Callable, leaves: list, treedef, chosen: tuple[int, ...]) ->
             full[i] = leaf
         return loss(jax.tree.unflatten(treedef, full), *args)
 
-    return restricted
+    return restricted, [leaves[i] for i in chosen]
 
 
 def block_eigenvalues(
@@ -133,31 +128,20 @@ def block_eigenvalues(
         largest and ``k`` smallest, ascending, from one Krylov space), or
         ``"auto"`` (dense up to ``dense_max_params`` block parameters).
     """
-    _, sub = block_loss(loss, params, block)   # checks the name
-    chosen = tuple(i for i, (name, _) in enumerate(_named_leaves(params)) if _in_block(name, block))
-    leaves, treedef = jax.tree.flatten(params)
+    restricted, sub = block_loss(loss, params, block)
     n = sum(int(jnp.size(leaf)) for leaf in sub)
     if method == "auto":
         method = "dense" if n <= dense_max_params else "lanczos"
     if method == "dense":
         check_dense_fits(n, flatten(sub)[0].dtype, chunk_size=min(32, n))
-    elif method != "lanczos":
+        return jax.jit(lambda sub, *args: jnp.linalg.eigvalsh(dense_hessian(restricted, sub, *args)))(
+            sub, *args)
+    if method != "lanczos":
         raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
-    return _compiled_block_eigenvalues(loss, leaves, random_like(key, sub), args, treedef=treedef,
-                                       chosen=chosen, method=method, k=min(2 * k, n), num_steps=min(num_steps, n))
-
-
-def _block_eigenvalues(loss, leaves, v0, args, *, treedef, chosen, method, k, num_steps) -> jax.Array:
-    restricted = _restrict(loss, leaves, treedef, chosen)
-    sub = [leaves[i] for i in chosen]
-    if method == "dense":
-        return jnp.linalg.eigvalsh(dense_hessian(restricted, sub, *args))
-    return lanczos(num_steps, k=k, which="BE")(hessian_operator(restricted), v0, sub, *args).eigenvalues
-
-
-# Compiled once per loss, block and settings (a closure jitted in each call would recompile every time).
-_compiled_block_eigenvalues = compiled_per_function(
-    _block_eigenvalues, static_argnames=("treedef", "chosen", "method", "k", "num_steps"))
+    kk = min(2 * k, n)
+    eigsh = lanczos(min(num_steps, n), k=kk, which="BE")
+    return jax.jit(lambda v0, sub, *args: eigsh(hessian_operator(restricted), v0, sub, *args).eigenvalues)(
+        random_like(key, sub), sub, *args)
 
 
 # ----------------------------------------------------------------------------------
@@ -265,13 +249,15 @@ def escape_saddle(
     Returns:
       :class:`EscapeResult`.
     """
-    return _compiled_escape_saddle(loss, params, args, num_steps=num_steps, max_step=float(max_step),
-                                   num_trials=num_trials,
-                                   step_sizes=None if step_sizes is None else jnp.asarray(step_sizes),
-                                   v0=random_like(key, params))
+    # A closure jitted for this call: a jit keyed on ``loss`` itself (a static
+    # argument) would fail on an unhashable callable and keep every loss, and
+    # what it captures, alive in the cache.
+    return jax.jit(lambda params, args, step_sizes, v0: _escape_saddle(
+        loss, params, args, num_steps, max_step, num_trials, step_sizes, v0))(
+        params, args, None if step_sizes is None else jnp.asarray(step_sizes), random_like(key, params))
 
 
-def _escape_saddle(loss, params, args, *, num_steps, max_step, num_trials, step_sizes, v0) -> EscapeResult:
+def _escape_saddle(loss, params, args, num_steps, max_step, num_trials, step_sizes, v0) -> EscapeResult:
     flat, unflatten = flatten(params)
     n = flat.shape[0]
     res = lanczos(min(num_steps, n), k=1, which="SA")(hessian_operator(loss), v0, params, *args)
@@ -304,7 +290,3 @@ def _escape_saddle(loss, params, args, *, num_steps, max_step, num_trials, step_
         escaped=escaped,
         num_matvecs=res.num_matvecs,
     )
-
-
-_compiled_escape_saddle = compiled_per_function(_escape_saddle,
-                                                static_argnames=("num_steps", "max_step", "num_trials"))

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jdl.hessian._flat import check_floating, compiled_per_function, flatten
+from jdl.hessian._flat import check_floating, flatten
 from jdl.training.model import Model, Variables
 
 PyTree = Any
@@ -563,10 +563,7 @@ def dense_spectrum(loss: Callable[..., jax.Array], params: PyTree, *args, chunk_
                    max_bytes: int | None = None) -> jax.Array:
     """Every eigenvalue of ``∇²L(θ)``, ascending: :func:`dense_hessian` (compiled)
     then :func:`dense_eigenvalues`. For small models (seed 000: the Hessian's side
-    is the parameter count). Compiled once per ``loss`` and shapes."""
-    h = _compiled_dense_hessian(loss, params, *args, chunk_size=chunk_size, max_bytes=max_bytes)
+    is the parameter count)."""
+    h = jax.jit(lambda p, *a: dense_hessian(loss, p, *a, chunk_size=chunk_size, max_bytes=max_bytes))(
+        params, *args)
     return dense_eigenvalues(h)
-
-
-_compiled_dense_hessian = compiled_per_function(dense_hessian, static_argnames=("chunk_size", "max_bytes",
-                                                                                "symmetrize"))

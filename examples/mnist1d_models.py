@@ -10,7 +10,7 @@ training, because permuting its inputs is the same as permuting its first
 layer's weights. Convolutions, recurrences and (learned) position embeddings
 assume that neighbouring positions belong together, so they lose accuracy.
 
-Run:  python examples/mnist1d_models.py   (2–3 minutes on a laptop CPU;
+Run:  python examples/mnist1d_models.py   (2–5 minutes on 2 CPU cores;
 writes examples/results/mnist1d_models.png and mnist1d_models.md)
 """
 

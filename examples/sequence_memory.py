@@ -20,7 +20,7 @@ length for both seeds; the GRU (Flax's default initialisation, no gate bias)
 solves every length for one seed and is stuck on the plateau for the other from
 T = 50 on.
 
-Run:  python examples/sequence_memory.py   (the longest example: 449 s on a shared 2-core machine;
+Run:  python examples/sequence_memory.py   (the longest example: 3–8 minutes on 2 CPU cores, 202–449 s measured;
 writes examples/results/sequence_memory.png and sequence_memory.md)
 """
 

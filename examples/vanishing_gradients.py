@@ -14,8 +14,10 @@ activation rescues the sigmoid network completely; residual connections
 ``h ← h + f(W h)`` give every layer an identity path for the gradient (the
 unnormalised ReLU residual network's activations and gradients grow with
 depth instead). In a deep ReLU network BatchNorm makes gradients grow towards
-the input (Yang et al., 2019, "A mean field theory of batch normalization")
-and it trains more slowly. The script plots ‖∂L/∂W_l‖ per layer for all twelve
+the input (Yang et al., 2019, "A mean field theory of batch normalization"):
+with He's initialisation it then trains worse than without (53.5 % against
+92.8 % test accuracy after 15 epochs); with Glorot's it is on a par (73.5 %
+against 73.0 %). The script plots ‖∂L/∂W_l‖ per layer for all twelve
 networks and trains each for 15 epochs to show which ones learn.
 
 Run:  python examples/vanishing_gradients.py   (about a minute on a laptop CPU;

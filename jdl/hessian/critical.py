@@ -224,8 +224,9 @@ def critical_point_summary(
         s = jax.jit(jax.vmap(summarise))(stacked_params, jnp.arange(members))
         s.class_names()   # one name per member
 
-    ``method``, the sizes and tolerances are static (Python values); ``key`` may
-    be traced. With ``"dense"`` under ``vmap`` the ``n × n`` Hessians of all
+    ``method`` and the sizes (``dense_max_params``, ``num_steps``,
+    ``num_probes``) must be Python values; ``key`` and the tolerances may be
+    traced (vmap over them, e.g.). With ``"dense"`` under ``vmap`` the ``n × n`` Hessians of all
     members are held at once; the memory check (``MemoryError`` before
     anything is allocated) counts one.
 

@@ -326,14 +326,11 @@ def critical_point_report(
     dtype = flat.dtype
     n = flat.shape[0]
     method = _resolve_method(n, method, dense_max_params)
-    if gradient_tol is None:
-        gradient_tol = float(np.sqrt(np.finfo(dtype).eps))
     if method == "dense":  # before tracing, too
         check_dense_fits(n, dtype, chunk_size=min(32, n))
     settings = dict(method=method, dense_max_params=dense_max_params, num_steps=num_steps,
-                    num_probes=num_probes, gradient_tol=float(gradient_tol),
-                    eigenvalue_rtol=None if eigenvalue_rtol is None else float(eigenvalue_rtol),
-                    eigenvalue_atol=float(eigenvalue_atol))
+                    num_probes=num_probes, gradient_tol=gradient_tol, eigenvalue_rtol=eigenvalue_rtol,
+                    eigenvalue_atol=eigenvalue_atol)
     # Compiled for this call (a closure: nothing of ``loss`` outlives it).
     s = jax.jit(lambda params, args, key: critical_point_summary(loss, params, *args, key=key, **settings))(
         params, args, as_key(key))
@@ -348,7 +345,7 @@ def critical_point_report(
         classification=s.class_names(),
         is_critical=bool(s.is_critical),
         eigenvalue_tolerance=s.eigenvalue_tolerance,
-        gradient_tolerance=float(gradient_tol),
+        gradient_tolerance=float(s.gradient_tolerance),
         method=method,
         num_parameters=n,
         eigenvalues=s.eigenvalues,

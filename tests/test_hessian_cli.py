@@ -54,6 +54,8 @@ def test_hessian_command_matrix_free(run_dir, capsys):
     with open(f"{run_dir}/hessian.json") as f:
         report = json.load(f)
     assert report["method"] == "lanczos" and len(report["top_eigenvalues"]) == 2
+    lower, upper = report["index_bounds"]
+    assert "quadrature bounds" in out and lower <= report["index"] <= upper
 
 
 def test_hessian_command_errors(run_dir, tmp_path, capsys, monkeypatch):

@@ -106,6 +106,9 @@ def test_quadratic_with_known_spectrum(solver):
             assert lz.classification == "saddle"
             assert float(lz.lambda_min) == pytest.approx(-3.0) and float(lz.lambda_max) == pytest.approx(6.0)
             assert abs(float(lz.index) - 2 / 12) < 4 * float(lz.index_standard_error) + 1e-9
+            assert float(lz.index_lower) <= 2 / 12 <= float(lz.index_upper)
+            assert "SLQ; bounds [" in lz.summary()
+        assert float(r.index_lower) == float(r.index_upper) == float(r.index)
         # ‖Hg‖/‖g‖ at a non-critical point, by its definition.
         x0 = jnp.ones(12)
         g = a @ x0 - b
@@ -141,7 +144,7 @@ def test_critical_point_summary_over_an_ensemble_in_one_compiled_call(method):
             assert alone.classification == together.class_names()[i]
             assert alone.is_critical == bool(together.is_critical[i])
             for field in ("loss", "gradient_norm", "lambda_min", "lambda_max", "index",
-                          "index_standard_error", "eigenvalue_tolerance"):
+                          "index_standard_error", "index_lower", "index_upper", "eigenvalue_tolerance"):
                 np.testing.assert_allclose(getattr(together, field)[i], getattr(alone, field),
                                            rtol=1e-12, atol=1e-14, err_msg=field)
 

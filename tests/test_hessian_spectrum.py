@@ -18,6 +18,7 @@ from jdl.hessian import (
     model_objective,
     plot_spectral_density,
     spectral_density,
+    stochastic_lanczos_quadrature,
 )
 from jdl.models import get_model
 from jdl.nn import cross_entropy
@@ -84,6 +85,55 @@ def test_slq_matches_small_network_dense_hessian():
     # a few kernel widths below 0, where SLQ's node spacing resolves it).
     t = -3 * float(dens.sigma)
     assert float(dens.quadrature.fraction_below(t)) == pytest.approx(np.mean(eig < t), abs=0.03)
+
+
+def test_index_bounds_contain_the_exact_fraction_that_slq_misses():
+    """Near a dense cluster (a network Hessian's near-zero bulk at the index's
+    −τ) SLQ's fraction below a threshold is biased by far more than its
+    standard error; the Chebyshev–Markov–Stieltjes bounds contain the exact
+    fraction at every step count and narrow with more steps.
+
+    A diagonal matrix with Rademacher probes makes every probe's spectral
+    measure the uniform one, so the bounds must hold for each probe exactly,
+    and the standard error over probes is zero.
+    """
+    rng = np.random.default_rng(0)
+    eig = np.concatenate([rng.uniform(-1.0, -0.05, 60), rng.uniform(-0.02, 0.02, 400), rng.uniform(0.05, 5.0, 140)])
+    t = -0.005
+    exact = np.mean(eig < t)
+    errors, widths = [], []
+    with jax.enable_x64(True):
+        a = jnp.diag(jnp.asarray(eig))
+        for steps in (10, 20, 40, 80, 200):
+            q = jax.jit(lambda a, steps=steps: stochastic_lanczos_quadrature(steps, num_probes=4)(
+                _matvec, jnp.zeros(eig.size), a, key=steps))(a)
+            lower, upper = (float(b) for b in q.fraction_below_bounds(t))
+            assert lower - 1e-12 <= exact <= upper + 1e-12, (steps, lower, exact, upper)
+            assert float(q.fraction_below_standard_error(t)) < 1e-12
+            errors.append(abs(float(q.fraction_below(t)) - exact))
+            widths.append(upper - lower)
+        # Far from the cluster the quadrature resolves the count and the bounds are tight.
+        lower, upper = (float(b) for b in q.fraction_below_bounds(2.5))
+    assert max(errors) > 0.3           # the bias the standard error does not show
+    assert widths[-1] < 0.5 * widths[0]
+    assert lower <= np.mean(eig < 2.5) <= upper and upper - lower < 0.02
+
+
+def test_index_bounds_skip_the_nodes_of_a_restarted_krylov_space():
+    """Three distinct eigenvalues: the Krylov space is invariant after three
+    steps and the rest of the nodes come from restarts, with zero weight; the
+    bounds use the nodes of the probe's own measure only."""
+    eig = np.concatenate([np.full(50, -1.0), np.zeros(100), np.full(30, 2.0)])
+    with jax.enable_x64(True):
+        q = stochastic_lanczos_quadrature(12, num_probes=4)(_matvec, jnp.zeros(eig.size), jnp.diag(jnp.asarray(eig)),
+                                                            key=0)
+        assert int(jnp.sum(q.weights[0] > 1e-12)) == 3
+        for t in (-2.0, -0.5, 0.5, 3.0):
+            lower, upper = (float(b) for b in q.fraction_below_bounds(t))
+            assert lower - 1e-12 <= np.mean(eig < t) <= upper + 1e-12
+        # Between −1 and 0: the nearest node above is the zero eigenvalue (weight 100/180),
+        # not a restarted node's.
+        assert [float(b) for b in q.fraction_below_bounds(-0.5)] == pytest.approx([0.0, 150 / 180])
 
 
 def _decaying_matrix():

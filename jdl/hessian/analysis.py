@@ -46,6 +46,8 @@ class HessianAnalysis(NamedTuple):
     ``top_eigenvalues`` are descending, ``bottom_eigenvalues`` ascending;
     ``eigenvalues`` is the whole spectrum for the dense method, else ``None``;
     ``trace_exact`` likewise. ``seconds`` maps each stage to its wall time.
+    ``index_lower``/``index_upper`` bound the index (equal to it for the dense
+    method; for SLQ see :meth:`~jdl.hessian.QuadratureNodes.fraction_below_bounds`).
     """
 
     num_parameters: int
@@ -59,6 +61,8 @@ class HessianAnalysis(NamedTuple):
     condition: ConditionNumber
     index: float
     index_standard_error: float
+    index_lower: float
+    index_upper: float
     classification: str
     is_critical: bool
     eigenvalue_tolerance: float
@@ -87,6 +91,7 @@ class HessianAnalysis(NamedTuple):
             },
             "index": self.index,
             "index_standard_error": self.index_standard_error,
+            "index_bounds": [self.index_lower, self.index_upper],
             "classification": self.classification,
             "is_critical": self.is_critical,
             "eigenvalue_tolerance": self.eigenvalue_tolerance,
@@ -240,6 +245,7 @@ def hessian_analysis(
         tau = eigenvalue_tolerance(jnp.max(jnp.abs(eig)), dtype)
         index = float(jnp.mean((eig < -tau).astype(dtype)))
         index_se = 0.0
+        index_lower = index_upper = index
         trace_exact = float(jnp.sum(eig))
         cond = condition_number(eig)
         num_matvecs += n
@@ -266,6 +272,7 @@ def hessian_analysis(
     if method == "lanczos":
         index = float(density.quadrature.fraction_below(-tau))
         index_se = float(density.quadrature.fraction_below_standard_error(-tau))
+        index_lower, index_upper = (float(b) for b in density.quadrature.fraction_below_bounds(-tau))
     seconds["density"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -287,6 +294,8 @@ def hessian_analysis(
         condition=cond,
         index=index,
         index_standard_error=index_se,
+        index_lower=index_lower,
+        index_upper=index_upper,
         classification=classify_curvature(lo, hi, tau),
         is_critical=gnorm <= gradient_tol,
         eigenvalue_tolerance=float(tau),

@@ -18,6 +18,8 @@ import sys
 __all__ = ["add_parser", "cmd_hessian", "format_report"]
 
 SPLITS = ("train", "val", "test")
+#: SLQ index bounds wider than this are flagged as unresolved in the report.
+UNRESOLVED_INDEX = 0.05
 
 
 def _positive_int(text: str) -> int:
@@ -102,7 +104,11 @@ def format_report(analysis, *, mode: str = "eval") -> str:
     if a.method == "dense":
         index = f"{a.index:.4f}  ({round(a.index * a.num_parameters)} of {a.num_parameters:,} eigenvalues < −τ)"
     else:
-        index = f"{a.index:.4f} ± {a.index_standard_error:.4f}  (SLQ mass below −τ)"
+        index = (f"{a.index:.4f} ± {a.index_standard_error:.4f}  (SLQ mass below −τ; quadrature bounds "
+                 f"[{a.index_lower:.4f}, {a.index_upper:.4f}])")
+        if a.index_upper - a.index_lower > UNRESOLVED_INDEX:
+            index += (f"\nunresolved: near-zero eigenvalues straddle −τ at {a.density.num_steps} steps; "
+                      "more --num-steps narrows it; --method dense (up to a few thousand parameters) counts exactly")
     crit = "critical point" if a.is_critical else f"not a critical point (‖g‖ > {a.gradient_tolerance:.1e})"
     trace = (f"{float(a.trace.estimate):.6g} ± {float(a.trace.standard_error):.2g}  "
              f"(Hutch++, {int(a.trace.num_matvecs)} products)")
@@ -127,7 +133,8 @@ def format_report(analysis, *, mode: str = "eval") -> str:
         ("products", f"{a.num_matvecs:,} Hessian-vector products, {sum(a.seconds.values()):.1f} s"),
     ]
     width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+    # A value's further lines are indented under its first.
+    return "\n".join(f"  {k:<{width}}  {v}".replace("\n", "\n" + " " * (width + 4)) for k, v in rows)
 
 
 def cmd_hessian(args) -> int:

@@ -22,7 +22,12 @@ smoothed index: an eigenvalue within it counts as zero, so a minimum with
 indistinguishable from flat at that margin; pass ``eigenvalue_rtol`` to
 resolve it). :func:`~jdl.hessian.condition_number` by default keeps all
 eigenvalues above the numerical-rank tolerance ``n ε`` instead. The *index* is the fraction of
-eigenvalues below ``−τ``; seed 000 notes that critical points with higher loss
+eigenvalues below ``−τ``: exact from the dense spectrum; from SLQ (the
+matrix-free method) an estimate with bounds, as SLQ's nodes cannot resolve
+``−τ`` inside the dense cluster of near-zero eigenvalues of a network Hessian
+(measured: a 3 466-parameter MLP with exact index 0.195, 59 % of its
+eigenvalues within ``±τ``, gave 0.33 at 80 steps and bounds
+[0.10, 0.88]); seed 000 notes that critical points with higher loss
 tend to have a larger index (more likely saddles) and those with lower loss a
 smaller one (more likely minima) — Dauphin et al. (2014) measured this
 relation on small networks. A point is reported *critical* when
@@ -91,6 +96,11 @@ class CriticalPointReport(NamedTuple):
       index: fraction of eigenvalues ``< −τ`` (exact from the dense spectrum;
         SLQ's quadrature mass otherwise).
       index_standard_error: 0 for the dense spectrum, else SLQ's probe spread.
+      index_lower, index_upper: bounds on the index free of the quadrature's
+        bias (:meth:`~jdl.hessian.QuadratureNodes.fraction_below_bounds`; the
+        probe noise comes on top); both equal ``index`` for the dense spectrum.
+        A wide interval means the near-zero eigenvalues straddle ``−τ`` at
+        the quadrature's resolution: more ``num_steps`` or the dense method.
       classification: ``"minimum"``, ``"maximum"``, ``"saddle"`` or ``"degenerate"``.
       is_critical: ``‖∇L‖ ≤ gradient_tol``.
       eigenvalue_tolerance: the ``τ`` used.
@@ -107,6 +117,8 @@ class CriticalPointReport(NamedTuple):
     lambda_max: jax.Array
     index: jax.Array
     index_standard_error: jax.Array
+    index_lower: jax.Array
+    index_upper: jax.Array
     classification: str
     is_critical: bool
     eigenvalue_tolerance: jax.Array
@@ -118,10 +130,12 @@ class CriticalPointReport(NamedTuple):
     def summary(self) -> str:
         crit = "critical point" if self.is_critical else (
             f"not a critical point (‖g‖ > {self.gradient_tolerance:.1e})")
+        bounds = "" if self.method == "dense" else (
+            f" (SLQ; bounds [{float(self.index_lower):.4f}, {float(self.index_upper):.4f}])")
         return (
             f"loss {float(self.loss):.6g}, ‖g‖ {float(self.gradient_norm):.3e}, "
             f"λ ∈ [{float(self.lambda_min):.4g}, {float(self.lambda_max):.4g}], "
-            f"index {float(self.index):.4f}: {self.classification} curvature, {crit}"
+            f"index {float(self.index):.4f}{bounds}: {self.classification} curvature, {crit}"
         )
 
 
@@ -177,6 +191,8 @@ class CriticalPointSummary(NamedTuple):
     lambda_max: jax.Array
     index: jax.Array
     index_standard_error: jax.Array
+    index_lower: jax.Array
+    index_upper: jax.Array
     classification: jax.Array
     is_critical: jax.Array
     eigenvalue_tolerance: jax.Array
@@ -254,6 +270,7 @@ def critical_point_summary(
         tau = eigenvalue_tolerance(jnp.max(jnp.abs(eig)), dtype, rtol=eigenvalue_rtol, atol=eigenvalue_atol)
         index = jnp.mean((eig < -tau).astype(dtype))
         index_se = jnp.zeros((), dtype)
+        index_lower = index_upper = index
     else:
         steps = min(num_steps, n)
         ends = lanczos(steps, k=2, which="BE")(hessian_operator(loss), random_like(k_lanczos, params),
@@ -265,6 +282,7 @@ def critical_point_summary(
             hessian_operator(loss), params, params, *args, key=k_slq)
         index = quad.fraction_below(-tau)
         index_se = quad.fraction_below_standard_error(-tau)
+        index_lower, index_upper = quad.fraction_below_bounds(-tau)
         eig = None
     gradient_tol = jnp.asarray(gradient_tol, dtype)
     return CriticalPointSummary(
@@ -275,6 +293,8 @@ def critical_point_summary(
         lambda_max=hi,
         index=index,
         index_standard_error=index_se,
+        index_lower=index_lower,
+        index_upper=index_upper,
         classification=_class_code(lo, hi, tau, jnp).astype(jnp.int32),
         is_critical=gnorm <= gradient_tol,
         eigenvalue_tolerance=tau,
@@ -342,6 +362,8 @@ def critical_point_report(
         lambda_max=s.lambda_max,
         index=s.index,
         index_standard_error=s.index_standard_error,
+        index_lower=s.index_lower,
+        index_upper=s.index_upper,
         classification=s.class_names(),
         is_critical=bool(s.is_critical),
         eigenvalue_tolerance=s.eigenvalue_tolerance,

@@ -19,13 +19,19 @@ vectors gives
 
 The density integrates to 1 (a probability density over eigenvalues). The
 fraction of eigenvalues below a threshold — the Hessian's *index* — is the
-quadrature mass ``(1/P) Σ_p Σ_{θ_{pj} < τ} w_{pj}`` (no kernel needed).
+quadrature mass ``(1/P) Σ_p Σ_{θ_{pj} < τ} w_{pj}`` (no kernel needed). Its
+quadrature bias is largest where eigenvalues crowd near ``τ`` (the index of a
+network Hessian, whose many near-zero eigenvalues straddle ``−τ``);
+:meth:`QuadratureNodes.fraction_below_bounds` bounds it by the
+Chebyshev–Markov–Stieltjes inequalities.
 
 References:
   L. Lin, Y. Saad, C. Yang, "Approximating spectral densities of large
   matrices", SIAM Review 58(1), 2016.
   B. Ghorbani, S. Krishnan, Y. Xiao, "An investigation into neural net
   optimization via Hessian eigenvalue density", ICML 2019.
+  N. I. Akhiezer, *The Classical Moment Problem and Some Related Questions in
+  Analysis*, Oliver & Boyd 1965 (the Chebyshev–Markov–Stieltjes inequalities).
 """
 
 from __future__ import annotations
@@ -71,9 +77,53 @@ class QuadratureNodes(NamedTuple):
         dense cluster of eigenvalues within that distance of ``threshold`` (the
         near-zero bulk of a network Hessian, when ``threshold ≈ 0``) is split
         between the two sides. :meth:`fraction_below_standard_error` covers
-        the probe noise, not this bias; the dense spectrum gives the exact count.
+        the probe noise, not this bias; :meth:`fraction_below_bounds` bounds
+        the bias, and the dense spectrum gives the exact count.
         """
         return jnp.mean(jnp.sum(jnp.where(self.nodes < threshold, self.weights, 0), axis=1))
+
+    def fraction_below_bounds(self, threshold: float = 0.0) -> tuple[jax.Array, jax.Array]:
+        """Bounds ``(lower, upper)`` on the quantity :meth:`fraction_below`
+        estimates, free of its quadrature bias.
+
+        Each probe's Gauss rule bounds the distribution function of its own
+        spectral measure ``μ_v = Σᵢ (vᵀuᵢ)² δ_{λᵢ}`` by the
+        Chebyshev–Markov–Stieltjes inequalities (N. I. Akhiezer, *The
+        Classical Moment Problem*, 1965): with nodes ``θ_1 < … < θ_m`` and
+        weights ``w_j``, ``μ_v((−∞, θ_i]) ≤ Σ_{j≤i} w_j ≤ μ_v((−∞, θ_{i+1}))``
+        for every measure with the rule's first ``2m`` moments, ``μ_v`` among them.
+        For ``θ_k < t ≤ θ_{k+1}`` they give
+
+            Σ_{j<k} w_j  ≤  μ_v((−∞, t))  ≤  Σ_{j≤k+1} w_j,
+
+        the estimate ``Σ_{j≤k} w_j`` minus the weight of the node just below
+        ``t`` and plus that of the node just above: all the quadrature cannot
+        tell about eigenvalues between those two nodes. The bounds averaged
+        over the probes bound the probe average, whose expectation is the
+        fraction of eigenvalues below ``t``; the probe noise
+        (:meth:`fraction_below_standard_error`) comes on top. A wide interval
+        means a dense cluster of eigenvalues lies near ``t`` — for the index
+        at ``t = −τ``, the near-zero bulk of a network Hessian — which more
+        Lanczos steps (closer nodes) or the dense spectrum resolve. Nodes of
+        weight below ``ε`` (from a Krylov space restarted after it became
+        invariant: they carry nothing of ``v`` but rounding) are not nodes of
+        ``μ_v``'s Gauss rule and are skipped; a real node weighs about
+        ``1/n`` or more (an eigenvector's share of a random probe).
+        """
+        nodes, weights = self.nodes, self.weights
+        real = weights > jnp.finfo(weights.dtype).eps
+        below = real & (nodes < threshold)
+        above = real & (nodes >= threshold)
+        inf = jnp.asarray(jnp.inf, nodes.dtype)
+        nearest_below = jnp.argmax(jnp.where(below, nodes, -inf), axis=1, keepdims=True)
+        nearest_above = jnp.argmin(jnp.where(above, nodes, inf), axis=1, keepdims=True)
+        w_below = jnp.where(jnp.any(below, axis=1), jnp.take_along_axis(weights, nearest_below, 1)[:, 0], 0)
+        w_above = jnp.where(jnp.any(above, axis=1), jnp.take_along_axis(weights, nearest_above, 1)[:, 0], 0)
+        estimate = jnp.sum(jnp.where(below, weights, 0), axis=1)
+        total = jnp.sum(jnp.where(real, weights, 0), axis=1)
+        lower = jnp.clip(estimate - w_below, 0, total)
+        upper = jnp.clip(estimate + w_above, 0, total)
+        return jnp.mean(lower), jnp.mean(upper)
 
     def fraction_below_standard_error(self, threshold: float = 0.0) -> jax.Array:
         """Standard error of :meth:`fraction_below` over the probes."""

@@ -9,6 +9,7 @@ import pytest
 
 from jdl.cli import main
 from jdl.hessian import dense_hessian, model_objective
+from jdl.hessian.cli import UNRESOLVED_INDEX
 from jdl.run import load_run
 
 
@@ -56,6 +57,7 @@ def test_hessian_command_matrix_free(run_dir, capsys):
     assert report["method"] == "lanczos" and len(report["top_eigenvalues"]) == 2
     lower, upper = report["index_bounds"]
     assert "quadrature bounds" in out and lower <= report["index"] <= upper
+    assert ("unresolved" in out) == (upper - lower > UNRESOLVED_INDEX)
 
 
 def test_hessian_command_errors(run_dir, tmp_path, capsys, monkeypatch):

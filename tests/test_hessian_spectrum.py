@@ -119,21 +119,27 @@ def test_index_bounds_contain_the_exact_fraction_that_slq_misses():
     assert lower <= np.mean(eig < 2.5) <= upper and upper - lower < 0.02
 
 
-def test_index_bounds_skip_the_nodes_of_a_restarted_krylov_space():
-    """Three distinct eigenvalues: the Krylov space is invariant after three
-    steps and the rest of the nodes come from restarts, with zero weight; the
-    bounds use the nodes of the probe's own measure only."""
+def test_index_bounds_close_on_an_invariant_krylov_space():
+    """Three distinct eigenvalues: each probe's Krylov space is invariant after
+    three steps, its Gauss rule *is* its spectral measure, and the bounds close
+    on the exact fraction (the restarted space's nodes weigh nothing). A
+    threshold at an eigenvalue, where rounding puts that eigenvalue's nodes on
+    either side, leaves the bounds around it."""
     eig = np.concatenate([np.full(50, -1.0), np.zeros(100), np.full(30, 2.0)])
     with jax.enable_x64(True):
         q = stochastic_lanczos_quadrature(12, num_probes=4)(_matvec, jnp.zeros(eig.size), jnp.diag(jnp.asarray(eig)),
                                                             key=0)
-        assert int(jnp.sum(q.weights[0] > 1e-12)) == 3
+        assert bool(jnp.all(q.exact)) and int(jnp.sum(q.weights[0] > 1e-12)) == 3
         for t in (-2.0, -0.5, 0.5, 3.0):
-            lower, upper = (float(b) for b in q.fraction_below_bounds(t))
-            assert lower - 1e-12 <= np.mean(eig < t) <= upper + 1e-12
-        # Between −1 and 0: the nearest node above is the zero eigenvalue (weight 100/180),
-        # not a restarted node's.
-        assert [float(b) for b in q.fraction_below_bounds(-0.5)] == pytest.approx([0.0, 150 / 180])
+            assert [float(b) for b in q.fraction_below_bounds(t)] == pytest.approx([np.mean(eig < t)] * 2, abs=1e-12)
+        lower, upper = (float(b) for b in q.fraction_below_bounds(0.0))
+        assert lower == pytest.approx(50 / 180) and upper == pytest.approx(150 / 180)
+        # A run too short to become invariant keeps the quadrature's bounds.
+        short = stochastic_lanczos_quadrature(2, num_probes=4)(_matvec, jnp.zeros(eig.size),
+                                                               jnp.diag(jnp.asarray(eig)), key=0)
+        assert not bool(jnp.any(short.exact))
+        lower, upper = (float(b) for b in short.fraction_below_bounds(-0.5))
+        assert lower <= 50 / 180 <= upper and upper - lower > 0.1
 
 
 def _decaying_matrix():

@@ -46,8 +46,10 @@ class HessianAnalysis(NamedTuple):
     ``top_eigenvalues`` are descending, ``bottom_eigenvalues`` ascending;
     ``eigenvalues`` is the whole spectrum for the dense method, else ``None``;
     ``trace_exact`` likewise. ``seconds`` maps each stage to its wall time.
-    ``index_lower``/``index_upper`` bound the index (equal to it for the dense
-    method; for SLQ see :meth:`~jdl.hessian.QuadratureNodes.fraction_below_bounds`).
+    ``index_lower``/``index_upper`` equal the index for the dense method; for
+    SLQ they bound, free of quadrature bias, the probe average the index
+    estimates (:meth:`~jdl.hessian.QuadratureNodes.fraction_below_bounds`;
+    the probe noise comes on top).
     """
 
     num_parameters: int

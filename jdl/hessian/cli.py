@@ -107,8 +107,9 @@ def format_report(analysis, *, mode: str = "eval") -> str:
         index = (f"{a.index:.4f} ± {a.index_standard_error:.4f}  (SLQ mass below −τ; quadrature bounds "
                  f"[{a.index_lower:.4f}, {a.index_upper:.4f}])")
         if a.index_upper - a.index_lower > UNRESOLVED_INDEX:
-            index += (f"\nunresolved: near-zero eigenvalues straddle −τ at {a.density.num_steps} steps; "
-                      "more --num-steps narrows it; --method dense (up to a few thousand parameters) counts exactly")
+            index += (f"\nunresolved: at {a.density.num_steps} steps the quadrature cannot tell on which side of −τ "
+                      "much of the spectrum near it lies (a network's near-zero eigenvalues);\nmore --num-steps "
+                      "narrows it; --method dense (up to a few thousand parameters) counts exactly")
     crit = "critical point" if a.is_critical else f"not a critical point (‖g‖ > {a.gradient_tolerance:.1e})"
     trace = (f"{float(a.trace.estimate):.6g} ± {float(a.trace.standard_error):.2g}  "
              f"(Hutch++, {int(a.trace.num_matvecs)} products)")

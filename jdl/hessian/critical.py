@@ -96,11 +96,13 @@ class CriticalPointReport(NamedTuple):
       index: fraction of eigenvalues ``< −τ`` (exact from the dense spectrum;
         SLQ's quadrature mass otherwise).
       index_standard_error: 0 for the dense spectrum, else SLQ's probe spread.
-      index_lower, index_upper: bounds on the index free of the quadrature's
-        bias (:meth:`~jdl.hessian.QuadratureNodes.fraction_below_bounds`; the
-        probe noise comes on top); both equal ``index`` for the dense spectrum.
-        A wide interval means the near-zero eigenvalues straddle ``−τ`` at
-        the quadrature's resolution: more ``num_steps`` or the dense method.
+      index_lower, index_upper: bounds free of the quadrature's bias on the
+        probe average that ``index`` estimates
+        (:meth:`~jdl.hessian.QuadratureNodes.fraction_below_bounds`; the probe
+        noise comes on top); both equal ``index`` for the dense spectrum. A
+        wide interval means much of the spectrum (a network's near-zero
+        eigenvalues) lies near ``−τ`` at the quadrature's resolution: more
+        ``num_steps`` or the dense method.
       classification: ``"minimum"``, ``"maximum"``, ``"saddle"`` or ``"degenerate"``.
       is_critical: ``‖∇L‖ ≤ gradient_tol``.
       eigenvalue_tolerance: the ``τ`` used.

@@ -63,11 +63,16 @@ class QuadratureNodes(NamedTuple):
       nodes: ``(P, m)`` Ritz values ``θ_{pj}``.
       weights: ``(P, m)`` weights ``w_{pj}``; each row sums to 1.
       num_matvecs: operator products spent (``P · m``).
+      exact: ``(P,)`` whether each probe's Krylov space became invariant (or
+        spanned the whole space), so that its rule *is* its spectral measure
+        (nodes are eigenvalues, weights their share of the probe), not an
+        approximation of it; ``None``: unknown (treated as ``False``).
     """
 
     nodes: jax.Array
     weights: jax.Array
     num_matvecs: int
+    exact: jax.Array | None = None
 
     def fraction_below(self, threshold: float = 0.0) -> jax.Array:
         """Estimated fraction of eigenvalues ``< threshold`` (e.g. the index at 0).
@@ -83,7 +88,7 @@ class QuadratureNodes(NamedTuple):
         return jnp.mean(jnp.sum(jnp.where(self.nodes < threshold, self.weights, 0), axis=1))
 
     def fraction_below_bounds(self, threshold: float = 0.0) -> tuple[jax.Array, jax.Array]:
-        """Bounds ``(lower, upper)`` on the quantity :meth:`fraction_below`
+        """Bounds ``(lower, upper)`` on the probe average that :meth:`fraction_below`
         estimates, free of its quadrature bias.
 
         Each probe's Gauss rule bounds the distribution function of its own
@@ -98,32 +103,42 @@ class QuadratureNodes(NamedTuple):
 
         the estimate ``Σ_{j≤k} w_j`` minus the weight of the node just below
         ``t`` and plus that of the node just above: all the quadrature cannot
-        tell about eigenvalues between those two nodes. The bounds averaged
-        over the probes bound the probe average, whose expectation is the
-        fraction of eigenvalues below ``t``; the probe noise
-        (:meth:`fraction_below_standard_error`) comes on top. A wide interval
-        means a dense cluster of eigenvalues lies near ``t`` — for the index
-        at ``t = −τ``, the near-zero bulk of a network Hessian — which more
-        Lanczos steps (closer nodes) or the dense spectrum resolve. Nodes of
-        weight below ``ε`` (from a Krylov space restarted after it became
-        invariant: they carry nothing of ``v`` but rounding) are not nodes of
-        ``μ_v``'s Gauss rule and are skipped; a real node weighs about
-        ``1/n`` or more (an eigenvector's share of a random probe).
+        tell about the spectrum between those two nodes. A probe whose Krylov
+        space became invariant (:attr:`exact`) has its measure as its rule, and
+        its bounds close on its estimate. The bounds averaged over the probes
+        bound the probe average, whose expectation is the fraction of
+        eigenvalues below ``t``; the probe noise
+        (:meth:`fraction_below_standard_error`) comes on top.
+
+        A wide interval means much of the spectrum lies near ``t`` at the
+        quadrature's resolution — for the index at ``t = −τ``, the near-zero
+        bulk of a network Hessian — which more Lanczos steps (closer nodes) or
+        the dense spectrum resolve. Nodes within ``δ = m ε max|θ|`` of ``t``
+        (rounding in the nodes' positions) count on both sides. Nodes of weight
+        at most ``ε`` are left out of the neighbours (those of restarted Krylov
+        spaces weigh exactly 0; leaving out a real one only widens the bounds
+        by less than ``m ε``).
         """
         nodes, weights = self.nodes, self.weights
-        real = weights > jnp.finfo(weights.dtype).eps
-        below = real & (nodes < threshold)
-        above = real & (nodes >= threshold)
+        eps = jnp.finfo(weights.dtype).eps
+        delta = nodes.shape[1] * eps * jnp.max(jnp.abs(nodes))
+        real = weights > eps
         inf = jnp.asarray(jnp.inf, nodes.dtype)
-        nearest_below = jnp.argmax(jnp.where(below, nodes, -inf), axis=1, keepdims=True)
-        nearest_above = jnp.argmin(jnp.where(above, nodes, inf), axis=1, keepdims=True)
-        w_below = jnp.where(jnp.any(below, axis=1), jnp.take_along_axis(weights, nearest_below, 1)[:, 0], 0)
-        w_above = jnp.where(jnp.any(above, axis=1), jnp.take_along_axis(weights, nearest_above, 1)[:, 0], 0)
-        estimate = jnp.sum(jnp.where(below, weights, 0), axis=1)
-        total = jnp.sum(jnp.where(real, weights, 0), axis=1)
-        lower = jnp.clip(estimate - w_below, 0, total)
-        upper = jnp.clip(estimate + w_above, 0, total)
-        return jnp.mean(lower), jnp.mean(upper)
+
+        def mass_below(t, among):
+            return jnp.sum(jnp.where(among & (nodes < t), weights, 0), axis=1)
+
+        def neighbour_weight(mask, key):
+            index = jnp.argmax(jnp.where(mask, key, -inf), axis=1, keepdims=True)
+            return jnp.where(jnp.any(mask, axis=1), jnp.take_along_axis(weights, index, 1)[:, 0], 0)
+
+        low_t, high_t = threshold - delta, threshold + delta
+        w_below = neighbour_weight(real & (nodes < low_t), nodes)     # the nearest real node below
+        w_above = neighbour_weight(real & (nodes >= high_t), -nodes)  # and above
+        exact = jnp.zeros(nodes.shape[:1], bool) if self.exact is None else self.exact
+        lower = mass_below(low_t, real) - jnp.where(exact, 0, w_below)
+        upper = mass_below(high_t, jnp.ones_like(real)) + jnp.where(exact, 0, w_above)
+        return jnp.mean(jnp.maximum(lower, 0)), jnp.mean(jnp.minimum(upper, 1))
 
     def fraction_below_standard_error(self, threshold: float = 0.0) -> jax.Array:
         """Standard error of :meth:`fraction_below` over the probes."""
@@ -205,10 +220,13 @@ def stochastic_lanczos_quadrature(
             m = d.diagonal.shape[0]
             off = jnp.concatenate([d.off_diagonal, jnp.zeros((1,), d.diagonal.dtype)])
             theta, s = _ritz(d.diagonal, off, m)
-            return theta, s[0] ** 2
+            # Lanczos sets β to exactly 0 when the Krylov space is invariant
+            # (or spans everything): the rule is then the measure itself.
+            exact = jnp.any(d.off_diagonal == 0) | (d.residual_norm == 0)
+            return theta, s[0] ** 2, exact
 
-        nodes, weights = jax.lax.map(one, keys, batch_size=probe_batch_size or num_probes)
-        return QuadratureNodes(nodes, weights, num_probes * nodes.shape[1])
+        nodes, weights, exact = jax.lax.map(one, keys, batch_size=probe_batch_size or num_probes)
+        return QuadratureNodes(nodes, weights, num_probes * nodes.shape[1], exact)
 
     return slq
 

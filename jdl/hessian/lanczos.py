@@ -181,8 +181,21 @@ def _project_out(w: jax.Array, basis: jax.Array, rows: jax.Array) -> tuple[jax.A
 
 
 def _breakdown_threshold(dtype, n: int, scale: jax.Array) -> jax.Array:
-    """``β`` below this means the Krylov space is (numerically) invariant."""
-    return 10 * jnp.finfo(dtype).eps * jnp.sqrt(jnp.asarray(n, dtype)) * scale
+    """``β`` below this means the Krylov space is (numerically) invariant:
+    ``max(10 √n ε, ε^{2/3}) · scale``.
+
+    What is left of ``A q_j`` once the space is invariant is rounding — from the
+    Gram–Schmidt passes and from the product itself, which through automatic
+    differentiation measured up to about 50 ε · scale (a rank-4 quadratic in
+    float64, and a diagonal operator with repeated eigenvalues, where
+    ``10 √n ε`` alone missed it and the run stopped with one copy of each). The
+    floor ``ε^{2/3}`` (2.5e-5 in float32, 3.7e-11 in float64) lies well above
+    that and well below the default stopping tolerance ``√ε``: a true coupling
+    this small, cut, leaves the Ritz pairs before the cut with residuals below
+    the tolerance.
+    """
+    eps = jnp.finfo(dtype).eps
+    return jnp.maximum(10 * eps * jnp.sqrt(jnp.asarray(n, dtype)), jnp.asarray(eps, dtype) ** (2 / 3)) * scale
 
 
 class _State(NamedTuple):
@@ -367,12 +380,12 @@ def _leading_ritz(t: jax.Array, size: jax.Array, rows: int,
 
 
 def _end_trusted(earlier: jax.Array, valid: jax.Array, threshold: jax.Array, theta: jax.Array,
-                 converged: jax.Array, count: jax.Array, tolerance: jax.Array) -> jax.Array:
+                 converged: jax.Array, count: jax.Array, tolerance: jax.Array, finished: bool) -> jax.Array:
     """The top end's check of :func:`_not_beaten` (the bottom's is this on
     negated values). ``threshold``: the worst wanted value that comes from the
     earlier spaces (``inf``: none); ``theta``, ``converged``: the space's Ritz
     values, ascending in the first ``count`` entries, and whether each has
-    converged."""
+    converged; ``finished``: whether the space itself became invariant."""
     m = theta.shape[0]
     rows = jnp.arange(m)
     active = rows < count
@@ -388,14 +401,17 @@ def _end_trusted(earlier: jax.Array, valid: jax.Array, threshold: jax.Array, the
                 | jnp.all(jnp.where(active, converged, True)))
     # If the space's top repeats an earlier value, that eigenvalue is multiple
     # and a further copy may hide where no single space shows it twice: trust
-    # the earlier values only if the top does not beat them.
+    # the earlier values only if the top does not beat them. The same holds
+    # for a space that itself became invariant: it shows one copy of each of
+    # its eigenvalues, and what it left unexplored may hold more copies of its
+    # top (a rank-deficient quadratic: one copy of 0 per restarted space).
     repeat = jnp.any(valid & (jnp.abs(earlier - theta[top]) <= tolerance))
     strict = threshold >= theta[top] - tolerance
-    return (count > 0) & converged[top] & jnp.where(repeat, strict, ordinary)
+    return (count > 0) & converged[top] & jnp.where(repeat | finished, strict, ordinary)
 
 
 def _not_beaten(t: jax.Array, end: jax.Array, start: jax.Array, beta: jax.Array, theta: jax.Array,
-                sel: jax.Array, which: str, tolerance: jax.Array) -> jax.Array:
+                sel: jax.Array, which: str, tolerance: jax.Array, finished: bool = False) -> jax.Array:
     """Whether the wanted values (``theta[sel]``) that come from the spaces
     before row ``start`` are safe from the Krylov space in rows
     ``start ≤ i < end`` — begun at a random vector orthogonal to them — at
@@ -413,10 +429,11 @@ def _not_beaten(t: jax.Array, end: jax.Array, start: jax.Array, beta: jax.Array,
     flipped = jnp.clip(count - 1 - jnp.arange(m), 0, m - 1)  # reverses the first `count` entries
 
     def top_end(threshold):
-        return _end_trusted(earlier, valid, threshold, values, converged, count, tolerance)
+        return _end_trusted(earlier, valid, threshold, values, converged, count, tolerance, finished)
 
     def bottom_end(threshold):  # the top end's check on negated values
-        return _end_trusted(-earlier, valid, -threshold, -values[flipped], converged[flipped], count, tolerance)
+        return _end_trusted(-earlier, valid, -threshold, -values[flipped], converged[flipped], count, tolerance,
+                            finished)
 
     def worst_above(floor):  # the smallest earlier value among the wanted ones (≥ floor)
         return jnp.min(jnp.where(valid & (earlier >= floor - tolerance), earlier, inf))
@@ -456,11 +473,13 @@ def _restart_complete(t: jax.Array, size: jax.Array, start: jax.Array, previous_
     The check uses the current space once its extreme has converged, or the
     space before it (finished, so exact) if that one also began at a restart
     (the first space, from the caller's ``v0``, proves nothing: a ``v0``
-    orthogonal to an eigenvector never sees it).
+    orthogonal to an eigenvector never sees it). A finished space shows one
+    copy of each of its eigenvalues and the rest may hold more, so its top
+    must not beat the earlier wanted values at all.
     """
     current = _not_beaten(t, size, start, beta, theta, sel, which, tolerance)
     previous = (previous_start > 0) & _not_beaten(t, start, previous_start, jnp.zeros_like(beta), theta, sel,
-                                                  which, tolerance)
+                                                  which, tolerance, finished=True)
     return (start == 0) | current | previous
 
 
@@ -737,6 +756,15 @@ def lanczos(
     where a nearby one — the previous reading of
     :class:`~jdl.hessian.SharpnessTracker` after a few steps — took 4–5).
     Block Lanczos, after a lost direction restarts, runs on to ``num_steps``.
+    A space counts as invariant once ``β_j ≤ max(10 √n ε, ε^{2/3}) · max‖A q_i‖``
+    (what is left is rounding; a true coupling that small is cut, and the Ritz
+    pairs before the cut report residual 0 where it is at most that bound). In
+    float32 a step that cancelled most of ``A q_j`` can leave more rounding
+    than that (measured: 6e-5·scale, a diagonal operator with triple and
+    double eigenvalues, 1 start in 10): the space is then not recognised as
+    invariant and, as in ordinary Lanczos, copies of repeated eigenvalues can
+    be missed. Use float64, or ``block_size`` of at least the multiplicity,
+    when repeated eigenvalues matter.
 
     Returns:
       ``eigsh(matvec, v0, *params) -> LanczosResult``, pure and jittable;
@@ -824,7 +852,8 @@ def lanczos(
         ritz_vectors = jnp.pad(vecs[:, sel].T, ((0, 0), (0, 1))) @ state.basis
         # A run that ended (num_steps spent) before a restart's check passed
         # has exact residuals but no assurance that nothing better is missed.
-        complete = restart_complete(state, t, theta, sel, beta, eps_tol * scale)
+        # A basis that spans the whole space leaves nothing unexplored.
+        complete = restart_complete(state, t, theta, sel, beta, eps_tol * scale) | (state.step >= n)
         return LanczosResult(
             eigenvalues=theta[sel],
             eigenvectors=unflatten_rows(unflatten, ritz_vectors),

@@ -23,6 +23,7 @@ from jdl.run import (
     read_config,
     write_json_atomic,
 )
+from jdl.training.fit import has_checkpoint
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -123,7 +124,9 @@ def _resolve_config(args) -> tuple[RunConfig, str]:
                 "only --epochs may change. Start a new run with another --out instead"
             )
         return dataclasses.replace(saved, epochs=given.get("epochs", saved.epochs)).validate(), out
-    if os.path.exists(config_path):
+    # A config.json without a checkpoint is left by an attempt that failed before training anything;
+    # the new run replaces it. Only a directory holding a checkpoint is a run to protect.
+    if has_checkpoint(out):
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     if given.get("epochs") == 0:
         raise ValueError("--epochs 0 would start a run that trains nothing and saves no checkpoint; "
@@ -141,14 +144,16 @@ def cmd_train(args) -> int:
     from jdl.training import fit, make_evaluate
     from jdl.validation import check_writable_dir
 
+    # Every check on the configuration (options, dataset against model and batch size, the model's
+    # initialisation on a batch) runs before the run directory is created, so a failure leaves nothing behind.
     config, out = _resolve_config(args)
-    check_writable_dir(out, what="output directory (--out)")
     parts = build_run(config)
+    t0 = time.perf_counter()
+    state = initial_state(config, parts)
+    check_writable_dir(out, what="output directory (--out)")
     if not args.resume:
         write_json_atomic(os.path.join(out, CONFIG_FILE), config.to_json())
     print(f"jdl train: {parts.dataset.summary()}")
-    t0 = time.perf_counter()
-    state = initial_state(config, parts)
     hidden = f" {','.join(map(str, config.hidden))}" if config.hidden else ""
     print(
         f"           model {config.model}{hidden} ({num_params(state.params):,} parameters), "

@@ -161,8 +161,14 @@ def build_run(config: RunConfig) -> RunParts:
     options = {"dropout_rate": config.dropout}
     if config.hidden is not None:
         options["hidden"] = config.hidden
+    num_examples = len(ds.train["y"])
+    if config.batch_size > num_examples:
+        raise ValueError(
+            f"batch size {config.batch_size} is larger than the {num_examples} training examples of "
+            f"{config.dataset!r}; use --batch-size {num_examples} or less"
+        )
     model = get_model(config.model, ds.input_shape, ds.num_classes, **options)
-    return RunParts(ds, model, cross_entropy, build_optimizer(config, len(ds.train["y"])))
+    return RunParts(ds, model, cross_entropy, build_optimizer(config, num_examples))
 
 
 def initial_state(config: RunConfig, parts: RunParts) -> TrainState:

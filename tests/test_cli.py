@@ -64,7 +64,24 @@ def test_cli_bad_options_give_one_clear_error(tmp_path, capsys, args, message):
     assert main(["train", "--out", str(out), "--no-progress", *args]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-    assert not (out / "config.json").exists()
+    assert not out.exists()
+
+
+def test_cli_a_failed_run_can_be_retried_with_fixed_options(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--out", str(out), "--no-progress", "--dataset", "xor", "--model", "logistic", "--epochs", "1"]
+    assert main(base) == 2  # the default batch size, 64, is larger than xor's 4 training examples
+    err = capsys.readouterr().err
+    assert "larger than the 4 training examples" in err and "--batch-size 4" in err and "Traceback" not in err
+    assert not out.exists()
+    assert main(base + ["--batch-size", "4"]) == 0
+    assert json.loads((out / "config.json").read_text())["batch_size"] == 4
+    # A config.json that an attempt left without a checkpoint does not block a new run either.
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "config.json").write_text(json.dumps({"dataset": "xor", "batch_size": 64}))
+    assert main(base[:2] + [str(stale)] + base[3:] + ["--batch-size", "4"]) == 0
+    assert json.loads((stale / "config.json").read_text())["batch_size"] == 4
 
 
 def test_cli_unwritable_output_directory(tmp_path, capsys):

@@ -42,6 +42,12 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 
 
+def has_checkpoint(run_dir: str) -> bool:
+    """Whether ``run_dir`` holds a run: at least one checkpoint step under ``checkpoints/``."""
+    ckpt_dir = os.path.join(run_dir, CHECKPOINT_DIR)
+    return os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))
+
+
 class FitResult(NamedTuple):
     """What :func:`fit` returns: the final state and one log dict per epoch."""
 
@@ -151,8 +157,7 @@ def fit(
     if out_dir is not None:
         out_dir = check_writable_dir(out_dir)
         ckpt_dir = os.path.join(out_dir, CHECKPOINT_DIR)
-        has_run = os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))
-        if has_run and not resume:
+        if has_checkpoint(out_dir) and not resume:
             raise FileExistsError(
                 f"{out_dir} already holds a run (checkpoints in {ckpt_dir}); pass resume=True "
                 "(--resume) to continue it, or choose another output directory"

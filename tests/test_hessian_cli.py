@@ -85,3 +85,25 @@ def test_train_refuses_zero_epochs_for_a_new_run(tmp_path, capsys):
     assert main(["train", "--epochs", "0", "--out", out, "--no-progress"]) == 2
     assert "--epochs 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # nothing written: the directory stays free for a real run
+
+
+def test_hessian_command_says_when_the_lanczos_ends_have_not_converged(run_dir, tmp_path, capsys):
+    # Two steps cannot converge the ends of a 610-parameter Hessian: the report must
+    # not turn Ritz values into a confident classification. --out without an
+    # extension, or a directory, is saved where the report says.
+    code = main(["hessian", run_dir, "--method", "lanczos", "--top-k", "1", "--num-steps", "2",
+                 "--num-probes", "2", "--trace-matvecs", "6", "--max-examples", "200",
+                 "--out", str(tmp_path / "density")])
+    assert code == 0
+    out = capsys.readouterr().out
+    with open(f"{run_dir}/hessian.json") as f:
+        report = json.load(f)
+    assert report["eigenvalues_converged"] is False
+    assert "not converged" in out
+    assert report["classification"] in ("unresolved", "saddle")  # Ritz values can only prove a saddle
+    assert f"{tmp_path / 'density.png'}," in out and (tmp_path / "density.png").is_file()
+    assert main(["hessian", run_dir, "--top-k", "1", "--num-probes", "2", "--num-steps", "10",
+                 "--trace-matvecs", "6", "--max-examples", "200", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'hessian_density.png'}," in out and (tmp_path / "hessian_density.png").is_file()
+    assert "not converged" not in out  # the dense spectrum

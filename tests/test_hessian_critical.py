@@ -270,3 +270,30 @@ def test_slices_along_eigenvectors(tmp_path):
     plot_loss_slice(alphas, [top], str(tmp_path / "slice.png"), labels=["top"])
     plot_loss_surface(alphas, betas, surf, str(tmp_path / "surface.png"))
     assert (tmp_path / "slice.png").exists() and (tmp_path / "surface.png").exists()
+
+
+def test_unconverged_lanczos_ends_prove_a_saddle_and_nothing_else():
+    """Ritz values lie inside the spectrum: unconverged, λ_min may be lower and
+    λ_max higher, so only a saddle can be read off them (review: a 300-parameter
+    quadratic with λ_min = −0.05 was called a minimum after 20 steps)."""
+    assert classify_curvature(0.5, 2.0, 0.01, converged=False) == "unresolved"
+    assert classify_curvature(-0.5, 2.0, 0.01, converged=False) == "saddle"
+    assert classify_curvature(-0.5, 0.001, 0.01, converged=False) == "unresolved"
+    np.testing.assert_array_equal(
+        classify_curvature(np.array([0.5, -0.5]), np.array([2.0, 2.0]), 0.01, converged=np.array([False, True])),
+        ["unresolved", "saddle"])
+    with jax.enable_x64(True):
+        d = jnp.concatenate([jnp.array([-0.05]), jnp.linspace(0.1, 100.0, 299)])
+
+        def loss(p):
+            return 0.5 * jnp.sum(d * p**2)
+
+        short = critical_point_report(loss, jnp.zeros(300), method="lanczos", num_steps=20)
+        assert not short.converged and short.classification == "unresolved"
+        assert float(short.lambda_min) > -0.05  # a Ritz value, inside the spectrum
+        assert "not converged" in short.summary()
+        full = critical_point_report(loss, jnp.zeros(300), method="lanczos", num_steps=300)
+        assert full.converged and full.classification == "saddle"
+        assert float(full.lambda_min) == pytest.approx(-0.05, rel=1e-8)
+        dense = critical_point_report(loss, jnp.zeros(300), method="dense")
+        assert dense.converged and dense.classification == "saddle"

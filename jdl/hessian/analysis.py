@@ -26,6 +26,7 @@ from jdl.hessian.critical import classify_curvature, eigenvalue_tolerance
 from jdl.hessian.density import SpectralDensity, spectral_density
 from jdl.hessian.lanczos import lanczos
 from jdl.hessian.operators import (
+    _num_examples,
     check_dense_fits,
     dataset_hessian_operator,
     dense_eigenvalues,
@@ -49,7 +50,10 @@ class HessianAnalysis(NamedTuple):
     ``index_lower``/``index_upper`` equal the index for the dense method; for
     SLQ they bound, free of quadrature bias, the probe average the index
     estimates (:meth:`~jdl.hessian.QuadratureNodes.fraction_below_bounds`;
-    the probe noise comes on top).
+    the probe noise comes on top). ``converged`` says whether the extreme
+    eigenvalues converged (always, for the dense method); if not, the
+    classification is ``"unresolved"`` unless the Ritz values already show a
+    saddle, and ``λmax/λmin`` is of Ritz values that lie inside the spectrum.
     """
 
     num_parameters: int
@@ -66,6 +70,7 @@ class HessianAnalysis(NamedTuple):
     index_lower: float
     index_upper: float
     classification: str
+    converged: bool
     is_critical: bool
     eigenvalue_tolerance: float
     gradient_tolerance: float
@@ -95,6 +100,7 @@ class HessianAnalysis(NamedTuple):
             "index_standard_error": self.index_standard_error,
             "index_bounds": [self.index_lower, self.index_upper],
             "classification": self.classification,
+            "eigenvalues_converged": self.converged,
             "is_critical": self.is_critical,
             "eigenvalue_tolerance": self.eigenvalue_tolerance,
             "gradient_tolerance": self.gradient_tolerance,
@@ -111,10 +117,6 @@ class HessianAnalysis(NamedTuple):
 
 def _apply(v, hessian):
     return hessian(v)
-
-
-def _num_examples(data) -> int:
-    return int(jnp.shape(jax.tree.leaves(data)[0])[0])
 
 
 def _value_and_grad(loss: Callable, params: PyTree, data, batch_size: int | None):
@@ -195,7 +197,7 @@ def hessian_analysis(
         raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    top_k = min(top_k, n // 2 if method == "lanczos" else n)
+    top_k = min(top_k, max(n // 2, 1))  # the two ends do not overlap
     steps = min(num_steps, n)
     if method == "lanczos" and 2 * top_k > steps:
         raise ValueError(f"top_k={top_k} at each end needs num_steps >= {2 * top_k}, got {num_steps}")
@@ -248,6 +250,7 @@ def hessian_analysis(
         index = float(jnp.mean((eig < -tau).astype(dtype)))
         index_se = 0.0
         index_lower = index_upper = index
+        converged = True
         trace_exact = float(jnp.sum(eig))
         cond = condition_number(eig)
         num_matvecs += n
@@ -260,6 +263,7 @@ def hessian_analysis(
         ev = res.eigenvalues
         bottom, top = ev[:top_k], ev[top_k:][::-1]
         residuals = res.residuals
+        converged = bool(jnp.all(res.converged))
         lo, hi = ev[0], ev[-1]
         tau = eigenvalue_tolerance(jnp.maximum(jnp.abs(lo), jnp.abs(hi)), dtype)
         cond = condition_number(jnp.stack([lo, hi]), definition="definite")
@@ -298,7 +302,8 @@ def hessian_analysis(
         index_standard_error=index_se,
         index_lower=index_lower,
         index_upper=index_upper,
-        classification=classify_curvature(lo, hi, tau),
+        classification=classify_curvature(lo, hi, tau, converged),
+        converged=converged,
         is_critical=gnorm <= gradient_tol,
         eigenvalue_tolerance=float(tau),
         gradient_tolerance=gradient_tol,

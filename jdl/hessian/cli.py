@@ -68,7 +68,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--float64", action="store_true",
                    help="analyse in float64 (parameters and data cast; slower, tighter eigenvalues)")
     p.add_argument("--out", default=None,
-                   help="spectral-density PNG path (default RUN_DIR/hessian_density.png)")
+                   help="spectral-density plot path (default RUN_DIR/hessian_density.png; a directory gets "
+                        "hessian_density.png inside it, a name without an extension gets .png)")
     p.set_defaults(func=cmd_hessian)
     return p
 
@@ -97,8 +98,10 @@ def format_report(analysis, *, mode: str = "eval") -> str:
                 cond += ("; the |λ|-thresholded variant needs the full spectrum "
                          "(--method dense, for models up to a few thousand parameters)")
     elif c.definition == "magnitude":
+        why = ("indefinite" if float(a.bottom_eigenvalues[0]) < -a.eigenvalue_tolerance
+               else f"singular, λmin ≤ {c.rtol:.1e}·max|λ|")
         cond = (f"{_fmt(float(c.value))}  (max|λ| / min|λ| over |λ| > {c.rtol:.1e}·max|λ|; "
-                f"{int(c.num_excluded)} near-zero eigenvalues excluded; λmax/λmin undefined: indefinite)")
+                f"{int(c.num_excluded)} near-zero eigenvalues excluded; λmax/λmin undefined: {why})")
     else:
         cond = f"{_fmt(float(c.value))}  ({c.definition})"
     if a.method == "dense":
@@ -124,7 +127,10 @@ def format_report(analysis, *, mode: str = "eval") -> str:
         (f"top {len(a.top_eigenvalues)} λ", _values(a.top_eigenvalues)),
         (f"bottom {len(a.bottom_eigenvalues)} λ", _values(a.bottom_eigenvalues)),
         *([("Lanczos residual", f"max ‖Hy − λy‖ = {float(max(a.eigenvalue_residuals)):.2g} over these "
-                                f"{2 * len(a.top_eigenvalues)} eigenpairs")]
+                                f"{2 * len(a.top_eigenvalues)} eigenpairs"
+                                + ("" if a.converged else
+                                   "\nnot converged: these are Ritz values, and the true ends lie at or beyond "
+                                   "them;\nmore --num-steps converges them"))]
           if a.eigenvalue_residuals is not None else []),
         ("condition number", cond),
         ("index", index),
@@ -151,6 +157,10 @@ def cmd_hessian(args) -> int:
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"{run_dir} is not a directory; pass the --out directory of a `jdl train` run")
     out_png = args.out or os.path.join(run_dir, "hessian_density.png")
+    if os.path.isdir(out_png):  # a directory: the plot goes inside it
+        out_png = os.path.join(out_png, "hessian_density.png")
+    elif not os.path.splitext(out_png)[1]:  # matplotlib would add .png itself; say where it goes
+        out_png += ".png"
     out_dir = os.path.dirname(os.path.abspath(out_png))
     if not os.path.isdir(out_dir):  # checked before the analysis, not after it
         raise FileNotFoundError(f"--out {out_png}: the directory {out_dir} does not exist; create it or "

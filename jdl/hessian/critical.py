@@ -10,7 +10,14 @@ minimum in another", its Hessian indefinite):
 - **degenerate** — none of these: some eigenvalue is within ``±τ`` of zero
   and there are no eigenvalues of both signs (flat directions; the
   second-order test is inconclusive — e.g. the monkey saddle ``x³ − 3xy²``,
-  whose Hessian vanishes at the origin).
+  whose Hessian vanishes at the origin);
+- **unresolved** — Lanczos did not converge the extreme eigenvalues and they
+  do not show a saddle. Its Ritz values lie inside the spectrum (the true
+  ``λ_min`` is at most the reported one, ``λ_max`` at least), so eigenvalues
+  of both signs beyond ``±τ`` prove a saddle even unconverged, but nothing
+  else can be told: a "minimum" whose ``λ_min`` has not converged may hide a
+  negative eigenvalue (a 300-parameter quadratic with ``λ_min = −0.05`` read
+  ``λ_min = 0.038`` after 20 steps). More ``num_steps``, or the dense method.
 
 ``τ = max(eigenvalue_atol, eigenvalue_rtol · max|λ|)``, with ``eigenvalue_rtol``
 defaulting to ``√ε`` of the dtype (≈ 3.5e-4 in float32, 1.5e-8 in float64).
@@ -81,7 +88,7 @@ __all__ = [
 ]
 
 #: The classification's names; :attr:`CriticalPointSummary.classification` indexes them.
-CLASSES = ("minimum", "maximum", "saddle", "degenerate")
+CLASSES = ("minimum", "maximum", "saddle", "degenerate", "unresolved")
 
 
 class CriticalPointReport(NamedTuple):
@@ -103,7 +110,10 @@ class CriticalPointReport(NamedTuple):
         wide interval means much of the spectrum (a network's near-zero
         eigenvalues) lies near ``−τ`` at the quadrature's resolution: more
         ``num_steps`` or the dense method.
-      classification: ``"minimum"``, ``"maximum"``, ``"saddle"`` or ``"degenerate"``.
+      classification: ``"minimum"``, ``"maximum"``, ``"saddle"``, ``"degenerate"``
+        or ``"unresolved"`` (the Lanczos ends did not converge; see the module docstring).
+      converged: whether ``lambda_min`` and ``lambda_max`` are converged
+        (always for the dense spectrum; Lanczos' residual test otherwise).
       is_critical: ``‖∇L‖ ≤ gradient_tol``.
       eigenvalue_tolerance: the ``τ`` used.
       gradient_tolerance: the ``gradient_tol`` used.
@@ -122,6 +132,7 @@ class CriticalPointReport(NamedTuple):
     index_lower: jax.Array
     index_upper: jax.Array
     classification: str
+    converged: bool
     is_critical: bool
     eigenvalue_tolerance: jax.Array
     gradient_tolerance: float
@@ -134,9 +145,10 @@ class CriticalPointReport(NamedTuple):
             f"not a critical point (‖g‖ > {self.gradient_tolerance:.1e})")
         bounds = "" if self.method == "dense" else (
             f" (SLQ; bounds [{float(self.index_lower):.4f}, {float(self.index_upper):.4f}])")
+        ends = "" if self.converged else " (Lanczos not converged: the true ends lie at or beyond these)"
         return (
             f"loss {float(self.loss):.6g}, ‖g‖ {float(self.gradient_norm):.3e}, "
-            f"λ ∈ [{float(self.lambda_min):.4g}, {float(self.lambda_max):.4g}], "
+            f"λ ∈ [{float(self.lambda_min):.4g}, {float(self.lambda_max):.4g}]{ends}, "
             f"index {float(self.index):.4f}{bounds}: {self.classification} curvature, {crit}"
         )
 
@@ -149,16 +161,23 @@ def eigenvalue_tolerance(eigenvalue_scale, dtype, *, rtol: float | None = None,
     return jnp.maximum(jnp.asarray(atol, dtype), rtol * jnp.asarray(eigenvalue_scale, dtype))
 
 
-def _class_code(lo, hi, tol, xp):
-    """The index into :data:`CLASSES`, elementwise, with ``xp`` NumPy or ``jax.numpy``."""
-    return xp.select([(lo < -tol) & (hi > tol), lo > tol, hi < -tol],
-                     [CLASSES.index("saddle"), CLASSES.index("minimum"), CLASSES.index("maximum")],
+def _class_code(lo, hi, tol, converged, xp):
+    """The index into :data:`CLASSES`, elementwise, with ``xp`` NumPy or ``jax.numpy``.
+    Unconverged ends prove a saddle (they lie inside the spectrum) and nothing else."""
+    saddle = (lo < -tol) & (hi > tol)
+    return xp.select([saddle, ~converged, lo > tol, hi < -tol],
+                     [CLASSES.index("saddle"), CLASSES.index("unresolved"), CLASSES.index("minimum"),
+                      CLASSES.index("maximum")],
                      CLASSES.index("degenerate"))
 
 
-def classify_curvature(lambda_min, lambda_max, tolerance):
-    """``"minimum"``, ``"maximum"``, ``"saddle"`` or ``"degenerate"`` (see the
-    module docstring).
+def classify_curvature(lambda_min, lambda_max, tolerance, converged=True):
+    """``"minimum"``, ``"maximum"``, ``"saddle"``, ``"degenerate"`` or
+    ``"unresolved"`` (see the module docstring).
+
+    ``converged``: whether ``lambda_min`` and ``lambda_max`` are converged
+    eigenvalues; if not (Ritz values of an unfinished Lanczos run) only a
+    saddle can be told, and anything else is ``"unresolved"``.
 
     Scalars give a string; arrays (an ensemble's extreme eigenvalues, e.g. from
     ``jax.vmap`` of :func:`~jdl.hessian.lanczos`) give a NumPy array of them,
@@ -166,7 +185,7 @@ def classify_curvature(lambda_min, lambda_max, tolerance):
     gives the same classification as an index into :data:`CLASSES`.
     """
     lo, hi, tol = (np.asarray(x, np.float64) for x in (lambda_min, lambda_max, tolerance))
-    names = np.asarray(CLASSES)[_class_code(lo, hi, tol, np)]
+    names = np.asarray(CLASSES)[_class_code(lo, hi, tol, np.asarray(converged, bool), np)]
     return str(names) if names.ndim == 0 else names
 
 
@@ -180,8 +199,9 @@ class CriticalPointSummary(NamedTuple):
 
     Attributes:
       classification: ``int32`` index into :data:`CLASSES` (``0`` minimum,
-        ``1`` maximum, ``2`` saddle, ``3`` degenerate); :meth:`class_names`
-        turns it into names.
+        ``1`` maximum, ``2`` saddle, ``3`` degenerate, ``4`` unresolved);
+        :meth:`class_names` turns it into names.
+      converged: a boolean array.
       is_critical: a boolean array.
       gradient_tolerance: an array.
     """
@@ -196,6 +216,7 @@ class CriticalPointSummary(NamedTuple):
     index_lower: jax.Array
     index_upper: jax.Array
     classification: jax.Array
+    converged: jax.Array
     is_critical: jax.Array
     eigenvalue_tolerance: jax.Array
     gradient_tolerance: jax.Array
@@ -273,11 +294,13 @@ def critical_point_summary(
         index = jnp.mean((eig < -tau).astype(dtype))
         index_se = jnp.zeros((), dtype)
         index_lower = index_upper = index
+        converged = jnp.asarray(True)
     else:
         steps = min(num_steps, n)
         ends = lanczos(steps, k=2, which="BE")(hessian_operator(loss), random_like(k_lanczos, params),
                                               params, *args)
         lo, hi = ends.eigenvalues[0], ends.eigenvalues[1]
+        converged = jnp.all(ends.converged)
         tau = eigenvalue_tolerance(jnp.maximum(jnp.abs(lo), jnp.abs(hi)), dtype,
                                    rtol=eigenvalue_rtol, atol=eigenvalue_atol)
         quad = stochastic_lanczos_quadrature(steps, num_probes=num_probes)(
@@ -297,7 +320,8 @@ def critical_point_summary(
         index_standard_error=index_se,
         index_lower=index_lower,
         index_upper=index_upper,
-        classification=_class_code(lo, hi, tau, jnp).astype(jnp.int32),
+        classification=_class_code(lo, hi, tau, converged, jnp).astype(jnp.int32),
+        converged=converged,
         is_critical=gnorm <= gradient_tol,
         eigenvalue_tolerance=tau,
         gradient_tolerance=gradient_tol,
@@ -367,6 +391,7 @@ def critical_point_report(
         index_lower=s.index_lower,
         index_upper=s.index_upper,
         classification=s.class_names(),
+        converged=bool(s.converged),
         is_critical=bool(s.is_critical),
         eigenvalue_tolerance=s.eigenvalue_tolerance,
         gradient_tolerance=float(s.gradient_tolerance),

@@ -185,6 +185,14 @@ def hessian_analysis(
 
     Returns:
       :class:`HessianAnalysis`.
+
+    A host-level tool, like :func:`~jdl.hessian.critical_point_report`: each
+    call traces and compiles its stages afresh (closures over ``loss``, so
+    nothing of it outlives the call) — seconds for a small model, against the
+    minutes the analysis of a large one takes. To analyse many points of one
+    model quickly, jit the pure pieces it is built of (:func:`~jdl.hessian.lanczos`,
+    :func:`~jdl.hessian.spectral_density`, :func:`~jdl.hessian.hutch_plus_plus`,
+    :func:`~jdl.hessian.critical_point_summary`) once yourself.
     """
     say = progress or (lambda _msg: None)
     flat, _ = flatten(params)

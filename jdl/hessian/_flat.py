@@ -8,11 +8,13 @@ pytrees. These helpers convert at the boundary.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 PyTree = Any
@@ -31,6 +33,83 @@ def check_floating(tree: PyTree, what: str = "params") -> None:
             "start vector shaped like them) must be the trainable floating-point arrays only (e.g. "
             "nnx.state(model, nnx.Param), or the params of a jdl TrainState): keep integer state out of "
             "the pytree, or cast it: jax.tree.map(lambda a: a.astype(jnp.float32), tree)")
+
+
+def _path(path) -> str:
+    return jax.tree_util.keystr(path) or "(the root)"
+
+
+def leaf_dtype(leaf) -> np.dtype:
+    """The dtype JAX computes ``leaf`` in: an array's own (a weakly typed one's
+    too, which ``jnp.result_type`` would widen under x64), canonicalised
+    (float64 NumPy arrays are float32 without x64); a Python scalar's default."""
+    dtype = getattr(leaf, "dtype", None)
+    return jax.dtypes.canonicalize_dtype(dtype) if dtype is not None else jnp.result_type(leaf)
+
+
+def _aval(leaf) -> str:
+    """``float32[3,4]``: a leaf's dtype and shape as JAX prints them."""
+    return f"{leaf_dtype(leaf)}[{','.join(map(str, jnp.shape(leaf)))}]"
+
+
+def check_like(tree: PyTree, like: PyTree, what: str = "v", like_what: str = "params", *,
+               check_dtypes: bool = True) -> None:
+    """Raise one error naming the leaves where ``tree`` is not shaped like ``like``.
+
+    The rule: the same pytree structure, and leaf by leaf the same shape and
+    (with ``check_dtypes``) the same dtype (``jax.jvp`` accepts nothing else
+    for a direction). A different structure or shape raises ``ValueError``, a
+    different dtype ``TypeError``; both before any tracing (shapes and dtypes
+    are static).
+    """
+    check_floating(tree, what)
+    hint = (f"build {what} from {like_what}, e.g. jax.tree.map(jnp.ones_like, params) or "
+            "jdl.hessian.random_like(key, params) (the start vector or probe template given to lanczos, "
+            "power_iteration, hutchinson or spectral_density is the vector the operator is applied to)")
+    if jax.tree.structure(tree) != jax.tree.structure(like):
+        paths = {_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(tree)}
+        like_paths = {_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(like)}
+        missing, extra = sorted(like_paths - paths), sorted(paths - like_paths)
+        detail = "; ".join(part for part in (
+            f"missing {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}" if missing else "",
+            f"not in {like_what}: {', '.join(extra[:5])}{' …' if len(extra) > 5 else ''}" if extra else "",
+        ) if part) or f"{jax.tree.structure(tree)} against {jax.tree.structure(like)}"
+        raise ValueError(f"{what} must be a pytree shaped like {like_what}, but its structure differs ({detail}); "
+                         f"{hint}")
+    shapes, dtypes = [], []
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(tree), jax.tree.leaves(like)):
+        if jnp.shape(a) != jnp.shape(b):
+            shapes.append(f"{_path(path)}: {_aval(a)} against {_aval(b)}")
+        elif check_dtypes and leaf_dtype(a) != leaf_dtype(b):
+            dtypes.append(f"{_path(path)}: {_aval(a)} against {_aval(b)}")
+    if shapes:
+        raise ValueError(f"{what} must be shaped like {like_what}, but {len(shapes)} leaf shape(s) differ "
+                         f"({what} against {like_what}): {'; '.join(shapes[:5])}{' …' if len(shapes) > 5 else ''}; "
+                         f"{hint}")
+    if dtypes:
+        raise TypeError(f"{what} must have the dtypes of {like_what}, but {len(dtypes)} leaf dtype(s) differ "
+                        f"({what} against {like_what}): {'; '.join(dtypes[:5])}{' …' if len(dtypes) > 5 else ''}; "
+                        f"cast it: jax.tree.map(lambda a, p: a.astype(p.dtype), {what}, {like_what})")
+
+
+def check_eigensolver_dtype(dtype, what: str) -> None:
+    """Raise ``TypeError`` for a half-precision (or narrower) ``dtype`` where
+    ``what`` needs an eigensolver or QR: JAX's (LAPACK on CPU) supports only
+    float32 and float64 (and complex), and fails deep inside otherwise."""
+    if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
+        raise TypeError(
+            f"{what} needs an eigensolver (or QR), which works in float32 or float64 only, but the numbers are "
+            f"{jnp.dtype(dtype)}; cast the params (and any start vector) first: "
+            "jax.tree.map(lambda a: a.astype(jnp.float32), params)")
+
+
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """``value`` as a Python ``int`` if it is an integer (Python's or NumPy's,
+    not a bool) of at least ``minimum``; else ``ValueError``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
+        need = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {need}, got {value!r}")
+    return int(value)
 
 
 def flatten(tree: PyTree) -> tuple[jax.Array, Callable[[jax.Array], PyTree]]:
@@ -111,13 +190,22 @@ def random_like(key: jax.Array, tree: PyTree, *, distribution: str = "normal") -
 
 
 def as_key(key) -> jax.Array:
-    """A typed PRNG key from an integer seed (also a traced scalar, so seeds can be
-    vmapped), a raw ``uint32[2]`` key or a typed key."""
-    if isinstance(key, int):
-        return jax.random.key(key)
-    key = jnp.asarray(key)
+    """A typed PRNG key from an integer seed (Python's or NumPy's, or a traced
+    integer scalar, so seeds can be vmapped), a raw ``uint32`` key
+    (``jax.random.PRNGKey``) or a typed key (``jax.random.key``). Anything
+    else — a float, a bool, a string — raises ``TypeError``."""
+    fix = ("pass an integer seed (key=0) or a PRNG key (key=jax.random.key(0)); "
+           "split a key for several uses (jax.random.split)")
+    if isinstance(key, (bool, np.bool_)):
+        raise TypeError(f"key must be an integer seed or a PRNG key, got the bool {key!r}; {fix}")
+    if isinstance(key, numbers.Integral):
+        return jax.random.key(int(key))
+    if not isinstance(key, (jax.Array, np.ndarray)):
+        raise TypeError(f"key must be an integer seed or a PRNG key, got {key!r} ({type(key).__name__}); {fix}")
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key
     if key.ndim == 0 and jnp.issubdtype(key.dtype, jnp.integer):
         return jax.random.key(key)
-    return jax.random.wrap_key_data(key)
+    if key.ndim >= 1 and key.dtype == jnp.uint32:
+        return jax.random.wrap_key_data(key)
+    raise TypeError(f"key must be an integer seed or a PRNG key, got an array of {_aval(key)}; {fix}")

@@ -293,7 +293,7 @@ def hessian_analysis(
     say(f"trace by Hutch++ ({trace_matvecs} products)")
     trace = with_operator(lambda mv, ps, p: hutch_plus_plus(trace_matvecs)(mv, p, *ps, key=k_trace))(
         params, data)
-    num_matvecs += trace_matvecs
+    num_matvecs += int(trace.num_matvecs)
     seconds["trace"] = time.perf_counter() - t0
 
     return HessianAnalysis(

@@ -42,6 +42,10 @@ Every definition is computed with array operations, so the function works
 under ``jax.jit`` and ``jax.vmap`` (an ensemble's spectra at once); there
 ``"auto"`` cannot name the definition it picked, and the result's
 ``definition`` stays ``"auto"`` while ``definite`` says which applied.
+
+A NaN eigenvalue (a failed eigensolve, a loss that overflowed) leaves the
+condition number undefined: ``value`` is then NaN under every definition,
+eagerly and traced alike (not ``inf`` over the eigenvalues that are numbers).
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ class ConditionNumber:
     """A condition number and what it was computed from.
 
     Attributes:
-      value: the condition number (``inf`` when the definition's denominator is 0).
+      value: the condition number (``inf`` when the definition's denominator is
+        0, NaN when an eigenvalue is NaN).
       largest: the numerator eigenvalue (or magnitude).
       smallest: the denominator eigenvalue (or magnitude).
       definition: which definition was applied (``"auto"`` resolved; it stays
@@ -145,8 +150,10 @@ def condition_number(
         keep = (lam > rtol * jnp.maximum(hi, 0)) & (lam > 0)
         smallest = jnp.min(jnp.where(keep, lam, inf))
         value = jnp.where(jnp.any(keep), hi / jnp.where(jnp.any(keep), smallest, 1), inf)
+        value = jnp.where(jnp.any(jnp.isnan(lam)), jnp.nan, value)
         return ConditionNumber(value, hi, smallest, "positive", jnp.sum(~keep), rtol, jnp.asarray(False))
     value = jnp.where(definite, definite_value, magnitude_value)
+    value = jnp.where(jnp.any(jnp.isnan(lam)), jnp.nan, value)
     largest = jnp.where(definite, hi, scale)
     smallest = jnp.where(definite, lo, mag_smallest)
     excluded = jnp.where(definite, 0, jnp.sum(~kept)).astype(jnp.int32)

@@ -41,8 +41,9 @@ from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jdl.hessian._flat import as_key, flatten
+from jdl.hessian._flat import as_key, check_count, check_eigensolver_dtype, flatten
 from jdl.hessian.lanczos import _ritz, lanczos_tridiagonal
 
 PyTree = Any
@@ -85,7 +86,12 @@ class QuadratureNodes(NamedTuple):
         the probe noise, not this bias; :meth:`fraction_below_bounds` bounds
         the bias, and the dense spectrum gives the exact count.
         """
-        return jnp.mean(jnp.sum(jnp.where(self.nodes < threshold, self.weights, 0), axis=1))
+        return jnp.mean(self._fraction_below_per_probe(threshold))
+
+    def _fraction_below_per_probe(self, threshold) -> jax.Array:
+        """Each probe's rule mass below ``threshold``, clipped to ``[0, 1]`` (the
+        weights sum to 1 only up to rounding: 1 + 3 ulp measured in float32)."""
+        return jnp.clip(jnp.sum(jnp.where(self.nodes < threshold, self.weights, 0), axis=1), 0, 1)
 
     def fraction_below_bounds(self, threshold: float = 0.0) -> tuple[jax.Array, jax.Array]:
         """Bounds ``(lower, upper)`` on the probe average that :meth:`fraction_below`
@@ -117,7 +123,8 @@ class QuadratureNodes(NamedTuple):
         (rounding in the nodes' positions) count on both sides. Nodes of weight
         at most ``ε`` are left out of the neighbours (those of restarted Krylov
         spaces weigh exactly 0; leaving out a real one only widens the bounds
-        by less than ``m ε``).
+        by less than ``m ε``). Each probe's bounds are clipped to ``[0, 1]`` and
+        widened, if rounding put them on the wrong side, to hold its estimate.
         """
         nodes, weights = self.nodes, self.weights
         eps = jnp.finfo(weights.dtype).eps
@@ -138,11 +145,13 @@ class QuadratureNodes(NamedTuple):
         exact = jnp.zeros(nodes.shape[:1], bool) if self.exact is None else self.exact
         lower = mass_below(low_t, real) - jnp.where(exact, 0, w_below)
         upper = mass_below(high_t, jnp.ones_like(real)) + jnp.where(exact, 0, w_above)
-        return jnp.mean(jnp.maximum(lower, 0)), jnp.mean(jnp.minimum(upper, 1))
+        estimate = self._fraction_below_per_probe(threshold)
+        return (jnp.mean(jnp.minimum(jnp.clip(lower, 0, 1), estimate)),
+                jnp.mean(jnp.maximum(jnp.clip(upper, 0, 1), estimate)))
 
     def fraction_below_standard_error(self, threshold: float = 0.0) -> jax.Array:
         """Standard error of :meth:`fraction_below` over the probes."""
-        per_probe = jnp.sum(jnp.where(self.nodes < threshold, self.weights, 0), axis=1)
+        per_probe = self._fraction_below_per_probe(threshold)
         p = per_probe.shape[0]
         return jnp.std(per_probe, ddof=1) / jnp.sqrt(p) if p > 1 else jnp.full((), jnp.nan)
 
@@ -202,16 +211,18 @@ def stochastic_lanczos_quadrature(
       probe_batch_size: probes run together (vmapped); ``None`` runs all at
         once. Smaller values bound memory to ``batch · num_steps · n`` numbers.
 
-    ``like`` is a pytree shaped like the operator's domain (e.g. ``params``).
+    ``like`` is a pytree shaped like the operator's domain (e.g. ``params``),
+    of float32 or float64 numbers: the quadrature rule comes from an
+    eigensolve of ``T`` (half precision raises ``TypeError``).
     """
     if distribution not in ("rademacher", "normal"):
         raise ValueError(f"unknown probe distribution {distribution!r}; use 'rademacher' or 'normal'")
-    if isinstance(num_probes, bool) or not isinstance(num_probes, int) or num_probes < 1:
-        raise ValueError(f"num_probes must be a positive integer, got {num_probes!r}")
-    decompose = lanczos_tridiagonal(num_steps)
+    num_probes = check_count(num_probes, "num_probes")
+    decompose = lanczos_tridiagonal(check_count(num_steps, "num_steps"))
 
     def slq(matvec: Callable, like: PyTree, *params, key) -> QuadratureNodes:
         flat, unflatten = flatten(like)
+        check_eigensolver_dtype(flat.dtype, "stochastic Lanczos quadrature")
         keys = jax.random.split(as_key(key), num_probes)
 
         def one(k):
@@ -231,8 +242,23 @@ def stochastic_lanczos_quadrature(
     return slq
 
 
+def _check_sigma(sigma) -> None:
+    """A concrete ``sigma`` must be positive (a traced one cannot be checked)."""
+    if sigma is None or isinstance(sigma, jax.core.Tracer):
+        return
+    value = np.asarray(sigma)  # NumPy: under jax.jit a jnp comparison would be traced
+    if value.ndim != 0 or not value > 0:
+        raise ValueError(f"sigma, the Gaussian kernel's width, must be a positive number, got {sigma!r}; "
+                         "pass e.g. 0.01 × the span of the spectrum, or sigma=None for that default")
+
+
 def density_from_quadrature(quadrature: QuadratureNodes, grid: jax.Array, sigma) -> jax.Array:
-    """``φ_σ(t) = (1/P) Σ_p Σ_j w_{pj} N(t; θ_{pj}, σ²)`` on ``grid``."""
+    """``φ_σ(t) = (1/P) Σ_p Σ_j w_{pj} N(t; θ_{pj}, σ²)`` on ``grid``.
+
+    ``sigma`` must be positive: a concrete ``sigma <= 0`` raises ``ValueError``
+    (a traced one is not checked).
+    """
+    _check_sigma(sigma)
     sigma = jnp.asarray(sigma, grid.dtype)
     z = (grid[:, None, None] - quadrature.nodes[None, :, :]) / sigma
     kernel = jnp.exp(-0.5 * z * z) / (sigma * jnp.sqrt(2 * jnp.pi))
@@ -261,15 +287,18 @@ def spectral_density(
       key: PRNG key (int seed or key) for the probes.
       num_steps, num_probes, distribution, probe_batch_size: see
         :func:`stochastic_lanczos_quadrature`.
-      sigma: kernel width. ``None``: 1 % of the span of the quadrature nodes
-        (the extreme nodes are the extreme eigenvalues to high accuracy). The
-        value used is returned in the result.
+      sigma: kernel width, positive (a concrete ``sigma <= 0`` raises
+        ``ValueError`` before any product). ``None``: 1 % of the span of the
+        quadrature nodes (the extreme nodes are the extreme eigenvalues to high
+        accuracy). The value used is returned in the result.
       grid: eigenvalues at which to evaluate; ``None``: ``grid_size`` points
         over the node span widened by ``5σ`` on each side.
 
     Returns:
       :class:`SpectralDensity`.
     """
+    _check_sigma(sigma)
+    grid_size = check_count(grid_size, "grid_size")
     quad = stochastic_lanczos_quadrature(
         num_steps, num_probes=num_probes, distribution=distribution,
         probe_batch_size=probe_batch_size,

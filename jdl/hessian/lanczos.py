@@ -53,7 +53,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jdl.hessian._flat import flat_matvec, flatten, unflatten_rows
+from jdl.hessian._flat import check_count, check_eigensolver_dtype, flat_matvec, flatten, unflatten_rows
 
 PyTree = Any
 Which = Literal["LA", "SA", "LM", "BE"]
@@ -283,12 +283,6 @@ def _initial_state(v0: jax.Array, num_steps: int) -> tuple[_State, jax.Array]:
     return state, norm
 
 
-def _check_steps(num_steps, name="num_steps") -> int:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"{name} must be a positive integer, got {num_steps!r}")
-    return num_steps
-
-
 def lanczos_tridiagonal(num_steps: int) -> Callable[..., TridiagonalDecomposition]:
     """Configure ``num_steps`` of Lanczos with full reorthogonalisation.
 
@@ -297,7 +291,7 @@ def lanczos_tridiagonal(num_steps: int) -> Callable[..., TridiagonalDecompositio
     the building block of stochastic Lanczos quadrature
     (:func:`~jdl.hessian.stochastic_lanczos_quadrature`), vmappable over ``v0``.
     """
-    num_steps = _check_steps(num_steps)
+    num_steps = check_count(num_steps, "num_steps")
 
     def decompose(matvec: Callable, v0: PyTree, *params) -> TridiagonalDecomposition:
         x0, unflatten = flatten(v0)
@@ -623,6 +617,7 @@ def _block_eigsh(num_steps: int, k: int, which: str, tol, block_size: int):
                 f"axis of length {p} (e.g. jax.tree.map(lambda a: jnp.stack([...]), ...) or "
                 "jdl.hessian.random_like on a stacked pytree)")
         x0, unflatten = flatten(jax.tree.map(lambda a: a[0], v0))
+        check_eigensolver_dtype(x0.dtype, "lanczos")
         n = x0.shape[0]
         rows = jax.vmap(lambda tree: flatten(tree)[0])(v0)  # (p, n)
         m = min(num_steps, n) // p  # block steps
@@ -787,14 +782,14 @@ def lanczos(
       >>> [round(float(x), 4) for x in r.eigenvalues]
       [10.0, 9.0]
     """
-    num_steps = _check_steps(num_steps)
-    k = _check_steps(k, "k")
+    num_steps = check_count(num_steps, "num_steps")
+    k = check_count(k, "k")
     if which not in _WHICH:
         raise ValueError(f"which must be one of {_WHICH} (largest/smallest algebraic, "
                          f"largest magnitude, both ends), got {which!r}")
     if k > num_steps:
         raise ValueError(f"k={k} eigenpairs need at least k Lanczos steps, got num_steps={num_steps}")
-    block_size = _check_steps(block_size, "block_size")
+    block_size = check_count(block_size, "block_size")
     if block_size > num_steps:
         raise ValueError(f"block_size={block_size} exceeds num_steps={num_steps} (the most products to spend)")
     if block_size > 1:
@@ -802,6 +797,7 @@ def lanczos(
 
     def eigsh(matvec: Callable, v0: PyTree, *params) -> LanczosResult:
         x0, unflatten = flatten(v0)
+        check_eigensolver_dtype(x0.dtype, "lanczos")
         n = x0.shape[0]
         if k > n:
             raise ValueError(f"k={k} eigenpairs requested of an operator of dimension {n}")

@@ -24,7 +24,15 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jdl.hessian._flat import flatten, random_like, tree_vdot
+from jdl.hessian._flat import (
+    check_count,
+    check_eigensolver_dtype,
+    check_like,
+    flatten,
+    leaf_dtype,
+    random_like,
+    tree_vdot,
+)
 from jdl.hessian.lanczos import lanczos
 from jdl.hessian.operators import check_dense_fits, dense_hessian, hessian_operator
 
@@ -127,8 +135,14 @@ def block_eigenvalues(
       method: ``"dense"`` (all eigenvalues, ascending), ``"lanczos"`` (the ``k``
         largest and ``k`` smallest, ascending, from one Krylov space), or
         ``"auto"`` (dense up to ``dense_max_params`` block parameters).
+
+    Both methods end in an eigensolve, so the block's parameters must be
+    float32 or float64 (half precision raises ``TypeError``).
     """
+    k = check_count(k, "k")
+    num_steps = check_count(num_steps, "num_steps")
     restricted, sub = block_loss(loss, params, block)
+    check_eigensolver_dtype(flatten(sub)[0].dtype, "block_eigenvalues")
     n = sum(int(jnp.size(leaf)) for leaf in sub)
     if method == "auto":
         method = "dense" if n <= dense_max_params else "lanczos"
@@ -149,9 +163,24 @@ def block_eigenvalues(
 # ----------------------------------------------------------------------------------
 
 
-def _normalized(d: PyTree) -> PyTree:
+def _direction(d: PyTree, params: PyTree, normalize: bool, what: str) -> PyTree:
+    """``d`` checked against ``params`` (structure and shapes), cast to their
+    dtypes, and scaled to unit norm when ``normalize``.
+
+    A zero ``d`` has no direction: concrete, it raises ``ValueError``; traced
+    (under ``jax.jit``), it stays zero, so the slice is the constant ``L(θ)``.
+    """
+    check_like(d, params, what, check_dtypes=False)
+    d = jax.tree.map(lambda u, p: jnp.asarray(u, leaf_dtype(p)), d, params)
+    if not normalize:
+        return d
     flat, unflatten = flatten(d)
-    return unflatten(flat / jnp.linalg.norm(flat))
+    norm = jnp.linalg.norm(flat)
+    if not isinstance(norm, jax.core.Tracer) and not bool(jnp.isfinite(norm) & (norm > 0)):
+        raise ValueError(f"{what} has norm {float(norm)}, so normalize=True cannot scale it to unit length; "
+                         "pass a non-zero, finite direction (e.g. an eigenvector from lanczos, or "
+                         "jdl.hessian.random_like(key, params))")
+    return unflatten(flat / jnp.where(norm > 0, norm, 1))
 
 
 def loss_slice(
@@ -165,10 +194,15 @@ def loss_slice(
     """``L(θ + α d)`` for each ``α`` in ``alphas`` (one vmapped evaluation).
 
     Args:
-      direction: a pytree like ``params`` (e.g. an eigenvector from
-        :func:`~jdl.hessian.lanczos`); scaled to unit norm when ``normalize``.
+      direction: a pytree like ``params`` — the same structure and leaf
+        shapes, else ``ValueError`` (e.g. an eigenvector from
+        :func:`~jdl.hessian.lanczos`); cast to the params' dtypes, so the loss
+        is evaluated in their precision, and scaled to unit norm when
+        ``normalize``. A zero direction with ``normalize`` raises
+        ``ValueError``, or under ``jax.jit`` (where its norm is not known)
+        stays zero: the slice is then ``L(θ)`` at every ``α``, not NaN.
     """
-    d = _normalized(direction) if normalize else direction
+    d = _direction(direction, params, normalize, "direction")
 
     def at(a):
         return loss(jax.tree.map(lambda p, u: p + a * u, params, d), *args)
@@ -186,9 +220,12 @@ def loss_surface(
     betas: jax.Array,
     normalize: bool = True,
 ) -> jax.Array:
-    """``L(θ + α d₁ + β d₂)`` on the grid ``alphas × betas``, shape ``(len(alphas), len(betas))``."""
-    d1 = _normalized(direction1) if normalize else direction1
-    d2 = _normalized(direction2) if normalize else direction2
+    """``L(θ + α d₁ + β d₂)`` on the grid ``alphas × betas``, shape ``(len(alphas), len(betas))``.
+
+    The directions are checked and normalised as in :func:`loss_slice`.
+    """
+    d1 = _direction(direction1, params, normalize, "direction1")
+    d2 = _direction(direction2, params, normalize, "direction2")
 
     def at(a, b):
         return loss(jax.tree.map(lambda p, u, w: p + a * u + b * w, params, d1, d2), *args)
@@ -249,6 +286,8 @@ def escape_saddle(
     Returns:
       :class:`EscapeResult`.
     """
+    num_steps = check_count(num_steps, "num_steps")
+    num_trials = check_count(num_trials, "num_trials")
     # A closure jitted for this call: a jit keyed on ``loss`` itself (a static
     # argument) would fail on an unhashable callable and keep every loss, and
     # what it captures, alive in the cache.
@@ -266,7 +305,7 @@ def _escape_saddle(loss, params, args, num_steps, max_step, num_trials, step_siz
     value, grad = jax.value_and_grad(loss)(params, *args)
     slope = tree_vdot(grad, d)
     sign = jnp.where(slope > 0, -1.0, 1.0).astype(flat.dtype)
-    d = jax.tree.map(lambda a: sign * a, d)
+    d = jax.tree.map(lambda a: (sign * a).astype(a.dtype), d)
     slope = sign * slope
     if step_sizes is None:
         alphas = max_step * 0.5 ** jnp.arange(num_trials, dtype=flat.dtype)

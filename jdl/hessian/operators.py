@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jdl.hessian._flat import check_floating, flatten
+from jdl.hessian._flat import check_count, check_eigensolver_dtype, check_floating, check_like, flatten
 from jdl.training.model import Model, Variables
 
 PyTree = Any
@@ -73,7 +73,9 @@ def hvp(loss: Callable[..., jax.Array], params: PyTree, v: PyTree, *args) -> PyT
     Args:
       loss: ``loss(params, *args) -> scalar``.
       params: the point ``θ`` (any pytree of floating arrays).
-      v: the direction, a pytree shaped like ``params``.
+      v: the direction, a pytree shaped like ``params``: the same structure
+        and, leaf by leaf, the same shape and dtype (else ``ValueError`` /
+        ``TypeError`` naming the leaf, before any tracing).
       *args: further arguments of ``loss`` (a batch, model state, ...), held fixed.
 
     Returns:
@@ -87,10 +89,7 @@ def hvp(loss: Callable[..., jax.Array], params: PyTree, v: PyTree, *args) -> PyT
       (10.0, -2.0)
     """
     check_floating(params, "params")
-    check_floating(v, "v")
-    if jax.tree.structure(params) != jax.tree.structure(v):
-        raise ValueError(f"v must be shaped like params: got the pytree {jax.tree.structure(v)} "
-                         f"for params {jax.tree.structure(params)}")
+    check_like(v, params)
     grad = jax.grad(lambda p: loss(p, *args))
     return jax.jvp(grad, (params,), (v,))[1]
 
@@ -111,6 +110,11 @@ def hessian_operator(loss: Callable[..., jax.Array]) -> Matvec:
 def _apply_pullback(pullback: Callable, v: PyTree) -> PyTree:
     (hv,) = pullback(v)
     return hv
+
+
+def _apply_checked(product: Callable, params: PyTree, v: PyTree) -> PyTree:
+    check_like(v, params)
+    return product(v)
 
 
 def linearize_hessian(loss: Callable[..., jax.Array], params: PyTree, *args,
@@ -135,17 +139,21 @@ def linearize_hessian(loss: Callable[..., jax.Array], params: PyTree, *args,
     The linear map is a pytree (a ``jax.tree_util.Partial``), so it can be
     passed explicitly to an eigensolver (``eigsh(lambda v, h: h(v), v0, hess)``)
     or called directly. Use it inside ``jax.jit`` together with the products.
+    It checks each ``v`` against ``params`` as :func:`hvp` does.
 
     Returns:
       ``(gradient, hessian_matvec)``.
     """
+    check_floating(params, "params")
     grad = jax.grad(lambda p: loss(p, *args))
     if mode == "forward":
-        return jax.linearize(grad, params)
-    if mode == "reverse":
+        g, product = jax.linearize(grad, params)
+    elif mode == "reverse":
         g, pullback = jax.vjp(grad, params)
-        return g, jax.tree_util.Partial(_apply_pullback, pullback)
-    raise ValueError(f"mode must be 'forward' or 'reverse', got {mode!r}")
+        product = jax.tree_util.Partial(_apply_pullback, pullback)
+    else:
+        raise ValueError(f"mode must be 'forward' or 'reverse', got {mode!r}")
+    return g, jax.tree_util.Partial(_apply_checked, product, params)
 
 
 # ----------------------------------------------------------------------------------
@@ -192,10 +200,11 @@ def dataset_hessian_operator(loss: Callable[..., jax.Array], *, batch_size: int)
       ``matvec(v, params, data)`` with ``data`` a pytree (e.g. ``{"x", "y"}``)
       of arrays with a common leading axis.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    batch_size = check_count(batch_size, "batch_size")
 
     def matvec(v: PyTree, params: PyTree, data: PyTree) -> PyTree:
+        check_floating(params, "params")
+        check_like(v, params)
         n = _num_examples(data)
         size = min(batch_size, n)
         full = (n // size) * size
@@ -257,6 +266,8 @@ def gauss_newton(predict: Callable[..., jax.Array], output_loss: Callable[..., j
     """
 
     def matvec(v: PyTree, params: PyTree, *args) -> PyTree:
+        check_floating(params, "params")
+        check_like(v, params)
         outputs, jvp_fn = jax.linearize(lambda p: predict(p, *args), params)
         jv = jvp_fn(v)
         h_jv = jax.jvp(jax.grad(lambda z: output_loss(z, *args)), (outputs,), (jv,))[1]
@@ -281,6 +292,22 @@ def _output_fisher(likelihood: str, outputs: jax.Array, u: jax.Array) -> jax.Arr
     raise ValueError(f"unknown likelihood {likelihood!r}; use 'categorical' or 'gaussian'")
 
 
+def _check_fisher_outputs(likelihood: str, outputs) -> None:
+    """The Fisher is a mean over the rows of ``(N, C)`` outputs: raise on any other shape."""
+    shape = jnp.shape(outputs)
+    if len(shape) == 2 or (likelihood == "gaussian" and len(shape) == 1):
+        return
+    if len(shape) > 2:
+        fix = ("for outputs (N, T, C) with a loss averaged over all N·T positions, return "
+               "outputs.reshape(-1, outputs.shape[-1]) from predict")
+    else:
+        fix = ("return one row of logits per example from predict (for one logit z per example, "
+               "jnp.stack([-z / 2, z / 2], axis=-1))")
+    allowed = "(N, C)" if likelihood == "categorical" else "(N, C) or (N,)"
+    raise ValueError(f"fisher(likelihood={likelihood!r}) needs predict to return outputs of shape {allowed}, "
+                     f"one row per example (the Fisher is the mean over the N rows), got shape {shape}; {fix}")
+
+
 def fisher(predict: Callable[..., jax.Array], *, likelihood: FisherLikelihood = "categorical") -> Matvec:
     """The (true) Fisher information of the model's predictive distribution as a matvec.
 
@@ -295,7 +322,11 @@ def fisher(predict: Callable[..., jax.Array], *, likelihood: FisherLikelihood = 
     tests check.
 
     Args:
-      predict: ``predict(params, *args) -> outputs`` of shape ``(N, C)``.
+      predict: ``predict(params, *args) -> outputs`` of shape ``(N, C)`` — ``(N,)``
+        also for ``"gaussian"``. Any other shape raises ``ValueError`` at trace
+        time: the Fisher is a mean over the ``N`` rows (the loss must be one
+        too), so outputs ``(N, T, C)`` with a mean over ``N·T`` positions are
+        reshaped to ``(N·T, C)`` in ``predict``.
       likelihood: ``"categorical"`` (outputs are logits) or ``"gaussian"``.
 
     Returns:
@@ -305,7 +336,10 @@ def fisher(predict: Callable[..., jax.Array], *, likelihood: FisherLikelihood = 
         raise ValueError(f"unknown likelihood {likelihood!r}; use 'categorical' or 'gaussian'")
 
     def matvec(v: PyTree, params: PyTree, *args) -> PyTree:
+        check_floating(params, "params")
+        check_like(v, params)
         outputs, jvp_fn = jax.linearize(lambda p: predict(p, *args), params)
+        _check_fisher_outputs(likelihood, outputs)
         fjv = _output_fisher(likelihood, jax.lax.stop_gradient(outputs), jvp_fn(v))
         (out,) = jax.linear_transpose(jvp_fn, params)(fjv)
         return out
@@ -331,6 +365,8 @@ def empirical_fisher(per_example_loss: Callable[..., jax.Array]) -> Matvec:
     """
 
     def matvec(v: PyTree, params: PyTree, *args) -> PyTree:
+        check_floating(params, "params")
+        check_like(v, params)
         losses, jvp_fn = jax.linearize(lambda p: per_example_loss(p, *args), params)
         u = jvp_fn(v)
         (out,) = jax.linear_transpose(jvp_fn, params)(u / losses.shape[0])
@@ -547,8 +583,10 @@ def dense_eigenvalues(matrix) -> jax.Array:
     (``scipy.linalg.eigh(..., eigvals_only=True)``), which measured 1.5–2× faster
     than ``jnp.linalg.eigvalsh`` at 3 500 × 3 500 on CPU (that one computes
     eigenvectors too); under ``jax.jit`` (traced input) it is
-    ``jnp.linalg.eigvalsh``. The dtype is kept.
+    ``jnp.linalg.eigvalsh``. The dtype is kept: float32 or float64 (the
+    eigensolver supports no other; half precision raises ``TypeError``).
     """
+    check_eigensolver_dtype(jnp.result_type(matrix), "dense_eigenvalues")
     if isinstance(matrix, jax.core.Tracer):
         return jnp.linalg.eigvalsh(matrix)
     import numpy as np
@@ -563,7 +601,9 @@ def dense_spectrum(loss: Callable[..., jax.Array], params: PyTree, *args, chunk_
                    max_bytes: int | None = None) -> jax.Array:
     """Every eigenvalue of ``∇²L(θ)``, ascending: :func:`dense_hessian` (compiled)
     then :func:`dense_eigenvalues`. For small models (seed 000: the Hessian's side
-    is the parameter count)."""
+    is the parameter count). The params must be float32 or float64 (what the
+    eigensolver supports); half precision raises ``TypeError`` before any work."""
+    check_eigensolver_dtype(flatten(params)[0].dtype, "dense_spectrum")
     h = jax.jit(lambda p, *a: dense_hessian(loss, p, *a, chunk_size=chunk_size, max_bytes=max_bytes))(
         params, *args)
     return dense_eigenvalues(h)

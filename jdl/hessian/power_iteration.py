@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jdl.hessian._flat import flat_matvec, flatten, unflatten_rows
+from jdl.hessian._flat import check_count, flat_matvec, flatten, unflatten_rows
 
 PyTree = Any
 
@@ -39,7 +39,13 @@ class PowerIterationResult(NamedTuple):
       residuals: ``(k,)`` ``‖A v − λ v‖`` at the last iterate (computed from the
         last product, no extra cost).
       num_matvecs: total operator products, all ``k`` included.
-      converged: ``(k,)`` whether the stopping rule was met within ``max_steps``.
+      converged: ``(k,)`` whether the stopping rule was met within ``max_steps``
+        *and* the residual is small, ``‖A v − λ v‖ ≤ max(√tol, √ε) · s`` with
+        ``s`` the largest ``|λ|`` found so far, this one included (``ε`` of the
+        dtype): then ``λ`` lies within that distance of an eigenvalue of ``A``.
+        A small change of ``λ`` alone shows no convergence: with eigenvalues
+        ``±λ₁`` the iterate swings between their eigenvectors while ``λ``
+        stays near 0.
     """
 
     eigenvalues: jax.Array
@@ -64,15 +70,20 @@ def power_iteration(
       tol: stop when ``|λ_t − λ_{t−1}| / (|λ_{t−1}| + 1e-6) < tol`` — PyHessian's
         rule with its default ``1e-3``. This bounds the change per step, not
         the error: with ratio ``r = |λ₂/λ₁|`` close to 1 the iteration stops
-        with an error of about ``tol · r / (1 − r)``.
+        with an error of about ``tol · r / (1 − r)``. When ``λ₂`` has the
+        sign of ``λ₁`` the rule implies the residual test of ``converged`` (a
+        relative change ``δ`` comes with a relative residual of about
+        ``√(δ (1 − r)/(1 + r))``); of the other sign, about
+        ``√(δ (1 + r)/(1 − r))``, which may fail it.
+
+    A zero product ``A v = 0`` (a zero operator, or nothing left after
+    deflation) gives the eigenvalue 0 with ``v`` itself as its eigenvector.
 
     Returns:
       ``power(matvec, v0, *params) -> PowerIterationResult``, jittable.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    k = check_count(k, "k")
+    max_steps = check_count(max_steps, "max_steps")
 
     def power(matvec: Callable, v0: PyTree, *params) -> PowerIterationResult:
         x0, unflatten = flatten(v0)
@@ -88,6 +99,7 @@ def power_iteration(
         # A start with nothing left after deflation (a zero v0, or one in the
         # span of the vectors found) continues from a fixed random vector.
         fallback = jax.random.normal(jax.random.key(0x1A2C05), x0.shape, x0.dtype)
+        residual_tol = max(float(tol), float(jnp.finfo(x0.dtype).eps)) ** 0.5
 
         def one(i, carry):
             found, values, residuals, steps, converged = carry
@@ -105,13 +117,17 @@ def power_iteration(
                 new = jnp.vdot(v, w)
                 res = jnp.linalg.norm(w - new * v)
                 done = jnp.abs(new - lam) / (jnp.abs(lam) + 1e-6) < tol
-                return t + 1, w / jnp.linalg.norm(w), new, res, done & (t > 0)
+                norm = jnp.linalg.norm(w)
+                # A v = 0: v is an eigenvector (eigenvalue 0); keep it rather than divide by 0.
+                v = jnp.where(norm > 0, w / jnp.where(norm > 0, norm, 1), v)
+                return t + 1, v, new, res, done & (t > 0)
 
             init = (jnp.zeros((), jnp.int32), v, jnp.zeros((), x0.dtype), jnp.zeros((), x0.dtype),
                     jnp.zeros((), bool))
             t, v, lam, res, done = jax.lax.while_loop(cond, body, init)
+            scale = jnp.maximum(jnp.max(jnp.abs(values)), jnp.abs(lam))
             return (found.at[i].set(v), values.at[i].set(lam), residuals.at[i].set(res),
-                    steps + t, converged.at[i].set(done))
+                    steps + t, converged.at[i].set(done & (res <= residual_tol * scale)))
 
         carry = (found, jnp.zeros((k,), x0.dtype), jnp.zeros((k,), x0.dtype),
                  jnp.zeros((), jnp.int32), jnp.zeros((k,), bool))

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jdl.hessian._flat import as_key, flatten
+from jdl.hessian._flat import as_key, check_count, check_eigensolver_dtype, flatten
 
 PyTree = Any
 Distribution = Literal["rademacher", "normal"]
@@ -53,10 +53,10 @@ class TraceEstimate(NamedTuple):
     num_matvecs: int
 
 
-def _check_count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+def _check_distribution(distribution) -> str:
+    if distribution not in ("rademacher", "normal"):
+        raise ValueError(f"unknown distribution {distribution!r}; use 'rademacher' or 'normal'")
+    return distribution
 
 
 def _samples(key, shape, dtype, distribution: str) -> jax.Array:
@@ -93,8 +93,11 @@ def hutchinson(num_matvecs: int = 100, *, distribution: Distribution = "rademach
       num_matvecs: number of probes ``m`` (one product each).
       distribution: ``"rademacher"`` (lowest variance for a fixed matrix:
         ``2 Σ_{i≠j} A_ij²``) or ``"normal"`` (``2 ‖A‖_F²``).
+
+    Both are checked here, when the estimator is configured.
     """
-    _check_count(num_matvecs, "num_matvecs", 1)
+    num_matvecs = check_count(num_matvecs, "num_matvecs")
+    _check_distribution(distribution)
 
     def trace(matvec: Callable, like: PyTree, *params, key) -> TraceEstimate:
         flat, unflatten = flatten(like)
@@ -116,18 +119,26 @@ def hutch_plus_plus(num_matvecs: int = 100, *, distribution: Distribution = "rad
         tr A ≈ tr(Qᵀ A Q) + (1/r) Σᵢ gᵢᵀ (I − QQᵀ) A (I − QQᵀ) gᵢ.
 
     The standard error is that of the Hutchinson part (the sketch part is exact
-    given ``Q``); the estimator is unbiased.
+    given ``Q``); the estimator is unbiased. When ``s`` exceeds the dimension
+    ``n``, ``Q`` has only ``n`` columns, so ``tr(Qᵀ A Q)`` costs ``n`` products
+    and the result's ``num_matvecs`` is ``s + min(s, n) + (m − 2s)``, the
+    products spent, not ``m``.
+
+    The QR factorisation needs float32 or float64 numbers (``TypeError`` for
+    half precision).
 
     Args:
-      num_matvecs: total products ``m`` (at least 3).
-      distribution: probe entries, ``"rademacher"`` or ``"normal"``.
+      num_matvecs: total products ``m`` (at least 3), checked here.
+      distribution: probe entries, ``"rademacher"`` or ``"normal"``, checked here.
     """
-    _check_count(num_matvecs, "num_matvecs", 3)
+    num_matvecs = check_count(num_matvecs, "num_matvecs", 3)
+    _check_distribution(distribution)
     sketch = num_matvecs // 3
     rest = num_matvecs - 2 * sketch
 
     def trace(matvec: Callable, like: PyTree, *params, key) -> TraceEstimate:
         flat, unflatten = flatten(like)
+        check_eigensolver_dtype(flat.dtype, "hutch_plus_plus")
         n = flat.shape[0]
         mv = _batched(matvec, unflatten, params)
         k1, k2 = jax.random.split(as_key(key))
@@ -138,7 +149,8 @@ def hutch_plus_plus(num_matvecs: int = 100, *, distribution: Distribution = "rad
         g = _samples(k2, (rest, n), flat.dtype, distribution)
         g = g - (g @ q.T) @ q                      # (I − QQᵀ) g
         samples = jnp.sum(g * mv(g), axis=1)       # gᵀ (I−QQᵀ) A (I−QQᵀ) g
-        return TraceEstimate(exact + jnp.mean(samples), _standard_error(samples), num_matvecs)
+        spent = sketch + min(sketch, n) + rest      # Q has min(sketch, n) columns
+        return TraceEstimate(exact + jnp.mean(samples), _standard_error(samples), spent)
 
     return trace
 
@@ -148,9 +160,12 @@ def frobenius_norm(num_matvecs: int = 100, *, distribution: Distribution = "rade
 
     ``‖A‖_F² = tr(Aᵀ A) = E‖A g‖²``, so ``‖A‖_F ≈ √((1/m) Σ ‖A gᵢ‖²)``; the
     standard error is carried through the square root by the delta method
-    (``se(√x) ≈ se(x) / (2√x)``).
+    (``se(√x) ≈ se(x) / (2√x)``); for a zero estimate every ``‖A gᵢ‖²`` is
+    0 and so is the standard error. ``num_matvecs`` and ``distribution`` are
+    checked here, when the estimator is configured.
     """
-    _check_count(num_matvecs, "num_matvecs", 1)
+    num_matvecs = check_count(num_matvecs, "num_matvecs")
+    _check_distribution(distribution)
 
     def norm(matvec: Callable, like: PyTree, *params, key) -> TraceEstimate:
         flat, unflatten = flatten(like)
@@ -159,6 +174,8 @@ def frobenius_norm(num_matvecs: int = 100, *, distribution: Distribution = "rade
         samples = jnp.sum(ag * ag, axis=1)
         sq = jnp.mean(samples)
         value = jnp.sqrt(sq)
-        return TraceEstimate(value, _standard_error(samples) / (2 * value), num_matvecs)
+        # A zero estimate means every sample is 0 (they are ≥ 0): no spread.
+        error = jnp.where(value > 0, _standard_error(samples) / (2 * jnp.where(value > 0, value, 1)), 0)
+        return TraceEstimate(value, error, num_matvecs)
 
     return norm

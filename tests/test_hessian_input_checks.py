@@ -1,0 +1,272 @@
+"""Bad input to the Hessian tools: one clear error naming the problem and the fix,
+raised before tracing, or a defined value — never a deep JAX error, a silent wrong
+answer or a NaN. Small pytrees and closed forms only, so the file runs in seconds."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jdl.hessian as jh
+from jdl.hessian._flat import as_key
+
+
+def _loss(p):
+    """Closed-form Hessian: diag(2, 2, 2, 2) on ``w`` and diag(6 b) on ``b``."""
+    return jnp.sum(p["w"] ** 2) + jnp.sum(p["b"] ** 3)
+
+
+PARAMS = {"w": jnp.ones(4), "b": jnp.ones(2)}
+DIAG = jnp.array([5.0, -5.0, 1.0, 0.5, 0.2])
+
+
+def _zero(v):
+    return jax.tree.map(jnp.zeros_like, v)
+
+
+# ---------------------------------------------------------------------------------
+# 1. directions shaped unlike params
+# ---------------------------------------------------------------------------------
+
+
+def test_direction_with_a_missing_leaf_is_named():
+    with pytest.raises(ValueError, match=r"structure differs \(missing \['b'\]\)"):
+        jh.lanczos(3)(jh.hessian_operator(_loss), {"w": jnp.ones(4)}, PARAMS)
+
+
+def test_direction_leaf_shapes_are_checked_by_every_product():
+    v = {"w": jnp.ones(3), "b": jnp.ones(2)}
+    data = {"x": jnp.ones((5, 4)), "y": jnp.ones(5)}
+    products = [
+        lambda: jh.hvp(_loss, PARAMS, v),
+        lambda: jh.linearize_hessian(_loss, PARAMS)[1](v),
+        lambda: jh.linearize_hessian(_loss, PARAMS, mode="reverse")[1](v),
+        lambda: jh.gauss_newton(lambda p: p["w"], lambda z: jnp.sum(z**2))(v, PARAMS),
+        lambda: jh.fisher(lambda p, d: d["x"] * p["w"][None])(v, PARAMS, data),
+        lambda: jh.empirical_fisher(lambda p, d: d["x"] @ p["w"])(v, PARAMS, data),
+        lambda: jh.dataset_hessian_operator(lambda p, d: _loss(p), batch_size=2)(v, PARAMS, data),
+    ]
+    for product in products:
+        with pytest.raises(ValueError, match=r"\['w'\]: float32\[3\] against float32\[4\]"):
+            product()
+
+
+def test_direction_dtype_must_match_params():
+    v = {"w": jnp.ones(4, jnp.bfloat16), "b": jnp.ones(2)}
+    with pytest.raises(TypeError, match=r"\['w'\]: bfloat16\[4\] against float32\[4\].*astype"):
+        jh.hvp(_loss, PARAMS, v)
+    with jax.enable_x64(True):
+        with pytest.raises(TypeError, match=r"float64\[3\] against float32\[3\]"):
+            jh.lanczos(3)(jh.hessian_operator(lambda p: jnp.sum(p**2)), jnp.ones(3, jnp.float64),
+                          jnp.ones(3, jnp.float32))
+
+
+# ---------------------------------------------------------------------------------
+# 2. half precision where an eigensolver is needed, and only there
+# ---------------------------------------------------------------------------------
+
+
+def test_half_precision_is_refused_by_the_eigensolvers():
+    p16 = jax.tree.map(lambda a: a.astype(jnp.float16), PARAMS)
+    mv = jh.hessian_operator(_loss)
+    calls = [
+        lambda: jh.dense_spectrum(_loss, p16),
+        lambda: jax.jit(jh.dense_eigenvalues)(jnp.eye(3, dtype=jnp.bfloat16)),
+        lambda: jh.hutch_plus_plus(9)(mv, p16, p16, key=0),
+        lambda: jh.spectral_density(mv, p16, p16, key=0, num_steps=3, num_probes=2),
+        lambda: jh.block_eigenvalues(_loss, p16, block="w"),
+        lambda: jh.lanczos(3)(mv, p16, p16),
+        lambda: jh.lanczos(4, block_size=2)(mv, jax.tree.map(lambda a: jnp.stack([a, a]), p16), p16),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match=r"float32 or float64.*astype\(jnp.float32\)"):
+            call()
+
+
+def test_half_precision_products_still_work():
+    pb = jax.tree.map(lambda a: a.astype(jnp.bfloat16), PARAMS)
+    hv = jh.hvp(_loss, pb, pb)
+    np.testing.assert_array_equal(np.asarray(hv["w"], np.float32), 2.0)
+    np.testing.assert_array_equal(np.asarray(hv["b"], np.float32), 6.0)
+
+
+# ---------------------------------------------------------------------------------
+# 3. loss slices
+# ---------------------------------------------------------------------------------
+
+
+def test_loss_slice_checks_the_direction():
+    alphas = jnp.linspace(-1.0, 1.0, 3)
+    with pytest.raises(ValueError, match=r"direction must be shaped like params.*\['w'\]"):
+        jh.loss_slice(_loss, PARAMS, {"w": jnp.ones(3), "b": jnp.ones(2)}, alphas=alphas)
+    with pytest.raises(ValueError, match=r"direction2 must be a pytree shaped like params"):
+        jh.loss_surface(_loss, PARAMS, PARAMS, {"w": jnp.ones(4)}, alphas=alphas, betas=alphas)
+    with jax.enable_x64(True):  # a float64 direction is cast: the loss stays in the params' float32
+        d = jax.tree.map(lambda a: jnp.ones(a.shape, jnp.float64), PARAMS)
+        assert jh.loss_slice(_loss, PARAMS, d, alphas=alphas, normalize=False).dtype == jnp.float32
+
+
+def test_zero_direction_raises_eagerly_and_is_constant_under_jit():
+    alphas = jnp.linspace(-1.0, 1.0, 3)
+    zero = _zero(PARAMS)
+    with pytest.raises(ValueError, match="norm 0.0.*non-zero"):
+        jh.loss_slice(_loss, PARAMS, zero, alphas=alphas)
+    with pytest.raises(ValueError, match="direction1 has norm 0.0"):
+        jh.loss_surface(_loss, PARAMS, zero, PARAMS, alphas=alphas, betas=alphas)
+    traced = jax.jit(lambda d: jh.loss_slice(_loss, PARAMS, d, alphas=alphas))(zero)
+    np.testing.assert_array_equal(traced, float(_loss(PARAMS)))
+
+
+# ---------------------------------------------------------------------------------
+# 4. keys
+# ---------------------------------------------------------------------------------
+
+
+def test_key_must_be_a_seed_or_a_prng_key():
+    trace = jh.hutchinson(3)
+    for bad in (0.5, True, "0", jnp.ones(2)):
+        with pytest.raises(TypeError, match="integer seed or a PRNG key"):
+            trace(jh.hessian_operator(_loss), PARAMS, PARAMS, key=bad)
+    a = as_key(np.int64(3))
+    for key in (3, jax.random.key(3), jax.random.PRNGKey(3), jnp.asarray(3)):
+        assert jnp.array_equal(jax.random.key_data(as_key(key)), jax.random.key_data(a))
+
+
+# ---------------------------------------------------------------------------------
+# 5. NumPy integers as settings
+# ---------------------------------------------------------------------------------
+
+
+def test_numpy_integers_are_accepted_as_counts():
+    data = {"x": jnp.ones((5, 4))}
+    hv = jh.dataset_hessian_operator(lambda p, d: _loss(p), batch_size=np.int64(2))(PARAMS, PARAMS, data)
+    np.testing.assert_allclose(hv["w"], 2.0)
+    r = jh.power_iteration(k=np.int64(1), max_steps=np.int32(50))(lambda v: DIAG[2:] * v, jnp.ones(3))
+    assert float(r.eigenvalues[0]) == pytest.approx(1.0, rel=1e-3)
+    est = jh.hutchinson(np.int64(3))(lambda v: 2 * v, jnp.ones(4), key=0)
+    assert float(est.estimate) == pytest.approx(8.0)
+    sd = jh.spectral_density(lambda v: 2 * v, jnp.ones(4), key=0, num_steps=np.int64(2),
+                             num_probes=np.int64(2), grid_size=np.int64(5))
+    assert sd.density.shape == (5,)
+    r = jh.lanczos(np.int64(3), k=np.int32(1), block_size=np.int64(1))(lambda v: DIAG[2:] * v, jnp.ones(3))
+    assert float(r.eigenvalues[0]) == pytest.approx(1.0, rel=1e-5)
+    for bad in (np.bool_(True), 2.0, 0):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            jh.dataset_hessian_operator(_loss, batch_size=bad)
+
+
+# ---------------------------------------------------------------------------------
+# 6. probe distributions, checked when configured
+# ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("estimator", [jh.hutchinson, jh.frobenius_norm, jh.hutch_plus_plus])
+def test_distribution_is_checked_when_configured(estimator):
+    with pytest.raises(ValueError, match=r"unknown distribution 'gauss'.*'rademacher' or 'normal'"):
+        estimator(9, distribution="gauss")
+
+
+# ---------------------------------------------------------------------------------
+# 7. power iteration: a zero operator, a ±λ tie
+# ---------------------------------------------------------------------------------
+
+
+def test_power_iteration_on_a_zero_operator():
+    r = jh.power_iteration()(lambda v: jnp.zeros_like(v), jnp.ones(3))
+    assert float(r.eigenvalues[0]) == 0.0
+    np.testing.assert_allclose(r.eigenvectors[0], np.ones(3) / np.sqrt(3), rtol=1e-6)
+    assert float(r.residuals[0]) == 0.0 and bool(r.converged[0])
+
+
+def test_power_iteration_tie_is_not_converged():
+    r = jh.power_iteration(k=1)(lambda v: DIAG * v, jnp.ones(5))
+    assert float(r.residuals[0]) > 1.0
+    assert not bool(r.converged[0])
+    # A simple dominant eigenvalue still converges.
+    r = jh.power_iteration(k=1)(lambda v: jnp.abs(DIAG) * jnp.array([1.0, 0.5, 1, 1, 1]) * v, jnp.ones(5))
+    assert bool(r.converged[0]) and float(r.eigenvalues[0]) == pytest.approx(5.0, rel=1e-3)
+
+
+# ---------------------------------------------------------------------------------
+# 8. the Frobenius norm of a zero operator
+# ---------------------------------------------------------------------------------
+
+
+def test_frobenius_norm_of_zero_operator_has_zero_error():
+    r = jh.frobenius_norm(4)(lambda v: jnp.zeros_like(v), jnp.ones(3), key=0)
+    assert float(r.estimate) == 0.0 and float(r.standard_error) == 0.0
+
+
+# ---------------------------------------------------------------------------------
+# 9. the kernel width of the spectral density
+# ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sigma", [0.0, -0.1, float("nan")])
+def test_spectral_density_refuses_a_non_positive_sigma(sigma):
+    def never(v):
+        raise AssertionError("no product should run")
+
+    with pytest.raises(ValueError, match="sigma.*must be a positive number"):
+        jh.spectral_density(never, jnp.ones(4), key=0, num_steps=2, num_probes=2, sigma=sigma)
+
+
+# ---------------------------------------------------------------------------------
+# 10. condition numbers with a NaN eigenvalue
+# ---------------------------------------------------------------------------------
+
+
+def test_condition_number_of_nan_eigenvalues_is_nan():
+    lam = jnp.array([1.0, jnp.nan, 3.0])
+    for definition in ("auto", "definite", "magnitude", "positive"):
+        assert np.isnan(float(jh.condition_number(lam, definition=definition).value))
+    assert np.isnan(float(jax.jit(lambda x: jh.condition_number(x).value)(lam)))
+    batch = jnp.stack([lam, jnp.array([1.0, 2.0, 4.0])])
+    values = jax.vmap(lambda x: jh.condition_number(x).value)(batch)
+    assert np.isnan(float(values[0])) and float(values[1]) == pytest.approx(4.0)
+
+
+# ---------------------------------------------------------------------------------
+# 11. Fisher output shapes
+# ---------------------------------------------------------------------------------
+
+
+def test_fisher_needs_one_row_per_example():
+    w = jnp.ones(3)
+    seq = jnp.ones((2, 4, 3))
+    with pytest.raises(ValueError, match=r"shape \(N, C\).*got shape \(2, 4, 3\).*reshape\(-1"):
+        jh.fisher(lambda p, x: x * p[None, None])(w, w, seq)
+    with pytest.raises(ValueError, match=r"got shape \(2,\)"):
+        jh.fisher(lambda p, x: x @ p)(w, w, jnp.ones((2, 3)))
+    # Reshaped as the message says, the Fisher is the mean over the N·T rows.
+    flat = jh.fisher(lambda p, x: (x * p[None, None]).reshape(-1, 3))(w, w, seq)
+    per_row = jh.fisher(lambda p, x: x * p[None])(w, w, jnp.ones((8, 3)))
+    np.testing.assert_allclose(flat, per_row, rtol=1e-6)
+    # One output per example is a Gaussian regression: F = (1/N) Xᵀ X.
+    x = jnp.arange(6.0).reshape(2, 3)
+    np.testing.assert_allclose(jh.fisher(lambda p, x: x @ p, likelihood="gaussian")(w, w, x),
+                               x.T @ x @ w / 2, rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------
+# 12. Hutch++ with a sketch wider than the dimension
+# ---------------------------------------------------------------------------------
+
+
+def test_hutch_plus_plus_reports_the_products_spent():
+    a = jnp.diag(jnp.arange(1.0, 31.0))
+    r = jh.hutch_plus_plus(99)(lambda v: a @ v, jnp.ones(30), key=0)
+    # 33 sketch products, 30 for tr(QᵀAQ) (Q has only n = 30 columns), 33 probes.
+    assert r.num_matvecs == 33 + 30 + 33
+    assert float(r.estimate) == pytest.approx(465.0, rel=1e-5)
+
+
+def test_slq_index_and_its_bounds_stay_in_the_unit_interval():
+    """Every eigenvalue negative: the float32 weights sum to 1 only up to rounding,
+    which put the index at 1.00000024 and the lower bound above the upper one."""
+    def f(p):
+        return -(p["x"] ** 2 + 3 * p["y"] ** 2 + 0.5 * jnp.sum(p["z"] ** 2))
+
+    r = jh.critical_point_report(f, {"x": 0.0, "y": 0.0, "z": jnp.zeros(3)}, method="lanczos")
+    assert 0 <= float(r.index_lower) <= float(r.index) <= float(r.index_upper) <= 1
+    assert float(r.index) == pytest.approx(1.0) and r.classification == "maximum"

@@ -137,7 +137,10 @@ def block_eigenvalues(
         ``"auto"`` (dense up to ``dense_max_params`` block parameters).
 
     Both methods end in an eigensolve, so the block's parameters must be
-    float32 or float64 (half precision raises ``TypeError``).
+    float32 or float64 (half precision raises ``TypeError``). Like
+    :func:`~jdl.hessian.dense_spectrum`, each call compiles afresh (nothing of
+    ``loss`` outlives it); :func:`block_loss` gives the restricted loss to jit
+    once for many points.
     """
     k = check_count(k, "k")
     num_steps = check_count(num_steps, "num_steps")

@@ -602,7 +602,10 @@ def dense_spectrum(loss: Callable[..., jax.Array], params: PyTree, *args, chunk_
     """Every eigenvalue of ``∇²L(θ)``, ascending: :func:`dense_hessian` (compiled)
     then :func:`dense_eigenvalues`. For small models (seed 000: the Hessian's side
     is the parameter count). The params must be float32 or float64 (what the
-    eigensolver supports); half precision raises ``TypeError`` before any work."""
+    eigensolver supports); half precision raises ``TypeError`` before any work.
+    Each call compiles the Hessian afresh (a closure over ``loss``, so nothing
+    of it outlives the call); to take many spectra of one model, jit
+    ``lambda p, *a: dense_eigenvalues(dense_hessian(loss, p, *a))`` once."""
     check_eigensolver_dtype(flatten(params)[0].dtype, "dense_spectrum")
     h = jax.jit(lambda p, *a: dense_hessian(loss, p, *a, chunk_size=chunk_size, max_bytes=max_bytes))(
         params, *args)

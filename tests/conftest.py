@@ -1,7 +1,9 @@
 """Test configuration: CPU only, several virtual CPU devices for the sharding
 tests, and strict rank promotion so silent broadcasting bugs fail loudly."""
 
+import importlib.util
 import os
+from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # JAX's CPU linear algebra (eigh, Cholesky, solve) runs on OpenBLAS; its threads fight
@@ -9,6 +11,27 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture
+def load_example(monkeypatch):
+    """``load_example(name, *functions)``: the script ``examples/{name}.py``
+    imported as a module (its ``main`` not run), with matplotlib on the Agg
+    backend; ``main`` and the named ``functions`` must be callable."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+
+    def load(name, *functions):
+        spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for function in ("main", *functions):
+            assert callable(getattr(module, function, None)), f"{name}.{function}"
+        return module
+
+    return load

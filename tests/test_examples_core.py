@@ -1,19 +1,7 @@
 """The training-core example runs on a tiny budget."""
 
-import importlib.util
-import pathlib
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
-
-
-def load_example(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_train_digits_example_fit_step_by_hand_and_vmapped_ensemble():
+def test_train_digits_example_fit_step_by_hand_and_vmapped_ensemble(load_example):
     out = load_example("train_digits").main(epochs=3, members=2)
     assert out["fit_test_accuracy"] > 0.85
     assert out["by_hand_test_accuracy"] > 0.85   # the pure step in a Python loop

@@ -4,33 +4,15 @@ Where the claim is cheap to check, the tiny run checks it: the perceptron fails 
 XOR and an MLP solves it; the linear autoencoder's subspace is within 5° of PCA's.
 """
 
-import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from jdl.data import Dataset, mnist1d
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert callable(module.main) and callable(module.run)
-    return module
-
-
-@pytest.fixture(autouse=True)
-def agg_backend(monkeypatch):
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-
-
-def test_perceptron_xor(tmp_path):
-    ex = load("perceptron_xor")
+def test_perceptron_xor(tmp_path, load_example):
+    ex = load_example("perceptron_xor", "run")
     r = ex.run(perceptron_epochs=20, mlp_epochs=100)
     assert r["perceptron_and_accuracy"] == 1.0  # linearly separable: the perceptron rule converges
     assert r["perceptron_xor_best_accuracy"] <= 0.75  # XOR: never more than 3 of 4 points
@@ -40,8 +22,8 @@ def test_perceptron_xor(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 0
 
 
-def test_digits_models(tmp_path):
-    ex = load("digits_models")
+def test_digits_models(tmp_path, load_example):
+    ex = load_example("digits_models", "run")
     r = ex.run(epochs=1, models=("MLP 64-256-256-10",))
     ((label, result),) = r.items()
     assert 0.1 < result["test_accuracy"] <= 1.0 and result["parameters"] > 0
@@ -49,8 +31,8 @@ def test_digits_models(tmp_path):
     ex.plot(r, tmp_path / "d.png")
 
 
-def test_mnist1d_models(tmp_path):
-    ex = load("mnist1d_models")
+def test_mnist1d_models(tmp_path, load_example):
+    ex = load_example("mnist1d_models", "run")
     full = mnist1d()
     small = Dataset("mnist1d", *({k: v[:256] for k, v in s.items()} for s in (full.train, full.val, full.test)), 10)
     perm = np.random.default_rng(0).permutation(40)
@@ -64,8 +46,8 @@ def test_mnist1d_models(tmp_path):
     ex.plot(r, tmp_path / "m.png")
 
 
-def test_sequence_memory(tmp_path):
-    ex = load("sequence_memory")
+def test_sequence_memory(tmp_path, load_example):
+    ex = load_example("sequence_memory", "run")
     data = ex.adding_problem(64, 20, seed=0)
     marked = data["x"][..., 1] == 1
     assert (marked.sum(1) == 2).all()
@@ -76,8 +58,8 @@ def test_sequence_memory(tmp_path):
     ex.plot(r, tmp_path / "s.png")
 
 
-def test_autoencoders(tmp_path):
-    ex = load("autoencoders")
+def test_autoencoders(tmp_path, load_example):
+    ex = load_example("autoencoders", "run")
     lin = ex.linear_autoencoder(latent=3, steps=1000, learning_rate=3e-2)
     assert lin["angles_degrees"].max() < 5.0  # the learned subspace is PCA's
     assert lin["train_loss"] < 1.02 * lin["pca_loss"]
@@ -88,8 +70,8 @@ def test_autoencoders(tmp_path):
     ex.plot_denoising(r, tmp_path / "b.png")
 
 
-def test_gan_mixture(tmp_path):
-    ex = load("gan_mixture")
+def test_gan_mixture(tmp_path, load_example):
+    ex = load_example("gan_mixture", "run")
     cov = ex.mode_coverage(np.asarray(ex.sample_mixture(ex.jax.random.key(0), 4000)))
     # real data covers every mode; P(‖ε‖ < 3σ) = 1 − e^(−9/2) ≈ 98.9 % in 2-D
     assert cov["modes_covered"] == 8 and abs(cov["high_quality"] - (1 - math.exp(-4.5))) < 0.01
@@ -99,16 +81,16 @@ def test_gan_mixture(tmp_path):
     ex.plot(r, tmp_path / "g.png")
 
 
-def test_vae_digits(tmp_path):
-    ex = load("vae_digits")
+def test_vae_digits(tmp_path, load_example):
+    ex = load_example("vae_digits", "run")
     r = ex.run(epochs=1, latents=(2,))
     assert math.isfinite(r[2]["test_negative_elbo"]) and r[2]["samples"].shape == (40, 64)
     assert "ELBO" in ex.table(r)
     ex.plot(r, tmp_path / "v.png")
 
 
-def test_vanishing_gradients(tmp_path):
-    ex = load("vanishing_gradients")
+def test_vanishing_gradients(tmp_path, load_example):
+    ex = load_example("vanishing_gradients", "run")
     r = ex.run(
         depth=6,
         width=8,

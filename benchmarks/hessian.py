@@ -25,9 +25,12 @@ with 2 threads under load, 2.7 s with 1): set ``OPENBLAS_NUM_THREADS=1``
 there. The setting is recorded with the results.
 
 Section 1 runs in three fresh processes (its ratios move more between
-processes than within one); the table gives medians and ranges.
+processes than within one); the table gives medians and ranges. It runs again
+in two processes pinned to one core (``taskset``, where there is one): there
+the ratios repeat to about 1 % and show the cost of the computation itself,
+without XLA's placement of operations on two cores.
 
-    python benchmarks/hessian.py            # about two and a half minutes on 2 CPU cores
+    python benchmarks/hessian.py            # about three minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -246,26 +250,32 @@ def bench_hvp_cost(loss, params, batch, steps: int = 96) -> dict:
 
 
 PROCESSES = 3
+PROCESSES_ONE_CORE = 2
 
 
-def bench_hvp_cost_in_processes(count: int) -> dict:
+def bench_hvp_cost_in_processes(count: int, one_core: bool = False) -> dict:
     """:func:`bench_hvp_cost` in ``count`` fresh processes: medians, and the
-    per-process results under ``"processes"``.
+    per-process results under ``"processes"``. ``one_core``: each process is
+    started pinned to one CPU (``taskset``, Linux), which takes XLA's
+    scheduling of operations over two cores out of the ratios.
 
     The ratios move between processes far more than within one: the same
     program, compiled afresh, runs its gradient in a compiled loop at 0.42 ms in
     one process and 0.55 ms in the next on this machine (thread placement and
     the memory the runtime gets), so a single process's ratio can be off by
     ±15 %. Each process trains the same model (seed 0) and measures
-    everything in section 1; the table reports medians and ranges.
+    everything in section 1; the table reports medians and ranges. Pinned
+    to one core, the same measurements repeat to about 1 % between processes.
     """
     runs = []
+    where = "one core" if one_core else "all cores"
+    pin = ["taskset", "-c", str(min(os.sched_getaffinity(0)))] if one_core else []
     for i in range(count):
-        out = subprocess.run([sys.executable, __file__, "--hvp-cost-only"], check=True,
+        out = subprocess.run(pin + [sys.executable, __file__, "--hvp-cost-only"], check=True,
                              capture_output=True, text=True).stdout
         runs.append(json.loads(out.strip().splitlines()[-1]))
-        print(f"   section 1, process {i + 1} of {count}: Lanczos per product "
-              f"{runs[-1]['lanczos_per_product_over_gradient']:.2f}× a gradient call", flush=True)
+        print(f"   section 1 ({where}), process {i + 1} of {count}: Lanczos per product "
+              f"{runs[-1]['lanczos_per_product_over_gradient_in_loop']:.2f}× a gradient in a loop", flush=True)
     numeric = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
     out = {k: statistics.median(r[k] for r in runs) for k in numeric}
     out["processes"] = runs
@@ -397,6 +407,8 @@ def main() -> dict:
     exact_top, exact_trace = float(eig64[-1]), float(eig64.sum())
 
     cost = bench_hvp_cost_in_processes(PROCESSES)
+    one_core = (bench_hvp_cost_in_processes(PROCESSES_ONE_CORE, one_core=True)
+                if hasattr(os, "sched_getaffinity") and shutil.which("taskset") else None)
     with jax.enable_x64(True):
         top64 = bench_top_eigenvalue(loss, params, batch, jnp.float64, exact_top)
     top32 = bench_top_eigenvalue(loss, params, batch, jnp.float32, exact_top)
@@ -412,6 +424,7 @@ def main() -> dict:
         "model": {"hidden": [32, 32], "num_params": n, "num_examples": int(batch["x"].shape[0])},
         "exact": {"lambda_max": exact_top, "lambda_min": float(eig64[0]), "trace": exact_trace},
         "hvp_cost": cost,
+        "hvp_cost_one_core": one_core,
         "top_eigenvalue_float64": top64,
         "top_eigenvalue_float32": top32,
         "trace": trace,
@@ -423,6 +436,25 @@ def main() -> dict:
         json.dump(results, f, indent=2)
     print_table(results)
     return results
+
+
+def print_ratio_rows(c: dict, where: str) -> None:
+    """Section 1's per-product ratios: medians over the processes, with their range."""
+    runs = c.get("processes", [c])
+    print(f"   {where}, medians over {len(runs)} processes (range):")
+    print("                                               vs one call            vs calls             vs loop")
+    rows = [("linearised products, compiled loop", "product_loop_over"),
+            ("inside Lanczos, all work (goal ≤ 1.0×)", "lanczos_per_product_over")]
+    rows += [(f"inside block Lanczos, block {p}, reverse", f"block{p}_lanczos_per_product_over") for p in (4, 8)]
+
+    def spread(ratio) -> str:
+        values = sorted(ratio(run) for run in runs)
+        return f"{statistics.median(values):5.2f}× ({values[0]:.2f}–{values[-1]:.2f})"
+
+    for label, key in rows:
+        print(f"   {label:<38} {spread(lambda run: run[key + '_gradient']):>19} "
+              f"{spread(lambda run: run[key + '_gradient_calls']):>19} "
+              f"{spread(lambda run: run[key + '_gradient_in_loop']):>19}")
 
 
 def print_table(r: dict) -> None:
@@ -438,21 +470,13 @@ def print_table(r: dict) -> None:
     print(f"   {c['steps']} in a row, per product, against a gradient: one call ({c['gradient_ms']:.3f} ms), "
           f"{c['steps']} calls in a row ({c['gradient_calls_ms_each']:.3f} ms each),")
     print(f"   in a compiled loop ({c['gradient_in_loop_ms']:.3f} ms each)")
-    runs = c.get("processes", [c])
-    print(f"   medians over {len(runs)} processes (range):")
-    print("                                               vs one call            vs calls             vs loop")
-    rows = [("linearised products, compiled loop", "product_loop_over"),
-            ("inside Lanczos, all work (goal ≤ 1.0×)", "lanczos_per_product_over")]
-    rows += [(f"inside block Lanczos, block {p}, reverse", f"block{p}_lanczos_per_product_over") for p in (4, 8)]
-
-    def spread(ratio) -> str:
-        values = sorted(ratio(run) for run in runs)
-        return f"{statistics.median(values):5.2f}× ({values[0]:.2f}–{values[-1]:.2f})"
-
-    for label, key in rows:
-        print(f"   {label:<38} {spread(lambda run: run[key + '_gradient']):>19} "
-              f"{spread(lambda run: run[key + '_gradient_calls']):>19} "
-              f"{spread(lambda run: run[key + '_gradient_in_loop']):>19}")
+    print_ratio_rows(c, "all cores")
+    if r.get("hvp_cost_one_core"):
+        o = r["hvp_cost_one_core"]
+        print(f"   pinned to one core (gradient: one call {o['gradient_ms']:.3f} ms, "
+              f"in a loop {o['gradient_in_loop_ms']:.3f} ms): one call each, HVP fresh "
+              f"{o['hvp_over_gradient']:.2f}×, linearised {o['hvp_linearized_over_gradient']:.2f}×")
+        print_ratio_rows(o, "one core")
     print(f"   matrix-product FLOPs, linearised HVP / gradient: {c['matmul_flops_ratio']:.2f} "
           f"({c['matmul_flops_linearized_hvp'] / 1e6:.1f} / {c['matmul_flops_gradient'] / 1e6:.1f} MFLOP)")
     for label, key in (("float64", "top_eigenvalue_float64"), ("float32", "top_eigenvalue_float32")):

@@ -10,10 +10,11 @@ import pytest
 
 from jdl.data.datasets import load_digits_arrays
 from jdl.hessian import SharpnessTracker, dense_hessian, model_objective, plot_sharpness
-from jdl.hessian.sharpness import learning_rate_of
+from jdl.hessian.sharpness import learning_rate_of, learning_rates_of
 from jdl.models import get_model
 from jdl.nn import cross_entropy
 from jdl.training import fit
+from jdl.training.callbacks import Callback
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +81,116 @@ def test_sharpness_tracker_rejects_bad_arguments():
         SharpnessTracker(5, train="eval")
     with pytest.raises(ValueError, match="gradient_top_k"):
         SharpnessTracker(5, train=False, num_matvecs=10, gradient_top_k=11)
+
+
+def _readings(history, name="sharpness"):
+    return [r for rec in history for r in rec.get(f"{name}_readings", [])]
+
+
+def test_readings_are_exactly_every_n_steps_whatever_the_fused_calls(data):
+    # 320 examples in batches of 48: 6 full steps and a partial one per epoch.
+    # fit ends its fused calls at the tracker's multiples, and the partial
+    # batch's step calls the hooks too (with every=7 it is the reading step).
+    model = get_model("mlp", (64,), 10, hidden=(8,))
+    for every, steps_per_call, expected in ((3, None, [0, 3, 6, 9, 12]), (7, None, [0, 7, 14]),
+                                            (5, 4, [0, 5, 10])):
+        tracker = SharpnessTracker(every, train=False, num_matvecs=10, num_examples=128)
+        result = fit(model, cross_entropy, optax.sgd(0.1), data, epochs=2, batch_size=48,
+                     steps_per_call=steps_per_call, callbacks=[tracker], seed=1)
+        assert result.history[-1]["step"] == 14
+        assert [r["step"] for r in _readings(result.history)] == expected, (every, steps_per_call)
+
+
+def test_fused_calls_keep_their_default_length_without_callbacks_that_ask(data):
+    # The split happens only where a callback asks: plain fit runs one fused
+    # call per epoch, as before (5 steps of 64, no partial batch).
+    class Count(Callback):
+        calls = []
+
+        def on_steps_end(self, ctx, state, metrics):
+            self.calls.append(int(np.shape(metrics["loss"])[0]))
+
+    model = get_model("mlp", (64,), 10, hidden=(8,))
+    fit(model, cross_entropy, optax.sgd(0.1), data, epochs=2, batch_size=64, callbacks=[Count()], seed=1)
+    assert Count.calls == [5, 5]
+
+
+def test_a_tracker_reused_in_a_second_fit_reads_that_fits_data_and_model(data):
+    model = get_model("mlp", (64,), 10, hidden=(8,))
+    tracker = SharpnessTracker(5, train=False, num_matvecs=20, num_examples=160)
+    first = fit(model, cross_entropy, optax.sgd(0.1), {k: v[:160] for k, v in data.items()}, epochs=1,
+                batch_size=32, callbacks=[tracker], seed=1)
+    other = {k: v[160:] for k, v in data.items()}
+    second = fit(model, cross_entropy, optax.sgd(0.1), other, epochs=1, batch_size=32, callbacks=[tracker],
+                 state=first.state)
+    loss = model_objective(model, cross_entropy, second.state.model_state, train=False).loss
+    batch = {k: jnp.asarray(v) for k, v in other.items()}
+    h = jax.jit(lambda p, b: dense_hessian(loss, p, b))(second.state.params, batch)
+    assert [r["step"] for r in _readings(second.history)] == [10]
+    assert _readings(second.history)[-1]["lambda_max"] == pytest.approx(np.linalg.eigvalsh(np.asarray(h))[-1], rel=1e-3)
+    # Another model (other shapes): the reading is rebuilt and starts cold.
+    wider = get_model("mlp", (64,), 10, hidden=(12,))
+    third = fit(wider, cross_entropy, optax.sgd(0.1), data, epochs=1, batch_size=64, callbacks=[tracker], seed=2)
+    assert [r["step"] for r in _readings(third.history)] == [0, 5]
+
+
+def test_two_trackers_need_their_own_names(data):
+    model = get_model("mlp", (64,), 10, hidden=(8,))
+    a, b = SharpnessTracker(5, train=False, num_matvecs=10), SharpnessTracker(5, train=True, num_matvecs=10)
+    with pytest.raises(ValueError, match="name="):
+        fit(model, cross_entropy, optax.sgd(0.1), data, epochs=1, batch_size=64, callbacks=[a, b])
+    b = SharpnessTracker(5, train=True, num_matvecs=10, name="sharpness_train", learning_rate=0.1)
+    result = fit(model, cross_entropy, optax.sgd(0.1), data, epochs=1, batch_size=64, callbacks=[a, b])
+    assert [r["train"] for r in _readings(result.history)] == [False, False]
+    assert [r["train"] for r in _readings(result.history, "sharpness_train")] == [True, True]
+    assert result.history[-1]["sharpness_train_stability_threshold"] == pytest.approx(20.0)
+    plot_sharpness(result.history, name="sharpness_train")
+    with pytest.raises(ValueError, match="sharpness_train_readings"):
+        plot_sharpness(result.history, name="sharp")
+
+
+def test_readings_say_whether_each_end_converged(data):
+    model = get_model("mlp", (64,), 10, hidden=(8,))
+    tracker = SharpnessTracker(5, train=False, num_matvecs=20, track_min=True, tol=1e-4)
+    result = fit(model, cross_entropy, optax.sgd(0.1), data, epochs=1, batch_size=64, callbacks=[tracker], seed=1)
+    for r in _readings(result.history):
+        for end, residual in (("converged", "residual"), ("lambda_min_converged", "lambda_min_residual")):
+            assert isinstance(r[end], bool)
+            assert r[end] == (r[residual] <= 1e-4 * abs(r["lambda_max"]) * (1 + 1e-6))
+
+
+def test_learning_rate_from_the_state_and_from_a_schedule(data):
+    # multi_transform groups with one rate give it; with two rates, no line and a warning.
+    same = optax.multi_transform({"a": optax.inject_hyperparams(optax.sgd)(learning_rate=0.5),
+                                  "b": optax.inject_hyperparams(optax.sgd)(learning_rate=0.5)},
+                                 {"w": "a", "v": "b"})
+    params = {"w": jnp.zeros(2), "v": jnp.zeros(2)}
+    assert learning_rate_of(same.init(params)) == 0.5
+    two = optax.multi_transform({"a": optax.inject_hyperparams(optax.sgd)(learning_rate=0.5),
+                                 "b": optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)},
+                                {"w": "a", "v": "b"})
+    assert learning_rate_of(two.init(params)) is None
+    assert learning_rates_of(two.init(params)) == pytest.approx([0.5, 0.1])
+
+    # Two parameter groups on the MLP: its kernels and its biases.
+    model = get_model("mlp", (64,), 10, hidden=(8,))
+    labels = lambda p: jax.tree.map(lambda a: "a" if a.ndim == 2 else "b", p)  # noqa: E731
+    grouped = optax.multi_transform({"a": optax.inject_hyperparams(optax.sgd)(learning_rate=0.5),
+                                     "b": optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)}, labels)
+    with pytest.warns(UserWarning, match="several learning rates"):
+        result = fit(model, cross_entropy, grouped, data, epochs=1, batch_size=64, seed=1,
+                     callbacks=[SharpnessTracker(5, train=False, num_matvecs=10)])
+    assert all("stability_threshold" not in r for r in _readings(result.history))
+    # A schedule: the reading after t steps records 2/η(t), the rate of the next step.
+    schedule = optax.piecewise_constant_schedule(0.4, {5: 0.5})
+    result = fit(model, cross_entropy, optax.sgd(schedule), data, epochs=2, batch_size=64, seed=1,
+                 callbacks=[SharpnessTracker(5, train=False, num_matvecs=10, learning_rate=schedule)])
+    assert [round(r["stability_threshold"], 4) for r in _readings(result.history)] == [5.0, 10.0, 10.0]
+
+
+def test_sharpness_tracker_checks_its_counts():
+    assert SharpnessTracker(np.int64(5), train=False).every == 5
+    for bad in (dict(num_examples=0), dict(num_examples=-100), dict(gradient_top_k=True),
+                dict(gradient_top_k=1.5), dict(tol=-1.0), dict(name="")):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SharpnessTracker(5, train=False, **bad)

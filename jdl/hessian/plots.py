@@ -124,12 +124,18 @@ def plot_loss_surface(
     return _finish(fig, path, title)
 
 
-def plot_sharpness(history: list[dict], path: str | None = None, *, title: str = "sharpness during training"):
-    """λ_max readings (from :class:`~jdl.hessian.SharpnessTracker`) against the step, with ``2/η``."""
+def plot_sharpness(history: list[dict], path: str | None = None, *, title: str = "sharpness during training",
+                   name: str = "sharpness"):
+    """λ_max readings (from :class:`~jdl.hessian.SharpnessTracker`) against the step, with ``2/η``.
+
+    ``name``: the tracker's ``name`` (its readings are under ``{name}_readings``).
+    """
     plt = _pyplot()
-    readings = [r for rec in history for r in rec.get("sharpness_readings", [])]
+    readings = [r for rec in history for r in rec.get(f"{name}_readings", [])]
     if not readings:
-        raise ValueError("the history has no sharpness readings; train with callbacks=[SharpnessTracker(...)]")
+        found = sorted({k for rec in history for k in rec if k.endswith("_readings")})
+        raise ValueError(f"the history has no {name}_readings; train with callbacks=[SharpnessTracker(...)]"
+                         + (f", or pass name= for one of {found}" if found else ""))
     steps = np.array([r["step"] for r in readings])
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     ax.plot(steps, [r["lambda_max"] for r in readings], "o-", ms=3, label="λ_max (sharpness)")

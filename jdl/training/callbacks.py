@@ -27,6 +27,7 @@ class FitContext:
       epochs: the number of epochs the run is asked for.
       epoch: the current epoch (0-based); ``step`` the optimizer steps taken.
       history: the per-epoch logs so far.
+      callbacks: every callback of the run (so one can check for others).
       out_dir: the run directory, or None.
       stop_training: set to True to end the run after the current epoch.
     """
@@ -41,6 +42,7 @@ class FitContext:
     epoch: int = 0
     step: int = 0
     history: list = dataclasses.field(default_factory=list)
+    callbacks: tuple = ()
     out_dir: str | None = None
     stop_training: bool = False
 
@@ -52,7 +54,19 @@ class Callback:
         return None
 
     def on_steps_end(self, ctx: FitContext, state: TrainState, metrics: dict) -> TrainState | None:
-        """After each fused call of ``steps_per_call`` steps; ``metrics`` are stacked per step."""
+        """After each fused call of steps, and after an epoch's final partial
+        minibatch; ``metrics`` are stacked per step (a leading axis)."""
+        return None
+
+    def steps_until_call(self, step: int) -> int | None:
+        """Optimizer steps from ``step`` until this callback wants :meth:`on_steps_end`.
+
+        :func:`~jdl.training.fit` ends a fused call there (as well as after
+        ``steps_per_call`` steps), so a callback that acts every ``N`` steps
+        returns ``N - step % N``. ``None``: no wish. Each distinct number of
+        steps in a fused call compiles that call once.
+        """
+        del step
         return None
 
     def on_epoch_end(self, ctx: FitContext, state: TrainState, logs: dict) -> TrainState | None:

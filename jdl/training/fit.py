@@ -121,6 +121,8 @@ def fit(
       drop_last: skip each epoch's final partial minibatch.
       steps_per_call: steps fused into one compiled call (default: a whole
         epoch); the progress bar and ``on_steps_end`` update between calls.
+        A call also ends where a callback asks for one
+        (:meth:`~jdl.training.callbacks.Callback.steps_until_call`).
       progress: show a progress bar (default: only on a terminal).
       metrics_fn: extra train/eval metrics (default: accuracy for labels).
       grad_norm: record the mean minibatch gradient norm ``train_grad_norm``.
@@ -214,6 +216,7 @@ def fit(
         epoch=start_epoch,
         step=int(state.step),
         history=history,
+        callbacks=tuple(callbacks),
         out_dir=out_dir,
     )
     if out_dir is not None:
@@ -231,17 +234,24 @@ def fit(
             t0 = time.perf_counter()
             full, rest = epoch_indices(data_key, epoch, n, batch_size)
             chunks = []
-            for s in range(0, steps_per_epoch, chunk):
-                state, metrics = fused(state, train_dev, full[s : s + chunk])
+            s = 0
+            while s < steps_per_epoch:
+                size = _call_size(callbacks, ctx.step, min(chunk, steps_per_epoch - s))
+                state, metrics = fused(state, train_dev, full[s : s + size])
+                s += size
                 chunks.append(metrics)
                 ctx.step = int(state.step)
                 for cb in callbacks:
                     state = cb.on_steps_end(ctx, state, metrics) or state
-                bar.update(int(full[s : s + chunk].shape[0]))
+                bar.update(size)
                 bar.set_postfix(_postfix(epoch, metrics), refresh=False)
             if rest is not None and not drop_last:
                 state, metrics = single(state, {k: v[rest] for k, v in train_dev.items()})
                 chunks.append(metrics)
+                ctx.step = int(state.step)
+                stacked = jax.tree.map(lambda a: jnp.asarray(a)[None], metrics)
+                for cb in callbacks:
+                    state = cb.on_steps_end(ctx, state, stacked) or state
                 bar.update(1)
             ctx.step = int(state.step)
             logs: dict[str, Any] = {"epoch": epoch, "step": ctx.step}
@@ -276,6 +286,16 @@ def fit(
         if checkpointer is not None:
             checkpointer.close()
     return FitResult(state, history)
+
+
+def _call_size(callbacks, step: int, most: int) -> int:
+    """Steps in the next fused call: ``most``, or fewer where a callback asks to be called."""
+    wishes = [w for w in (cb.steps_until_call(step) for cb in callbacks) if w is not None]
+    bad = [w for w in wishes if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1]
+    if bad:
+        raise ValueError(f"a callback's steps_until_call({step}) returned {bad[0]!r}; it must be a positive "
+                         "integer (or None for no wish)")
+    return int(min([most, *wishes]))
 
 
 def _is_terminal() -> bool:

@@ -1,6 +1,7 @@
 """``jdl hessian RUN_DIR`` on a checkpoint written by ``jdl train``."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -52,9 +53,14 @@ def test_hessian_command_matrix_free(run_dir, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "Lanczos + stochastic Lanczos quadrature" in out and "±" in out
-    with open(f"{run_dir}/hessian.json") as f:
-        report = json.load(f)
+    # The report follows --out (the default run's hessian.json is left alone),
+    # and is strict JSON: an infinite condition number is the string "inf".
+    with open(f"{run_dir}/density_lanczos.json") as f:
+        report = json.load(f, parse_constant=lambda c: pytest.fail(f"{c} is not JSON"))
     assert report["method"] == "lanczos" and len(report["top_eigenvalues"]) == 2
+    assert report["float64"] is False and report["seed"] == 0 and report["max_examples"] == 300
+    value = report["condition_number"]["value"]
+    assert isinstance(value, float) or value in ("inf", "nan")
     lower, upper = report["index_bounds"]
     assert "quadrature bounds" in out and lower <= report["index"] <= upper
     assert ("unresolved" in out) == (upper - lower > UNRESOLVED_INDEX)
@@ -78,6 +84,28 @@ def test_hessian_command_errors(run_dir, tmp_path, capsys, monkeypatch):
     assert main(["hessian", run_dir, "--out", str(tmp_path / "missing" / "d.png")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "jdl hessian:" not in capsys.readouterr().out
+    # A format matplotlib cannot write, or a name that would replace the run's
+    # own files, is refused before any work; so is a Hutch++ budget below 3.
+    for out, message in ((f"{run_dir}/report.json", "matplotlib cannot write .json"),
+                         (f"{run_dir}/learning_curve.png", "would replace the run's learning_curve.png"),
+                         (f"{run_dir}/config.png", "would replace the run's config.json")):
+        assert main(["hessian", run_dir, "--out", out]) == 2
+        captured = capsys.readouterr()
+        assert message in captured.err and "jdl hessian:" not in captured.out, out
+    with pytest.raises(SystemExit):
+        main(["hessian", run_dir, "--trace-matvecs", "2"])
+    assert "at least 3" in capsys.readouterr().err
+
+
+def test_hessian_command_refuses_a_diverged_checkpoint(tmp_path, capsys):
+    run = str(tmp_path / "diverged")
+    assert main(["train", "--optimizer", "sgd", "--lr", "1e8", "--hidden", "8", "--epochs", "1",
+                 "--out", run, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["hessian", run]) == 2
+    captured = capsys.readouterr()
+    assert "non-finite parameters" in captured.err and "--epoch" in captured.err
+    assert not os.path.exists(os.path.join(run, "hessian.json"))
 
 
 def test_train_refuses_zero_epochs_for_a_new_run(tmp_path, capsys):
@@ -96,7 +124,7 @@ def test_hessian_command_says_when_the_lanczos_ends_have_not_converged(run_dir, 
                  "--out", str(tmp_path / "density")])
     assert code == 0
     out = capsys.readouterr().out
-    with open(f"{run_dir}/hessian.json") as f:
+    with open(tmp_path / "density.json") as f:  # beside the plot
         report = json.load(f)
     assert report["eigenvalues_converged"] is False
     assert "not converged" in out
@@ -106,4 +134,5 @@ def test_hessian_command_says_when_the_lanczos_ends_have_not_converged(run_dir, 
                  "--trace-matvecs", "6", "--max-examples", "200", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"{tmp_path / 'hessian_density.png'}," in out and (tmp_path / "hessian_density.png").is_file()
+    assert (tmp_path / "hessian_density.json").is_file()
     assert "not converged" not in out  # the dense spectrum

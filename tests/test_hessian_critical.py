@@ -297,3 +297,17 @@ def test_unconverged_lanczos_ends_prove_a_saddle_and_nothing_else():
         assert float(full.lambda_min) == pytest.approx(-0.05, rel=1e-8)
         dense = critical_point_report(loss, jnp.zeros(300), method="dense")
         assert dense.converged and dense.classification == "saddle"
+
+
+def test_find_critical_point_does_not_call_a_far_start_or_an_infinite_one_converged():
+    # The default tolerance follows the loss at the current point: a start far
+    # away (a large loss there) once loosened it so much that the start passed.
+    def rosenbrock(p):
+        return (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2
+
+    far = find_critical_point(rosenbrock, jnp.array([10.0, 10.0]), max_steps=200)
+    assert not bool(far.converged) or float(far.gradient_norm) < 1e-3
+    if bool(far.converged):
+        np.testing.assert_allclose(np.asarray(far.params), [1.0, 1.0], atol=1e-2)
+    bad = find_critical_point(rosenbrock, jnp.array([jnp.inf, 1.0]), max_steps=5)
+    assert not bool(bad.converged)

@@ -202,12 +202,12 @@ def test_frobenius_norm_of_zero_operator_has_zero_error():
 # ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sigma", [0.0, -0.1, float("nan")])
+@pytest.mark.parametrize("sigma", [0.0, -0.1, float("nan"), float("inf")])
 def test_spectral_density_refuses_a_non_positive_sigma(sigma):
     def never(v):
         raise AssertionError("no product should run")
 
-    with pytest.raises(ValueError, match="sigma.*must be a positive number"):
+    with pytest.raises(ValueError, match="sigma.*must be a positive finite number"):
         jh.spectral_density(never, jnp.ones(4), key=0, num_steps=2, num_probes=2, sigma=sigma)
 
 

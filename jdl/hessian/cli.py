@@ -32,6 +32,25 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_least_three(text: str) -> int:
+    value = _positive_int(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"Hutch++ needs at least 3 products, got {text!r}")
+    return value
+
+
+def _finite_json(value):
+    """``value`` with non-finite floats as the strings ``"inf"``, ``"-inf"``,
+    ``"nan"`` (``float()`` reads them back): bare ``Infinity``/``NaN`` are not JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_json(v) for v in value]
+    return value
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``jdl hessian`` on the main parser's subparsers."""
     from jdl.cli import DefaultsHelpFormatter
@@ -51,7 +70,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=5, help="eigenvalues to report at each end")
     p.add_argument("--num-probes", type=_positive_int, default=10, help="SLQ probe vectors for the density")
     p.add_argument("--num-steps", type=_positive_int, default=80, help="Lanczos steps (ends and per SLQ probe)")
-    p.add_argument("--trace-matvecs", type=_positive_int, default=99, help="Hessian-vector products for Hutch++")
+    p.add_argument("--trace-matvecs", type=_at_least_three, default=99,
+                   help="Hessian-vector products for Hutch++ (at least 3)")
     p.add_argument("--split", choices=SPLITS, default="train", help="which data the loss is averaged over")
     p.add_argument("--max-examples", type=_positive_int, default=None,
                    help="use only the first N examples of the split (None: all of them)")
@@ -69,9 +89,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="analyse in float64 (parameters and data cast; slower, tighter eigenvalues)")
     p.add_argument("--out", default=None,
                    help="spectral-density plot path (default RUN_DIR/hessian_density.png; a directory gets "
-                        "hessian_density.png inside it, a name without an extension gets .png)")
+                        "hessian_density.png inside it, a name without an extension gets .png); the JSON "
+                        "report goes beside it with the same name and .json (default RUN_DIR/hessian.json)")
     p.set_defaults(func=cmd_hessian)
     return p
+
+
+#: Files of a `jdl train` run directory that `jdl hessian --out` must not replace.
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "learning_curve.png")
+
+
+def _check_plot_path(out_png: str, run_dir: str) -> None:
+    """Refuse, before any work, a plot path matplotlib cannot write or one that
+    would replace a file of the run (the plot's .json report goes beside it)."""
+    import matplotlib.figure
+
+    extension = os.path.splitext(out_png)[1].lstrip(".").lower()
+    formats = matplotlib.figure.Figure().canvas.get_supported_filetypes()
+    if extension not in formats:
+        raise ValueError(f"--out {out_png}: matplotlib cannot write .{extension} files; use one of "
+                         f"{', '.join('.' + f for f in sorted(formats))} (e.g. .png)")
+    same_dir = os.path.abspath(os.path.dirname(out_png)) == os.path.abspath(run_dir)
+    stem = os.path.splitext(os.path.basename(out_png))[0]
+    clashes = {os.path.basename(out_png), stem + ".json"} & set(RUN_FILES)
+    if same_dir and clashes:
+        raise ValueError(f"--out {out_png} would replace the run's {sorted(clashes)[0]}; choose another name")
 
 
 def _fmt(x: float) -> str:
@@ -162,6 +204,8 @@ def cmd_hessian(args) -> int:
     elif not os.path.splitext(out_png)[1]:  # matplotlib would add .png itself; say where it goes
         out_png += ".png"
     out_dir = os.path.dirname(os.path.abspath(out_png))
+    json_path = os.path.join(run_dir, "hessian.json") if args.out is None else os.path.splitext(out_png)[0] + ".json"
+    _check_plot_path(out_png, run_dir)
     if not os.path.isdir(out_dir):  # checked before the analysis, not after it
         raise FileNotFoundError(f"--out {out_png}: the directory {out_dir} does not exist; create it or "
                                 "choose a path in an existing directory")
@@ -172,6 +216,12 @@ def cmd_hessian(args) -> int:
         raise PermissionError(f"{run_dir} is not writable (hessian.json goes there); fix the permissions "
                               "or analyse a copy of the run directory")
     run = load_run(run_dir, epoch=args.epoch)
+    bad = [jax.tree_util.keystr(path) for path, a in jax.tree_util.tree_leaves_with_path(run.state.params)
+           if jnp.issubdtype(a.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(a)))]
+    if bad:
+        raise ValueError(f"the checkpoint at step {int(run.state.step)} has non-finite parameters ({bad[0]}"
+                         f"{' and more' if len(bad) > 1 else ''}): the run diverged there; pick an earlier "
+                         "checkpoint with --epoch")
     split = getattr(run.dataset, args.split)
     data = {k: jnp.asarray(v) for k, v in split.items()}
     if args.max_examples is not None:
@@ -200,10 +250,10 @@ def cmd_hessian(args) -> int:
     except MemoryError as e:  # the dense Hessian would not fit: say so as a usage error
         raise ValueError(f"{e} (try --method lanczos)") from None
     print(format_report(analysis, mode=args.mode))
-    json_path = os.path.join(run_dir, "hessian.json")
+    settings = {"split": args.split, "mode": args.mode, "step": int(run.state.step), "epoch": args.epoch,
+                "float64": bool(args.float64), "seed": args.seed, "max_examples": args.max_examples}
     with open(json_path + ".tmp", "w") as f:
-        json.dump(analysis.to_json() | {"split": args.split, "mode": args.mode, "step": int(run.state.step)}, f,
-                  indent=2)
+        json.dump(_finite_json(analysis.to_json() | settings), f, indent=2, allow_nan=False)
     os.replace(json_path + ".tmp", json_path)
     plot_spectral_density(
         analysis.density, out_png, eigenvalues=analysis.eigenvalues,

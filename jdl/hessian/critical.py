@@ -414,7 +414,7 @@ class CriticalPointResult(NamedTuple):
       loss: ``L`` there.
       gradient_norm: ``‖∇L‖`` there.
       num_steps: accepted plus rejected Levenberg–Marquardt steps.
-      converged: ``gradient_norm ≤ tol``.
+      converged: ``gradient_norm ≤ tol`` (finite).
       damping: the final ``μ``.
     """
 
@@ -449,7 +449,11 @@ def find_critical_point(
       params: the starting point.
       *args: fixed further arguments of ``loss``.
       max_steps: the most Levenberg–Marquardt steps.
-      tol: stop when ``‖∇L‖ ≤ tol`` (default ``10·ε`` of the dtype × (1 + |L|)).
+      tol: stop when ``‖∇L‖ ≤ tol``. Default ``10·ε`` of the dtype ×
+        ``(1 + |L|)`` at the current point (not the start: a start far away,
+        with a large loss, would loosen it); a large constant added to the
+        loss loosens it too, so pass ``tol`` for such losses. A non-finite
+        ``‖∇L‖`` never counts as converged.
       damping: the initial ``μ`` relative to ``‖H‖²`` (it adapts).
       solver: how to solve ``(H² + μI) δ = −Hg``: ``"dense"`` (eigendecomposition
         of the dense Hessian), ``"cg"`` (matrix-free conjugate gradients, two
@@ -503,7 +507,13 @@ def find_critical_point(
         return delta
 
     value0, g0 = value_and_grad(flat0)
-    tol_value = (10 * eps * (1 + jnp.abs(value0))) if tol is None else jnp.asarray(tol, dtype)
+
+    def tolerance(value):
+        return 10 * eps * (1 + jnp.abs(value)) if tol is None else jnp.asarray(tol, dtype)
+
+    def done(value, g):
+        gnorm = jnp.linalg.norm(g)
+        return jnp.isfinite(gnorm) & jnp.isfinite(value) & (gnorm <= tolerance(value))
 
     class _S(NamedTuple):
         x: jax.Array
@@ -514,7 +524,7 @@ def find_critical_point(
         recent: jax.Array  # ‖g‖² of the last accepted points (non-monotone acceptance)
 
     def cond(s: _S):
-        return (s.step < max_steps) & (jnp.linalg.norm(s.g) > tol_value)
+        return (s.step < max_steps) & ~done(s.value, s.g)
 
     def body(s: _S):
         delta = solve(s.x, s.g, s.mu)
@@ -535,5 +545,5 @@ def find_critical_point(
     s = jax.lax.while_loop(cond, body, _S(flat0, value0, g0, jnp.asarray(damping, dtype),
                                           jnp.zeros((), jnp.int32), recent))
     gnorm = jnp.linalg.norm(s.g)
-    return CriticalPointResult(unflatten(s.x), s.value, gnorm, s.step, gnorm <= tol_value, s.mu)
+    return CriticalPointResult(unflatten(s.x), s.value, gnorm, s.step, done(s.value, s.g), s.mu)
 

@@ -243,12 +243,12 @@ def stochastic_lanczos_quadrature(
 
 
 def _check_sigma(sigma) -> None:
-    """A concrete ``sigma`` must be positive (a traced one cannot be checked)."""
+    """A concrete ``sigma`` must be positive and finite (a traced one cannot be checked)."""
     if sigma is None or isinstance(sigma, jax.core.Tracer):
         return
     value = np.asarray(sigma)  # NumPy: under jax.jit a jnp comparison would be traced
-    if value.ndim != 0 or not value > 0:
-        raise ValueError(f"sigma, the Gaussian kernel's width, must be a positive number, got {sigma!r}; "
+    if value.ndim != 0 or not value > 0 or not np.isfinite(value):
+        raise ValueError(f"sigma, the Gaussian kernel's width, must be a positive finite number, got {sigma!r}; "
                          "pass e.g. 0.01 × the span of the spectrum, or sigma=None for that default")
 
 

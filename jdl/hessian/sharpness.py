@@ -31,13 +31,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl.hessian._flat import flatten, random_like
+from jdl.hessian._flat import check_count, check_like, flatten, random_like
 from jdl.hessian.lanczos import lanczos
 from jdl.hessian.operators import linearize_hessian
 from jdl.optim.plateau import _injected_states
 from jdl.training.callbacks import Callback, FitContext
 from jdl.training.step import make_loss
-from jdl.validation import check_positive_int
 
 PyTree = Any
 
@@ -141,27 +140,24 @@ class SharpnessTracker(Callback):
         seed: int = 0,
         name: str = "sharpness",
     ):
-        every = check_positive_int(every, "every", hint="the optimizer steps between readings")
+        every = check_count(every, "every (the optimizer steps between readings)")
         if not isinstance(train, bool):
             raise TypeError(f"train must be True or False (the model mode of the loss), got {train!r}")
-        if isinstance(num_matvecs, bool) or not isinstance(num_matvecs, (int, np.integer)) or num_matvecs < 2:
-            raise ValueError(f"num_matvecs must be an integer >= 2, got {num_matvecs!r}")
+        num_matvecs = check_count(num_matvecs, "num_matvecs", 2)
         if num_examples is not None:
-            num_examples = check_positive_int(num_examples, "num_examples",
-                                              hint="the training examples to analyse, or None for all")
-        if (isinstance(gradient_top_k, bool) or not isinstance(gradient_top_k, (int, np.integer))
-                or not 0 <= gradient_top_k <= num_matvecs):
-            raise ValueError(f"gradient_top_k must be an integer in [0, num_matvecs={num_matvecs}], "
-                             f"got {gradient_top_k!r}")
+            num_examples = check_count(num_examples, "num_examples (None: all training examples)")
+        gradient_top_k = check_count(gradient_top_k, "gradient_top_k", 0)
+        if gradient_top_k > num_matvecs:
+            raise ValueError(f"gradient_top_k must be in [0, num_matvecs={num_matvecs}], got {gradient_top_k}")
         if not isinstance(tol, (int, float, np.floating)) or isinstance(tol, bool) or not tol >= 0:
             raise ValueError(f"tol must be a number >= 0 (a residual relative to lambda_max), got {tol!r}")
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string (the history keys' prefix), got {name!r}")
         if learning_rate is not None and not callable(learning_rate):
             learning_rate = float(learning_rate)
-        self.every, self.train, self.num_matvecs = every, train, int(num_matvecs)
+        self.every, self.train, self.num_matvecs = every, train, num_matvecs
         self.num_examples, self.learning_rate = num_examples, learning_rate
-        self.track_min, self.gradient_top_k = bool(track_min), int(gradient_top_k)
+        self.track_min, self.gradient_top_k = bool(track_min), gradient_top_k
         self.tol, self.seed, self.name = float(tol), seed, name
         self._pending: list[dict] = []
         self._last_step = -1
@@ -221,12 +217,12 @@ class SharpnessTracker(Callback):
             return float(lr(int(state.step)))
         if lr is not None:
             return lr
-        rates = learning_rates_of(state.opt_state)
-        if len(set(rates)) > 1 and not self._warned_rates:
+        rates = set(learning_rates_of(state.opt_state))
+        if len(rates) > 1 and not self._warned_rates:
             self._warned_rates = True
-            warnings.warn(f"SharpnessTracker: the optimizer state holds several learning rates {sorted(set(rates))}; "
+            warnings.warn(f"SharpnessTracker: the optimizer state holds several learning rates {sorted(rates)}; "
                           "no 2/eta line is recorded. Pass learning_rate= to choose one.", stacklevel=2)
-        return learning_rate_of(state.opt_state)
+        return rates.pop() if len(rates) == 1 else None
 
     def _read(self, ctx: FitContext, state) -> None:
         if self._top is None:
@@ -256,8 +252,11 @@ class SharpnessTracker(Callback):
                              "give each its own name= (e.g. name='sharpness_train')")
         # Built for this call's model, loss and data (a tracker may serve several fits).
         self._build(ctx)
-        if self._top is not None and not _same_shapes(self._top, state.params):
-            self._top = self._bottom = None  # another model: the warm start does not carry over
+        if self._top is not None:
+            try:
+                check_like(self._top, state.params)
+            except (TypeError, ValueError):  # another model: the warm start does not carry over
+                self._top = self._bottom = None
         self._pending = []
         step = int(ctx.step)
         self._last_step = min(self._last_step, step)  # a fit from an earlier state reads on from there
@@ -289,13 +288,6 @@ class SharpnessTracker(Callback):
 
     def set_state(self, state: dict) -> None:
         self._last_step = int(state.get("last_step", -1))
-
-
-def _same_shapes(a: PyTree, b: PyTree) -> bool:
-    """Whether two pytrees have the same structure, shapes and dtypes."""
-    return (jax.tree.structure(a) == jax.tree.structure(b)
-            and all(jnp.shape(x) == jnp.shape(y) and jnp.result_type(x) == jnp.result_type(y)
-                    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
 
 
 def _rows(stacked: PyTree) -> jax.Array:

@@ -87,6 +87,49 @@ def test_slq_matches_small_network_dense_hessian():
     assert float(dens.quadrature.fraction_below(t)) == pytest.approx(np.mean(eig < t), abs=0.03)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("value", [3.0, 100.0, -0.5, 0.0])
+def test_density_of_a_single_eigenvalue_is_a_visible_peak(value, dtype, tmp_path):
+    """``c · I``: every node is ``c``. A default kernel of 1 % of the nodes'
+    span (zero) would fall between representable numbers; the density is a
+    peak at ``c`` on a grid of distinct points that integrates to 1."""
+    with jax.enable_x64(dtype == jnp.float64):
+        dens = spectral_density(lambda v: value * v, jnp.zeros(40, dtype), key=0, num_steps=8, num_probes=2)
+        grid, density = np.asarray(dens.grid, np.float64), np.asarray(dens.density, np.float64)
+    assert dens.grid.dtype == dtype and float(dens.sigma) > 0
+    assert len(np.unique(grid)) == grid.size
+    assert np.trapezoid(density, grid) == pytest.approx(1.0, abs=1e-4)
+    assert grid[np.argmax(density)] == pytest.approx(value, abs=0.1 * float(dens.sigma))   # within a grid step (0.11 σ)
+    assert plot_spectral_density(dens, str(tmp_path / "d.png")) is not None
+
+
+def test_density_keeps_a_narrow_spectrum_far_from_zero():
+    """Eigenvalues 1e-8 and 2e-8 (float32): a span far below 1 but well above
+    the float spacing keeps its own 1 % kernel, and shows two peaks."""
+    scale = jnp.where(jnp.arange(40) < 20, 1e-8, 2e-8).astype(jnp.float32)
+    dens = spectral_density(lambda v: scale * v, jnp.zeros(40, jnp.float32), key=0, num_steps=8, num_probes=2)
+    assert float(dens.sigma) == pytest.approx(1e-10, rel=1e-3)
+    grid, density = np.asarray(dens.grid, np.float64), np.asarray(dens.density, np.float64)
+    peaks = grid[1:-1][(density[1:-1] > density[:-2]) & (density[1:-1] >= density[2:])]
+    np.testing.assert_allclose(peaks, [1e-8, 2e-8], rtol=1e-2)
+
+
+def test_density_warns_when_the_grid_is_coarser_than_the_kernel():
+    a = jnp.diag(jnp.arange(50.0))
+    with pytest.warns(UserWarning, match="more than twice the kernel width"):
+        dens = spectral_density(_matvec, jnp.zeros(50), a, key=0, num_steps=50, num_probes=2, sigma=1e-3)
+    integral = float(jnp.sum(dens.density) * (dens.grid[1] - dens.grid[0]))
+    assert abs(integral - 1) > 0.1   # what the warning is about
+    with pytest.warns(UserWarning, match="more than twice"):
+        spectral_density(_matvec, jnp.zeros(50), a, key=0, num_steps=50, num_probes=2, sigma=0.5,
+                         grid=jnp.linspace(0, 49, 20))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        spectral_density(_matvec, jnp.zeros(50), a, key=0, num_steps=50, num_probes=2)
+        spectral_density(_matvec, jnp.zeros(50), a, key=0, num_steps=50, num_probes=2, sigma=0.5)
+
+
 def test_index_bounds_contain_the_exact_fraction_that_slq_misses():
     """Near a dense cluster (a network Hessian's near-zero bulk at the index's
     −τ) SLQ's fraction below a threshold is biased by far more than its

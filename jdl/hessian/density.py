@@ -36,6 +36,7 @@ References:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -256,10 +257,12 @@ def density_from_quadrature(quadrature: QuadratureNodes, grid: jax.Array, sigma)
     """``φ_σ(t) = (1/P) Σ_p Σ_j w_{pj} N(t; θ_{pj}, σ²)`` on ``grid``.
 
     ``sigma`` must be positive: a concrete ``sigma <= 0`` raises ``ValueError``
-    (a traced one is not checked).
+    (a traced one is not checked). A concrete grid whose points lie more than
+    ``2σ`` apart warns: peaks fall between its points.
     """
     _check_sigma(sigma)
     sigma = jnp.asarray(sigma, grid.dtype)
+    _warn_if_undersampled(grid, sigma)
     z = (grid[:, None, None] - quadrature.nodes[None, :, :]) / sigma
     kernel = jnp.exp(-0.5 * z * z) / (sigma * jnp.sqrt(2 * jnp.pi))
     return jnp.mean(jnp.sum(kernel * quadrature.weights[None, :, :], axis=2), axis=1)
@@ -290,9 +293,14 @@ def spectral_density(
       sigma: kernel width, positive (a concrete ``sigma <= 0`` raises
         ``ValueError`` before any product). ``None``: 1 % of the span of the
         quadrature nodes (the extreme nodes are the extreme eigenvalues to high
-        accuracy). The value used is returned in the result.
+        accuracy), or of the narrowest span the grid can resolve in the
+        nodes' precision if that is wider (see :func:`_resolvable_span`; a
+        single distinct eigenvalue then shows as a visible peak). The value
+        used is returned in the result. A concrete grid whose points lie
+        more than ``2σ`` apart warns (peaks fall between points).
       grid: eigenvalues at which to evaluate; ``None``: ``grid_size`` points
-        over the node span widened by ``5σ`` on each side.
+        over the node span (at least the resolvable span, centred) widened
+        by ``5σ`` on each side.
 
     Returns:
       :class:`SpectralDensity`.
@@ -303,13 +311,55 @@ def spectral_density(
         num_steps, num_probes=num_probes, distribution=distribution,
         probe_batch_size=probe_batch_size,
     )(matvec, like, *params, key=key)
+    dtype = quad.nodes.dtype
     lo, hi = jnp.min(quad.nodes), jnp.max(quad.nodes)
-    span = jnp.maximum(hi - lo, jnp.finfo(quad.nodes.dtype).eps * jnp.maximum(jnp.abs(hi), 1))
+    points = grid_size if grid is None else max(int(np.size(grid)), 2)
+    span = jnp.maximum(hi - lo, _resolvable_span(lo, hi, points))
     if sigma is None:
         sigma = 0.01 * span
-    sigma = jnp.asarray(sigma, quad.nodes.dtype)
+    sigma = jnp.asarray(sigma, dtype)
     if grid is None:
-        grid = jnp.linspace(lo - 5 * sigma, hi + 5 * sigma, grid_size)
-    grid = jnp.asarray(grid, quad.nodes.dtype)
+        middle = lo + (hi - lo) / 2
+        grid = jnp.linspace(middle - span / 2 - 5 * sigma, middle + span / 2 + 5 * sigma, grid_size)
+    grid = jnp.asarray(grid, dtype)
     density = density_from_quadrature(quad, grid, sigma)
     return SpectralDensity(grid, density, sigma, num_probes, quad.nodes.shape[1], quad)
+
+
+def _resolvable_span(lo: jax.Array, hi: jax.Array, points: int) -> jax.Array:
+    """The narrowest span a grid of ``points`` values can resolve near ``[lo, hi]``:
+    ``8 · points · ε · max(|lo|, |hi|)``, with 1 for that maximum when every
+    node is 0 (the zero operator: any width shows it), and never so small
+    that 1 % of it is subnormal (which XLA flushes to zero).
+
+    Numbers near ``λ`` are ``ε|λ|`` apart at best, so a grid of ``points``
+    values over this span is at least 8 floating-point steps apart, and the
+    default kernel (1 % of the span) at least 80 steps wide. A spectrum
+    narrower than this — one distinct eigenvalue, e.g. ``c · I`` — is shown as
+    a peak of this width: a kernel of 1 % of its true span would fall between
+    representable numbers (the grid would collapse onto a few values and the
+    curve would not integrate to 1).
+    """
+    info = jnp.finfo(lo.dtype)
+    magnitude = jnp.maximum(jnp.abs(lo), jnp.abs(hi))
+    magnitude = jnp.where(magnitude > 0, magnitude, 1)
+    return jnp.maximum(8 * points * info.eps * magnitude, 100 * info.tiny)
+
+
+def _warn_if_undersampled(grid: jax.Array, sigma: jax.Array) -> None:
+    """Warn when grid points lie more than 2σ apart (concrete values only).
+
+    A Gaussian sampled that sparsely loses its peaks between points: the curve
+    misses eigenvalues and no longer integrates to 1 (at a spacing of 2σ the
+    sampled sum is off by about 1 %, at 3σ by about 10 %).
+    """
+    if isinstance(grid, jax.core.Tracer) or isinstance(sigma, jax.core.Tracer) or grid.size < 2:
+        return
+    spacing = float(np.max(np.abs(np.diff(np.asarray(grid, np.float64)))))
+    width = float(sigma)
+    if spacing > 2 * width:
+        warnings.warn(
+            f"the grid's points are up to {spacing:.3g} apart, more than twice the kernel width "
+            f"sigma={width:.3g}: peaks between points are lost and the density will not integrate to 1; "
+            "pass a larger sigma, a finer grid (grid_size=) or a narrower grid=",
+            stacklevel=3)

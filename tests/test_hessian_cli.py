@@ -71,6 +71,12 @@ def test_hessian_command_errors(run_dir, tmp_path, capsys, monkeypatch):
     assert "not a jdl run directory" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["hessian", str(tmp_path), "--top-k", "0"])
+    # Too few Lanczos steps for both ends: the message names the value given.
+    assert main(["hessian", run_dir, "--method", "lanczos", "--top-k", "30", "--num-steps", "40"]) == 2
+    err = capsys.readouterr().err
+    assert "top_k=30 needs num_steps >= 60" in err and "got num_steps=40" in err
+    assert main(["hessian", run_dir, "--method", "lanczos", "--top-k", "1000", "--num-steps", "40"]) == 2
+    assert "top_k=1000 (of 610 parameters, 305 at each end) needs num_steps >= 610" in capsys.readouterr().err
     # A dense Hessian that would not fit is refused up front, with the way out.
     monkeypatch.setattr("jdl.hessian.operators.available_memory", lambda device=None: 10_000)
     assert main(["hessian", run_dir, "--method", "dense"]) == 2

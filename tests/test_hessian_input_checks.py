@@ -146,13 +146,52 @@ def test_numpy_integers_are_accepted_as_counts():
     est = jh.hutchinson(np.int64(3))(lambda v: 2 * v, jnp.ones(4), key=0)
     assert float(est.estimate) == pytest.approx(8.0)
     sd = jh.spectral_density(lambda v: 2 * v, jnp.ones(4), key=0, num_steps=np.int64(2),
-                             num_probes=np.int64(2), grid_size=np.int64(5))
-    assert sd.density.shape == (5,)
+                             num_probes=np.int64(2), grid_size=np.int64(64))
+    assert sd.density.shape == (64,)
     r = jh.lanczos(np.int64(3), k=np.int32(1), block_size=np.int64(1))(lambda v: DIAG[2:] * v, jnp.ones(3))
     assert float(r.eigenvalues[0]) == pytest.approx(1.0, rel=1e-5)
     for bad in (np.bool_(True), 2.0, 0):
         with pytest.raises(ValueError, match="batch_size must be a positive integer"):
             jh.dataset_hessian_operator(_loss, batch_size=bad)
+
+
+@pytest.mark.parametrize("bad", [-1e-3, float("nan"), float("inf"), "1e-3", True, jnp.ones(2)])
+def test_tolerances_are_checked_when_configured(bad):
+    with pytest.raises(ValueError, match=r"tol must be a finite number >= 0, got .*; a residual"):
+        jh.lanczos(10, tol=bad)
+    with pytest.raises(ValueError, match=r"tol must be a finite number >= 0.*relative change"):
+        jh.power_iteration(tol=bad)
+    with pytest.raises(ValueError, match=r"tol must be a finite number >= 0.*bound on ‖∇L‖"):
+        jh.find_critical_point(_loss, PARAMS, tol=bad)
+    with pytest.raises(ValueError, match=r"tol must be a finite number >= 0.*lambda_max"):
+        jh.SharpnessTracker(train=False, tol=bad)
+
+
+def test_critical_point_finder_checks_its_settings_before_any_work():
+    calls = []
+
+    def loss(p):
+        calls.append(1)
+        return _loss(p)
+
+    for kwargs, message in [
+        ({"damping": 0.0}, "damping must be a positive finite number, got 0.0; the initial Levenberg"),
+        ({"damping": -1.0}, "damping must be a positive"),
+        ({"damping": float("inf")}, "damping must be a positive"),
+        ({"max_steps": 2.5}, "max_steps must be an integer >= 0, got 2.5"),
+        ({"max_steps": -1}, "max_steps must be an integer >= 0"),
+        ({"cg_max_steps": 0}, "cg_max_steps must be a positive integer"),
+        ({"dense_max_params": None}, "dense_max_params must be an integer >= 0"),
+        ({"memory": 0}, "memory .* must be a positive integer"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            jh.find_critical_point(loss, PARAMS, **kwargs)
+    assert not calls
+    # Zero steps is the start itself; NumPy counts and a NumPy tolerance are accepted.
+    start = jh.find_critical_point(_loss, PARAMS, max_steps=0)
+    assert int(start.num_steps) == 0
+    r = jh.find_critical_point(_loss, PARAMS, max_steps=np.int64(50), tol=np.float32(1e-6), damping=np.float64(1e-3))
+    assert bool(r.converged)
 
 
 # ---------------------------------------------------------------------------------

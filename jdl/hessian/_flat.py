@@ -112,6 +112,19 @@ def check_count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_number(value, name: str, *, positive: bool = False, hint: str = "") -> None:
+    """A concrete ``value`` must be a real, finite number, ``> 0`` if
+    ``positive`` else ``>= 0``; else ``ValueError`` naming ``name`` (with
+    ``hint``, the way out). ``None`` and traced values are not checked."""
+    if value is None or isinstance(value, jax.core.Tracer):
+        return
+    ok = isinstance(value, (numbers.Real, np.ndarray, jax.Array)) and not isinstance(value, (bool, np.bool_))
+    ok = ok and np.ndim(value) == 0 and np.isfinite(value) and (value > 0 if positive else value >= 0)
+    if not ok:
+        need = "a positive finite number" if positive else "a finite number >= 0"
+        raise ValueError(f"{name} must be {need}, got {value!r}{'; ' + hint if hint else ''}")
+
+
 def flatten(tree: PyTree) -> tuple[jax.Array, Callable[[jax.Array], PyTree]]:
     """``(flat, unflatten)`` with ``flat`` a 1-D array in the leaves' common
     (floating) dtype; a non-floating leaf raises ``TypeError`` (see

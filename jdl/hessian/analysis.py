@@ -171,7 +171,8 @@ def hessian_analysis(
         (e.g. :func:`~jdl.hessian.model_objective`'s ``loss``).
       params: the point (e.g. a checkpoint's parameters).
       data: the examples (``{"x": ..., "y": ...}``).
-      top_k: eigenvalues to report at each end.
+      top_k: eigenvalues to report at each end; at most ``n // 2`` are
+        reported (the two ends do not overlap).
       num_steps: Lanczos steps (for the ends, and per SLQ probe).
       num_probes: SLQ probes for the density (and the index, matrix-free).
       trace_matvecs: Hessian-vector products for Hutch++.
@@ -205,10 +206,14 @@ def hessian_analysis(
         raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+    requested_top_k = top_k
     top_k = min(top_k, max(n // 2, 1))  # the two ends do not overlap
     steps = min(num_steps, n)
     if method == "lanczos" and 2 * top_k > steps:
-        raise ValueError(f"top_k={top_k} at each end needs num_steps >= {2 * top_k}, got {num_steps}")
+        clamp = "" if top_k == requested_top_k else f" (of {n} parameters, {top_k} at each end)"
+        raise ValueError(f"top_k={requested_top_k}{clamp} needs num_steps >= {2 * top_k} "
+                         f"(Lanczos finds both ends in one run), got num_steps={num_steps}; "
+                         f"raise num_steps or lower top_k")
     if gradient_tol is None:
         gradient_tol = float(np.sqrt(np.finfo(dtype).eps))
     batched = batch_size is not None and batch_size < num_examples

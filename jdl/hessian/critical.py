@@ -69,7 +69,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl.hessian._flat import as_key, flatten, random_like
+from jdl.hessian._flat import as_key, check_count, check_number, flatten, random_like
 from jdl.hessian.density import stochastic_lanczos_quadrature
 from jdl.hessian.lanczos import lanczos
 from jdl.hessian.operators import check_dense_fits, dense_hessian, hessian_operator, hvp
@@ -469,6 +469,13 @@ def find_critical_point(
       :class:`CriticalPointResult`. The loop is a ``lax.while_loop``: wrap the
       call in ``jax.jit`` (with ``loss`` closed over) to compile it once.
     """
+    check_count(memory, "memory (1: accept only steps that lower ‖∇L‖)")
+    max_steps = check_count(max_steps, "max_steps", 0)
+    cg_max_steps = check_count(cg_max_steps, "cg_max_steps")
+    check_count(dense_max_params, "dense_max_params", 0)
+    check_number(tol, "tol", hint="a bound on ‖∇L‖, or None for 10·ε·(1 + |L|)")
+    check_number(damping, "damping", positive=True,
+                 hint="the initial Levenberg–Marquardt μ relative to ‖H‖², e.g. 1e-3")
     flat0, unflatten = flatten(params)
     n = flat0.shape[0]
     dtype = flat0.dtype
@@ -476,9 +483,6 @@ def find_critical_point(
         solver = "dense" if n <= dense_max_params else "cg"
     if solver not in ("dense", "cg"):
         raise ValueError(f"unknown solver {solver!r}; use 'auto', 'dense' or 'cg'")
-    if isinstance(memory, bool) or not isinstance(memory, (int, np.integer)) or memory < 1:
-        raise ValueError(f"memory must be a positive integer (1: accept only steps that lower ‖∇L‖), "
-                         f"got {memory!r}")
     eps = jnp.finfo(dtype).eps
 
     def flat_loss(x):

@@ -53,7 +53,14 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jdl.hessian._flat import check_count, check_eigensolver_dtype, flat_matvec, flatten, unflatten_rows
+from jdl.hessian._flat import (
+    check_count,
+    check_eigensolver_dtype,
+    check_number,
+    flat_matvec,
+    flatten,
+    unflatten_rows,
+)
 
 PyTree = Any
 Which = Literal["LA", "SA", "LM", "BE"]
@@ -790,6 +797,7 @@ def lanczos(
     if k > num_steps:
         raise ValueError(f"k={k} eigenpairs need at least k Lanczos steps, got num_steps={num_steps}")
     block_size = check_count(block_size, "block_size")
+    check_number(tol, "tol", hint="a residual relative to max|θ|; 0 runs all num_steps, None is √ε")
     if block_size > num_steps:
         raise ValueError(f"block_size={block_size} exceeds num_steps={num_steps} (the most products to spend)")
     if block_size > 1:

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jdl.hessian._flat import check_count, flat_matvec, flatten, unflatten_rows
+from jdl.hessian._flat import check_count, check_number, flat_matvec, flatten, unflatten_rows
 
 PyTree = Any
 
@@ -84,6 +84,7 @@ def power_iteration(
     """
     k = check_count(k, "k")
     max_steps = check_count(max_steps, "max_steps")
+    check_number(tol, "tol", hint="the relative change of λ that stops the iteration, e.g. 1e-3")
 
     def power(matvec: Callable, v0: PyTree, *params) -> PowerIterationResult:
         x0, unflatten = flatten(v0)

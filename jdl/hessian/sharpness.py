@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl.hessian._flat import check_count, check_like, flatten, random_like
+from jdl.hessian._flat import check_count, check_like, check_number, flatten, random_like
 from jdl.hessian.lanczos import lanczos
 from jdl.hessian.operators import linearize_hessian
 from jdl.optim.plateau import _injected_states
@@ -149,8 +149,7 @@ class SharpnessTracker(Callback):
         gradient_top_k = check_count(gradient_top_k, "gradient_top_k", 0)
         if gradient_top_k > num_matvecs:
             raise ValueError(f"gradient_top_k must be in [0, num_matvecs={num_matvecs}], got {gradient_top_k}")
-        if not isinstance(tol, (int, float, np.floating)) or isinstance(tol, bool) or not tol >= 0:
-            raise ValueError(f"tol must be a number >= 0 (a residual relative to lambda_max), got {tol!r}")
+        check_number(tol, "tol", hint="a residual relative to lambda_max")
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string (the history keys' prefix), got {name!r}")
         if learning_rate is not None and not callable(learning_rate):
@@ -158,7 +157,7 @@ class SharpnessTracker(Callback):
         self.every, self.train, self.num_matvecs = every, train, num_matvecs
         self.num_examples, self.learning_rate = num_examples, learning_rate
         self.track_min, self.gradient_top_k = bool(track_min), gradient_top_k
-        self.tol, self.seed, self.name = float(tol), seed, name
+        self.tol, self.seed, self.name = None if tol is None else float(tol), seed, name
         self._pending: list[dict] = []
         self._last_step = -1
         self._top = None

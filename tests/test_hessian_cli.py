@@ -142,3 +142,23 @@ def test_hessian_command_says_when_the_lanczos_ends_have_not_converged(run_dir, 
     assert f"{tmp_path / 'hessian_density.png'}," in out and (tmp_path / "hessian_density.png").is_file()
     assert (tmp_path / "hessian_density.json").is_file()
     assert "not converged" not in out  # the dense spectrum
+
+
+def test_train_mode_holds_dropout_at_one_mask_from_the_seed(tmp_path, capsys):
+    """With dropout, train mode is the network under one mask: the same --seed
+    gives the same loss, another seed another mask; the report says so."""
+    out = str(tmp_path / "drop")
+    assert main(["train", "--hidden", "8", "--epochs", "1", "--dropout", "0.5", "--out", out, "--no-progress"]) == 0
+    common = ["hessian", out, "--mode", "train", "--top-k", "1", "--num-probes", "2", "--num-steps", "10",
+              "--trace-matvecs", "6", "--max-examples", "100"]
+    losses = []
+    for seed in ("0", "0", "1"):
+        assert main(common + ["--seed", seed]) == 0
+        assert f"dropout: one mask, fixed by --seed {seed}" in capsys.readouterr().out
+        with open(os.path.join(out, "hessian.json")) as f:
+            report = json.load(f)
+        assert report["mode"] == "train" and report["dropout_mask_seed"] == int(seed)
+        losses.append(report["loss"])
+    assert losses[0] == losses[1] != losses[2]
+    assert main(common[:3] + ["eval"] + common[4:]) == 0
+    assert "dropout:" not in capsys.readouterr().out

@@ -84,7 +84,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("eval", "train"), default="eval",
                    help="model mode of the loss: eval (BatchNorm running stats, no dropout) or train")
     p.add_argument("--epoch", type=int, default=None, help="checkpoint epoch (default: the latest)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random probes")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random probes and, with --mode train, of the one dropout mask the loss "
+                        "is held at (a Hessian needs a fixed function)")
     p.add_argument("--float64", action="store_true",
                    help="analyse in float64 (parameters and data cast; slower, tighter eigenvalues)")
     p.add_argument("--out", default=None,
@@ -229,8 +231,15 @@ def cmd_hessian(args) -> int:
     print(f"jdl hessian: {run_dir} ({run.config.model} on {run.config.dataset}, step {int(run.state.step)}), "
           f"{args.split} split", flush=True)
 
+    train = args.mode == "train"
+    # Train mode draws dropout masks from a key: one fixed key, from --seed, so the
+    # loss is one deterministic function (the network under one mask).
+    dropout_key = jax.random.key_data(jax.random.fold_in(jax.random.key(args.seed), 1)) if train else None
+    fixed_mask = train and getattr(run.config, "dropout", 0) > 0
+    mode = args.mode + (f"; dropout: one mask, fixed by --seed {args.seed}" if fixed_mask else "")
+
     def analyse(params, model_state, data):
-        objective = model_objective(run.model, run.loss_fn, model_state, train=args.mode == "train")
+        objective = model_objective(run.model, run.loss_fn, model_state, train=train, key=dropout_key)
         return hessian_analysis(
             objective.loss, params, data, top_k=args.top_k, num_steps=args.num_steps,
             num_probes=args.num_probes, trace_matvecs=args.trace_matvecs, method=args.method,
@@ -249,8 +258,9 @@ def cmd_hessian(args) -> int:
             analysis = analyse(params, model_state, data)
     except MemoryError as e:  # the dense Hessian would not fit: say so as a usage error
         raise ValueError(f"{e} (try --method lanczos)") from None
-    print(format_report(analysis, mode=args.mode))
-    settings = {"split": args.split, "mode": args.mode, "step": int(run.state.step), "epoch": args.epoch,
+    print(format_report(analysis, mode=mode))
+    settings = {"split": args.split, "mode": args.mode, "dropout_mask_seed": args.seed if fixed_mask else None,
+                "step": int(run.state.step), "epoch": args.epoch,
                 "float64": bool(args.float64), "seed": args.seed, "max_examples": args.max_examples}
     with open(json_path + ".tmp", "w") as f:
         json.dump(_finite_json(analysis.to_json() | settings), f, indent=2, allow_nan=False)

@@ -417,8 +417,12 @@ def model_objective(model: Model, loss_fn: Callable, model_state: PyTree, *, tra
         ``True``: train mode — BatchNorm normalises with the batch's own
         statistics (so the Hessian couples examples), dropout masks come from
         ``key``.
-      key: raw PRNG key for dropout in train mode; a fixed key makes the loss a
-        deterministic function (otherwise its Hessian is not defined).
+      key: raw PRNG key for dropout in train mode: every call uses the same
+        masks, so the loss is one deterministic function — the network under
+        those masks (a Hessian needs a fixed function; a fresh mask per call
+        would change the operator between products). ``None``: the key 0.
+        Different keys give different Hessians; average operators over
+        several keys for the Hessian of the expected loss.
 
     Returns:
       an :class:`Objective`.

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl.hessian._flat import as_key, flatten, random_like
+from jdl.hessian._flat import as_key, check_count, flatten, random_like
 from jdl.hessian.condition import ConditionNumber, condition_number
 from jdl.hessian.critical import classify_curvature, eigenvalue_tolerance
 from jdl.hessian.density import SpectralDensity, spectral_density
@@ -204,9 +204,7 @@ def hessian_analysis(
         method = "dense" if n <= dense_max_params else "lanczos"
     if method not in ("dense", "lanczos"):
         raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
-    requested_top_k = top_k
+    requested_top_k = top_k = check_count(top_k, "top_k")
     top_k = min(top_k, max(n // 2, 1))  # the two ends do not overlap
     steps = min(num_steps, n)
     if method == "lanczos" and 2 * top_k > steps:

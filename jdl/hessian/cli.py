@@ -235,7 +235,7 @@ def cmd_hessian(args) -> int:
     # Train mode draws dropout masks from a key: one fixed key, from --seed, so the
     # loss is one deterministic function (the network under one mask).
     dropout_key = jax.random.key_data(jax.random.fold_in(jax.random.key(args.seed), 1)) if train else None
-    fixed_mask = train and getattr(run.config, "dropout", 0) > 0
+    fixed_mask = train and run.config.dropout > 0
     mode = args.mode + (f"; dropout: one mask, fixed by --seed {args.seed}" if fixed_mask else "")
 
     def analyse(params, model_state, data):

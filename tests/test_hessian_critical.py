@@ -272,6 +272,67 @@ def test_slices_along_eigenvectors(tmp_path):
     assert (tmp_path / "slice.png").exists() and (tmp_path / "surface.png").exists()
 
 
+def test_a_block_is_its_own_leaves_not_a_nested_blocks():
+    """A module with its own parameter and a submodule: block "block" is its own
+    leaves; a prefix that is no block takes every block under it."""
+    with jax.enable_x64(True):
+        p = {"block": {"gamma": jnp.array([1.0, 2.0]), "dense": {"kernel": jnp.array([[1.0, 0.5], [0.2, 3.0]])}}}
+
+        def loss(p):
+            return jnp.sum(3 * p["block"]["gamma"] ** 2) + jnp.sum(p["block"]["dense"]["kernel"] ** 4)
+
+        assert parameter_blocks(p) == {"block.dense": 4, "block": 2}
+        np.testing.assert_allclose(block_eigenvalues(loss, p, block="block"), [6.0, 6.0])
+        kernel = np.sort(12 * np.array([1.0, 0.5, 0.2, 3.0]) ** 2)
+        np.testing.assert_allclose(block_eigenvalues(loss, p, block="block.dense"), kernel)
+        hidden = {"layers": {"0": {"w": jnp.ones(2)}, "1": {"w": jnp.ones(3)}}, "head": {"w": jnp.ones(1)}}
+        both = block_eigenvalues(lambda q: jnp.sum(q["layers"]["0"]["w"] ** 2) + jnp.sum(q["layers"]["1"]["w"] ** 2)
+                                 + jnp.sum(q["head"]["w"] ** 2), hidden, block="layers")
+        np.testing.assert_allclose(both, [2.0] * 5)
+
+
+def test_block_eigenvalues_by_lanczos_says_when_they_have_not_converged():
+    with jax.enable_x64(True):
+        d = jnp.concatenate([jnp.zeros(40), jnp.linspace(0.01, 5.0, 60)])
+        params = {"layer": {"w": jnp.zeros(100)}}
+
+        def loss(p):
+            return 0.5 * jnp.sum(d * p["layer"]["w"] ** 2)
+
+        with pytest.warns(UserWarning, match=r"did not converge in 12 products.*raise num_steps"):
+            block_eigenvalues(loss, params, block="layer", method="lanczos", k=2, num_steps=12)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = block_eigenvalues(loss, params, block="layer", method="lanczos", k=2, num_steps=100)
+        # One Krylov space holds one copy of the 40-fold eigenvalue 0 (documented in lanczos).
+        np.testing.assert_allclose(got, [0.0, 0.01, float(d[-2]), 5.0], atol=1e-8)
+        with pytest.raises(ValueError, match=r"k=50 at each end needs num_steps >= 100.*got num_steps=80"):
+            block_eigenvalues(loss, params, block="layer", method="lanczos", k=50)
+
+
+def test_slices_keep_the_params_precision_and_want_1d_offsets():
+    with jax.enable_x64(True):
+        params = {"w": jnp.ones(3, jnp.float32)}
+        d = {"w": jnp.array([1.0, 0.0, 0.0], jnp.float32)}
+        seen = []
+
+        def loss(p):
+            seen.append(p["w"].dtype)
+            return jnp.sum(p["w"] ** 2)
+
+        out = loss_slice(loss, params, d, alphas=jnp.linspace(-1, 1, 5))  # float64 under x64
+        assert out.dtype == jnp.float32 and set(seen) == {jnp.dtype(jnp.float32)}
+        surf = loss_surface(loss, params, d, d, alphas=jnp.linspace(-1, 1, 3), betas=jnp.linspace(-1, 1, 2))
+        assert surf.dtype == jnp.float32
+        with pytest.raises(ValueError, match=r"alphas must be a 1-D array.*alphas=jnp.array\(\[0.5\]\)"):
+            loss_slice(loss, params, d, alphas=0.5)
+        with pytest.raises(ValueError, match="betas must be a 1-D array"):
+            loss_surface(loss, params, d, d, alphas=jnp.zeros(2), betas=jnp.zeros((2, 2)))
+        with pytest.raises(ValueError, match="step_sizes is empty"):
+            escape_saddle(loss, params, step_sizes=[])
+
+
 def test_unconverged_lanczos_ends_prove_a_saddle_and_nothing_else():
     """Ritz values lie inside the spectrum: unconverged, λ_min may be lower and
     λ_max higher, so only a saddle can be read off them (review: a 300-parameter

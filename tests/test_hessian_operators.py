@@ -10,6 +10,8 @@ from jax.flatten_util import ravel_pytree
 
 from jdl.hessian import (
     dataset_hvp,
+    dataset_operator,
+    dense_eigenvalues,
     dense_hessian,
     dense_matrix,
     empirical_fisher,
@@ -91,6 +93,21 @@ def test_dataset_hvp_equals_full_batch(tiny, batch_size):
         full = ravel_pytree(jax.jit(lambda p, v, b: hvp(obj.loss, p, v, b))(params, v, batch))[0]
         acc = jax.jit(lambda p, v, d: dataset_hvp(obj.loss, p, v, d, batch_size=batch_size))(params, v, batch)
         np.testing.assert_allclose(ravel_pytree(acc)[0], full, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 37])
+def test_dataset_operator_accumulates_gauss_newton_and_fisher(tiny, batch_size):
+    """Gauss–Newton and both Fishers are means over examples too: accumulated
+    over minibatches (37 examples, sizes that do not divide it) they equal the
+    full-batch products."""
+    obj, params, batch, _ = tiny
+    with jax.enable_x64(True):
+        v = jax.tree.map(lambda a: jnp.sin(1 + jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params)
+        for op in (gauss_newton(obj.predict, obj.output_loss), fisher(obj.predict),
+                   empirical_fisher(obj.per_example_loss)):
+            full = ravel_pytree(jax.jit(op)(v, params, batch))[0]
+            acc = ravel_pytree(jax.jit(dataset_operator(op, batch_size=batch_size))(v, params, batch))[0]
+            np.testing.assert_allclose(acc, full, rtol=1e-10, atol=1e-13)
 
 
 def test_dataset_hvp_rejects_bad_batch_size(tiny):
@@ -184,6 +201,52 @@ def test_dense_hessian_matches_jax_hessian(tiny):
         np.testing.assert_array_equal(h, h.T)
 
 
+def test_dense_matrices_of_edge_cases():
+    # No parameters: the 0 × 0 matrix, and no eigenvalues.
+    h = dense_hessian(lambda p: jnp.array(0.0), {})
+    assert h.shape == (0, 0) and dense_eigenvalues(h).shape == (0,)
+    assert dense_matrix(lambda v: v, {}).shape == (0, 0)
+    # An integer or bool matrix is solved in floating point, eagerly as under jit.
+    a = jnp.array([[1, 1], [1, 0]])
+    golden = (1 + np.sqrt(5)) / 2
+    for got in (dense_eigenvalues(a), jax.jit(dense_eigenvalues)(a)):
+        assert jnp.issubdtype(got.dtype, jnp.floating)
+        np.testing.assert_allclose(got, [1 - golden, golden], rtol=1e-6)
+    np.testing.assert_allclose(dense_eigenvalues(jnp.ones((2, 2), bool)), [0.0, 2.0], atol=1e-6)
+    # Called eagerly it runs as one compiled program; arguments that are not
+    # arrays stay Python values (here a loop count).
+    def loss(p, data, terms):
+        return sum(jnp.sum(data * p ** 2) / (i + 1) for i in range(terms))
+
+    h = dense_hessian(loss, jnp.ones(3), jnp.arange(1.0, 4.0), 2)
+    np.testing.assert_allclose(h, np.diag(2 * 1.5 * np.arange(1.0, 4.0)), rtol=1e-6)
+
+
+def test_empirical_fisher_refuses_a_mean_loss(tiny):
+    obj, params, batch, _ = tiny
+    with pytest.raises(ValueError, match=r"one loss per example, shape \(N,\), got shape \(\); pass "
+                                         r"model_objective\(...\).per_example_loss"):
+        empirical_fisher(obj.loss)(params, params, batch)
+
+
+def test_linearized_hessian_built_inside_jit_compiles_once(tiny):
+    """The documented way: linearise inside the jitted function; new points reuse the program."""
+    obj, params, batch, _ = tiny
+    with jax.enable_x64(True):
+        traces = []
+
+        @jax.jit
+        def product(p, b, v):
+            traces.append(1)
+            _, h = linearize_hessian(obj.loss, p, b)
+            return h(v)
+
+        for scale in (1.0, 1.1, 0.9):
+            moved = jax.tree.map(lambda a, s=scale: a * s, params)
+            product(moved, batch, params)
+        assert len(traces) == 1
+
+
 def test_dense_hessian_refuses_before_allocating():
     big = {"w": jnp.zeros((300_000,), jnp.float32)}   # a 360 GB Hessian
     calls = []
@@ -232,6 +295,21 @@ def test_model_objective_mode_is_explicit_and_matters():
     assert float(jnp.max(jnp.abs(h_eval - h_train))) > 1e-3  # batch statistics change the Hessian
     with pytest.raises(TypeError, match="train must be True or False"):
         model_objective(model, cross_entropy, v.model_state, train="eval")
+
+
+def test_model_objective_dropout_key_takes_a_seed_or_a_key():
+    model = get_model("mlp", (5,), 3, hidden=(8,), dropout_rate=0.5)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(12, 5)), jnp.float32)
+    batch = {"x": x, "y": jnp.asarray(np.arange(12) % 3, jnp.int32)}
+    v = model.init(jax.random.key_data(jax.random.key(0)), x[:2])
+
+    def loss_with(key):
+        return float(model_objective(model, cross_entropy, v.model_state, train=True, key=key).loss(v.params, batch))
+
+    assert loss_with(3) == loss_with(jax.random.key(3)) == loss_with(jax.random.PRNGKey(3))
+    assert loss_with(3) != loss_with(4)
+    with pytest.raises(TypeError, match="integer seed or a PRNG key"):
+        model_objective(model, cross_entropy, v.model_state, train=True, key=0.5)
 
 
 def test_reverse_linearization_equals_forward(tiny):

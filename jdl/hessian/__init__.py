@@ -1,9 +1,10 @@
 """Hessian and curvature tools on any ``loss(params)`` of a params pytree.
 
 - operators: :func:`hvp`, :func:`hessian_operator`, :func:`linearize_hessian`,
-  :func:`dataset_hessian_operator`, :func:`gauss_newton`, :func:`fisher`,
-  :func:`empirical_fisher`, :func:`dense_hessian`, :func:`dense_spectrum`,
-  :func:`model_objective`.
+  :func:`gauss_newton`, :func:`fisher`, :func:`empirical_fisher`, any of them
+  over a dataset in minibatches (:func:`dataset_operator`,
+  :func:`dataset_hessian_operator`), :func:`dense_hessian`,
+  :func:`dense_spectrum`, :func:`model_objective`.
 - eigenpairs: :func:`lanczos` (LA / SA / LM / both ends), :func:`power_iteration`.
 - spectra: :func:`spectral_density` (stochastic Lanczos quadrature).
 - trace: :func:`hutchinson`, :func:`hutch_plus_plus`, :func:`frobenius_norm`.
@@ -59,6 +60,7 @@ from jdl.hessian.landscape import parameter_blocks as parameter_blocks
 from jdl.hessian.operators import Objective as Objective
 from jdl.hessian.operators import dataset_hessian_operator as dataset_hessian_operator
 from jdl.hessian.operators import dataset_hvp as dataset_hvp
+from jdl.hessian.operators import dataset_operator as dataset_operator
 from jdl.hessian.operators import dense_eigenvalues as dense_eigenvalues
 from jdl.hessian.operators import dense_hessian as dense_hessian
 from jdl.hessian.operators import dense_matrix as dense_matrix
@@ -106,6 +108,7 @@ __all__ = [
     "critical_point_summary",
     "dataset_hessian_operator",
     "dataset_hvp",
+    "dataset_operator",
     "dense_eigenvalues",
     "dense_hessian",
     "dense_matrix",

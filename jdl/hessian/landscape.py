@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -84,23 +85,36 @@ def parameter_blocks(params: PyTree) -> dict[str, int]:
     """
     blocks: dict[str, int] = {}
     for name, leaf in _named_leaves(params):
-        block = name.rsplit(".", 1)[0] if "." in name else name
+        block = _block_of(name)
         blocks[block] = blocks.get(block, 0) + int(jnp.size(leaf))
     return blocks
 
 
-def _in_block(name: str, block: str) -> bool:
+def _block_of(name: str) -> str:
+    """The block a leaf belongs to: its path without the last component."""
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def _in_block(name: str, block: str, exact: bool) -> bool:
+    if exact:
+        return _block_of(name) == block
     return name == block or name.startswith(block + ".")
 
 
 def block_loss(loss: Callable[..., jax.Array], params: PyTree, block: str) -> tuple[Callable, list]:
     """Restrict ``loss`` to one block: ``(block_loss(sub, *args), sub)``.
 
-    ``sub`` is the list of the block's leaves; ``block_loss`` rebuilds the full
-    params with the other leaves held at their values in ``params``.
+    ``block`` is a name from :func:`parameter_blocks` — exactly that block's
+    leaves, not those of a block nested inside it (``"block"`` holds
+    ``block.gamma``, not ``block.dense.kernel``) — or else a prefix of such
+    names, which takes every block under it together (``"layers"``: all
+    hidden layers). ``sub`` is the list of the chosen leaves; ``block_loss``
+    rebuilds the full params with the other leaves held at their values in
+    ``params``.
     """
     named = _named_leaves(params)
-    chosen = [i for i, (name, _) in enumerate(named) if _in_block(name, block)]
+    exact = block in {_block_of(name) for name, _ in named}
+    chosen = [i for i, (name, _) in enumerate(named) if _in_block(name, block, exact)]
     if not chosen:
         raise ValueError(
             f"no parameters named {block!r}; the blocks are {sorted(parameter_blocks(params))}"
@@ -131,10 +145,19 @@ def block_eigenvalues(
 
     Args:
       loss, params, *args: the objective and the point.
-      block: a name from :func:`parameter_blocks` (e.g. ``"layers.0"``).
+      block: a name from :func:`parameter_blocks` (e.g. ``"layers.0"``), or
+        a prefix of several (see :func:`block_loss`).
       method: ``"dense"`` (all eigenvalues, ascending), ``"lanczos"`` (the ``k``
-        largest and ``k`` smallest, ascending, from one Krylov space), or
-        ``"auto"`` (dense up to ``dense_max_params`` block parameters).
+        largest and ``k`` smallest, ascending, from one Krylov space of at
+        most ``num_steps`` products), or ``"auto"`` (dense up to
+        ``dense_max_params`` block parameters). Lanczos values whose
+        residuals have not reached ``√ε · max|θ|`` within ``num_steps`` are
+        Ritz values, not eigenvalues (the true ends lie at or beyond them):
+        called outside any transformation, that warns with the largest
+        residual; under ``jax.jit``/``jax.vmap`` it cannot — call
+        :func:`~jdl.hessian.lanczos` on :func:`block_loss` there, whose
+        result carries ``converged``. A block with many (near-)zero
+        eigenvalues converges its bottom end slowly.
 
     Both methods end in an eigensolve, so the block's parameters must be
     float32 or float64 (half precision raises ``TypeError``). Like
@@ -156,9 +179,22 @@ def block_eigenvalues(
     if method != "lanczos":
         raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
     kk = min(2 * k, n)
-    eigsh = lanczos(min(num_steps, n), k=kk, which="BE")
-    return jax.jit(lambda v0, sub, *args: eigsh(hessian_operator(restricted), v0, sub, *args).eigenvalues)(
+    steps = min(num_steps, n)
+    if kk > steps:
+        raise ValueError(f"k={k} at each end needs num_steps >= {kk} (Lanczos finds both ends in one run), "
+                         f"got num_steps={num_steps}; raise num_steps or lower k, or use method='dense'")
+    eigsh = lanczos(steps, k=kk, which="BE")
+    result = jax.jit(lambda v0, sub, *args: eigsh(hessian_operator(restricted), v0, sub, *args))(
         random_like(key, sub), sub, *args)
+    converged = result.converged
+    if not isinstance(converged, jax.core.Tracer) and not bool(jnp.all(converged)):
+        warnings.warn(
+            f"block_eigenvalues({block!r}): {int(jnp.sum(~converged))} of {kk} Lanczos values did not "
+            f"converge in {int(result.num_matvecs)} products (largest residual "
+            f"{float(jnp.max(result.residuals)):.2g}); they are Ritz values, with the true ends at or "
+            "beyond them: raise num_steps, or use method='dense' for a block of a few thousand parameters",
+            stacklevel=2)
+    return result.eigenvalues
 
 
 # ----------------------------------------------------------------------------------
@@ -186,6 +222,15 @@ def _direction(d: PyTree, params: PyTree, normalize: bool, what: str) -> PyTree:
     return unflatten(flat / jnp.where(norm > 0, norm, 1))
 
 
+def _offsets(values, name: str) -> jax.Array:
+    """The step lengths of a slice: a 1-D array (``ValueError`` otherwise)."""
+    values = jnp.asarray(values)
+    if values.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of step lengths, got shape {values.shape}; "
+                         f"e.g. {name}=jnp.linspace(-1, 1, 41) (for one point, {name}=jnp.array([0.5]))")
+    return values
+
+
 def loss_slice(
     loss: Callable[..., jax.Array],
     params: PyTree,
@@ -206,11 +251,12 @@ def loss_slice(
         stays zero: the slice is then ``L(θ)`` at every ``α``, not NaN.
     """
     d = _direction(direction, params, normalize, "direction")
+    alphas = _offsets(alphas, "alphas")
 
     def at(a):
-        return loss(jax.tree.map(lambda p, u: p + a * u, params, d), *args)
+        return loss(jax.tree.map(lambda p, u: p + jnp.asarray(a, u.dtype) * u, params, d), *args)
 
-    return jax.vmap(at)(jnp.asarray(alphas))
+    return jax.vmap(at)(alphas)
 
 
 def loss_surface(
@@ -231,9 +277,10 @@ def loss_surface(
     d2 = _direction(direction2, params, normalize, "direction2")
 
     def at(a, b):
-        return loss(jax.tree.map(lambda p, u, w: p + a * u + b * w, params, d1, d2), *args)
+        return loss(jax.tree.map(lambda p, u, w: p + jnp.asarray(a, u.dtype) * u + jnp.asarray(b, w.dtype) * w,
+                                 params, d1, d2), *args)
 
-    alphas, betas = jnp.asarray(alphas), jnp.asarray(betas)
+    alphas, betas = _offsets(alphas, "alphas"), _offsets(betas, "betas")
     return jax.vmap(lambda a: jax.vmap(lambda b: at(a, b))(betas))(alphas)
 
 
@@ -286,11 +333,19 @@ def escape_saddle(
     ``j = 0 … num_trials−1``), all evaluated in one vmapped call; a step is
     taken only if it lowers the loss.
 
+    Like :func:`~jdl.hessian.dense_spectrum`, each call compiles afresh
+    (seconds; nothing of ``loss`` outlives the call); to escape from many
+    points of one model, wrap the call in ``jax.jit`` with ``loss`` closed
+    over, which compiles once.
+
     Returns:
       :class:`EscapeResult`.
     """
     num_steps = check_count(num_steps, "num_steps")
     num_trials = check_count(num_trials, "num_trials")
+    if step_sizes is not None and jnp.size(jnp.asarray(step_sizes)) == 0:
+        raise ValueError("step_sizes is empty; pass at least one step length, or None for "
+                         "max_step · 2^-j, j = 0 … num_trials − 1")
     # A closure jitted for this call: a jit keyed on ``loss`` itself (a static
     # argument) would fail on an unhashable callable and keep every loss, and
     # what it captures, alive in the cache.

@@ -71,6 +71,15 @@ def test_hessian_command_errors(run_dir, tmp_path, capsys, monkeypatch):
     assert "not a jdl run directory" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["hessian", str(tmp_path), "--top-k", "0"])
+    # Train mode accumulated over batches would change the function with --batch-size.
+    assert main(["hessian", run_dir, "--mode", "train", "--batch-size", "100"]) == 2
+    assert "each --batch-size would analyse a different function" in capsys.readouterr().err
+    # --out may not take the name of any run's own files, in another run's directory either.
+    other = tmp_path / "other-run"
+    other.mkdir()
+    assert main(["hessian", run_dir, "--out", str(other / "config.png")]) == 2
+    assert "config.json is the name of a `jdl train` run's own file" in capsys.readouterr().err
+    assert not (other / "config.json").exists()
     # Too few Lanczos steps for both ends: the message names the value given.
     assert main(["hessian", run_dir, "--method", "lanczos", "--top-k", "30", "--num-steps", "40"]) == 2
     err = capsys.readouterr().err
@@ -93,8 +102,8 @@ def test_hessian_command_errors(run_dir, tmp_path, capsys, monkeypatch):
     # A format matplotlib cannot write, or a name that would replace the run's
     # own files, is refused before any work; so is a Hutch++ budget below 3.
     for out, message in ((f"{run_dir}/report.json", "matplotlib cannot write .json"),
-                         (f"{run_dir}/learning_curve.png", "would replace the run's learning_curve.png"),
-                         (f"{run_dir}/config.png", "would replace the run's config.json")):
+                         (f"{run_dir}/learning_curve.png", "learning_curve.png is the name of a `jdl train` run"),
+                         (f"{run_dir}/config.png", "config.json is the name of a `jdl train` run's own file")):
         assert main(["hessian", run_dir, "--out", out]) == 2
         captured = capsys.readouterr()
         assert message in captured.err and "jdl hessian:" not in captured.out, out

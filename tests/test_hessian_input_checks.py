@@ -309,3 +309,8 @@ def test_slq_index_and_its_bounds_stay_in_the_unit_interval():
     r = jh.critical_point_report(f, {"x": 0.0, "y": 0.0, "z": jnp.zeros(3)}, method="lanczos")
     assert 0 <= float(r.index_lower) <= float(r.index) <= float(r.index_upper) <= 1
     assert float(r.index) == pytest.approx(1.0) and r.classification == "maximum"
+
+
+def test_analysis_of_one_parameter_by_lanczos_points_to_dense():
+    with pytest.raises(ValueError, match="a Hessian of 1 parameter has one eigenvalue; use method='dense'"):
+        jh.hessian_analysis(lambda p, d: jnp.sum(p ** 2 * d), jnp.ones(1), jnp.ones(4), method="lanczos")

@@ -207,13 +207,16 @@ def hessian_analysis(
     requested_top_k = top_k = check_count(top_k, "top_k")
     top_k = min(top_k, max(n // 2, 1))  # the two ends do not overlap
     steps = min(num_steps, n)
+    if method == "lanczos" and n < 2:
+        raise ValueError(f"method='lanczos' finds both ends of the spectrum, but a Hessian of {n} parameter "
+                         "has one eigenvalue; use method='dense'")
     if method == "lanczos" and 2 * top_k > steps:
         clamp = "" if top_k == requested_top_k else f" (of {n} parameters, {top_k} at each end)"
         raise ValueError(f"top_k={requested_top_k}{clamp} needs num_steps >= {2 * top_k} "
                          f"(Lanczos finds both ends in one run), got num_steps={num_steps}; "
                          f"raise num_steps or lower top_k")
     if gradient_tol is None:
-        gradient_tol = float(np.sqrt(np.finfo(dtype).eps))
+        gradient_tol = float(np.sqrt(jnp.finfo(dtype).eps))
     batched = batch_size is not None and batch_size < num_examples
     if batched:
         dataset_operator = dataset_hessian_operator(loss, batch_size=batch_size)

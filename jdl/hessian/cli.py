@@ -111,11 +111,11 @@ def _check_plot_path(out_png: str, run_dir: str) -> None:
     if extension not in formats:
         raise ValueError(f"--out {out_png}: matplotlib cannot write .{extension} files; use one of "
                          f"{', '.join('.' + f for f in sorted(formats))} (e.g. .png)")
-    same_dir = os.path.abspath(os.path.dirname(out_png)) == os.path.abspath(run_dir)
     stem = os.path.splitext(os.path.basename(out_png))[0]
     clashes = {os.path.basename(out_png), stem + ".json"} & set(RUN_FILES)
-    if same_dir and clashes:
-        raise ValueError(f"--out {out_png} would replace the run's {sorted(clashes)[0]}; choose another name")
+    if clashes:  # in this run's directory or any other run's
+        raise ValueError(f"--out {out_png}: {sorted(clashes)[0]} is the name of a `jdl train` run's own file "
+                         "(this run's or another's, which it would replace); choose another name")
 
 
 def _fmt(x: float) -> str:
@@ -228,6 +228,12 @@ def cmd_hessian(args) -> int:
     data = {k: jnp.asarray(v) for k, v in split.items()}
     if args.max_examples is not None:
         data = {k: v[: args.max_examples] for k, v in data.items()}
+    num_examples = len(next(iter(data.values())))
+    if args.mode == "train" and args.batch_size is not None and args.batch_size < num_examples:
+        raise ValueError(f"--mode train with --batch-size {args.batch_size} (< {num_examples} examples): in train "
+                         "mode a batch's loss depends on the batch (BatchNorm's batch statistics, the dropout "
+                         "mask drawn for it), so each --batch-size would analyse a different function; drop "
+                         "--batch-size, or use --mode eval to accumulate over batches")
     print(f"jdl hessian: {run_dir} ({run.config.model} on {run.config.dataset}, step {int(run.state.step)}), "
           f"{args.split} split", flush=True)
 

@@ -11,8 +11,9 @@ minimum in another", its Hessian indefinite):
   and there are no eigenvalues of both signs (flat directions; the
   second-order test is inconclusive — e.g. the monkey saddle ``x³ − 3xy²``,
   whose Hessian vanishes at the origin);
-- **unresolved** — Lanczos did not converge the extreme eigenvalues and they
-  do not show a saddle. Its Ritz values lie inside the spectrum (the true
+- **unresolved** — an extreme eigenvalue is not finite (a NaN or overflowing
+  Hessian: nothing can be told, and the index is NaN), or Lanczos did not
+  converge the extreme eigenvalues and they do not show a saddle. Its Ritz values lie inside the spectrum (the true
   ``λ_min`` is at most the reported one, ``λ_max`` at least), so eigenvalues
   of both signs beyond ``±τ`` prove a saddle even unconverged, but nothing
   else can be told: a "minimum" whose ``λ_min`` has not converged may hide a
@@ -20,7 +21,16 @@ minimum in another", its Hessian indefinite):
   ``λ_min = 0.038`` after 20 steps). More ``num_steps``, or the dense method.
 
 ``τ = max(eigenvalue_atol, eigenvalue_rtol · max|λ|)``, with ``eigenvalue_rtol``
-defaulting to ``√ε`` of the dtype (≈ 3.5e-4 in float32, 1.5e-8 in float64).
+defaulting to ``√ε`` of the dtype (≈ 3.5e-4 in float32, 1.5e-8 in float64)
+and ``eigenvalue_atol`` to 0. Being relative, the default calls a point
+*degenerate* only where the Hessian is flat next to its own largest
+eigenvalue: a point merely *near* a degenerate critical point — one
+:func:`find_critical_point` reached to within its tolerance — has a small
+but definite Hessian and gets its quadratic model's label (near the
+inflection of ``(x − 1)³``, at ``x = 1 − 5e-4``: λ = −0.003, "maximum"; near
+the monkey saddle: λ = ±1e-7, "saddle"). When curvature below a known scale
+means flat for the problem at hand, pass ``eigenvalue_atol`` (e.g. ``1e-2``
+there gives "degenerate").
 That is a deliberate margin, far above a dense ``eigh``'s resolution (a few
 ``ε · max|λ|``; 4.3e-7 measured for a float32 MLP Hessian), wide enough for
 eigenvalues from float32 Lanczos runs (about ``1e-6 · max|λ|``) and for SLQ's
@@ -69,7 +79,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl.hessian._flat import as_key, check_count, check_number, flatten, random_like
+from jdl.hessian._flat import as_key, check_count, check_eigensolver_dtype, check_number, flatten, random_like
 from jdl.hessian.density import stochastic_lanczos_quadrature
 from jdl.hessian.lanczos import lanczos
 from jdl.hessian.operators import check_dense_fits, dense_hessian, hessian_operator, hvp
@@ -157,17 +167,19 @@ def eigenvalue_tolerance(eigenvalue_scale, dtype, *, rtol: float | None = None,
                          atol: float = 0.0) -> jax.Array:
     """``τ = max(atol, rtol · scale)`` with ``rtol = √ε(dtype)`` by default."""
     if rtol is None:
-        rtol = float(np.sqrt(np.finfo(dtype).eps))
+        rtol = float(np.sqrt(jnp.finfo(dtype).eps))
     return jnp.maximum(jnp.asarray(atol, dtype), rtol * jnp.asarray(eigenvalue_scale, dtype))
 
 
 def _class_code(lo, hi, tol, converged, xp):
     """The index into :data:`CLASSES`, elementwise, with ``xp`` NumPy or ``jax.numpy``.
-    Unconverged ends prove a saddle (they lie inside the spectrum) and nothing else."""
+    Unconverged ends prove a saddle (they lie inside the spectrum) and nothing
+    else; a non-finite end (a NaN or overflowing Hessian) proves nothing."""
+    finite = xp.isfinite(lo) & xp.isfinite(hi) & xp.isfinite(tol)
     saddle = (lo < -tol) & (hi > tol)
-    return xp.select([saddle, ~converged, lo > tol, hi < -tol],
-                     [CLASSES.index("saddle"), CLASSES.index("unresolved"), CLASSES.index("minimum"),
-                      CLASSES.index("maximum")],
+    return xp.select([~finite, saddle, ~converged, lo > tol, hi < -tol],
+                     [CLASSES.index("unresolved"), CLASSES.index("saddle"), CLASSES.index("unresolved"),
+                      CLASSES.index("minimum"), CLASSES.index("maximum")],
                      CLASSES.index("degenerate"))
 
 
@@ -274,12 +286,13 @@ def critical_point_summary(
     """
     flat, _ = flatten(params)
     dtype = flat.dtype
+    check_eigensolver_dtype(dtype, "critical_point_summary")
     n = flat.shape[0]
     method = _resolve_method(n, method, dense_max_params)
     if method == "dense":
         check_dense_fits(n, dtype, chunk_size=min(32, n))
     if gradient_tol is None:
-        gradient_tol = float(np.sqrt(np.finfo(dtype).eps))
+        gradient_tol = float(np.sqrt(jnp.finfo(dtype).eps))
     k_lanczos, k_slq = jax.random.split(as_key(key))
 
     value, grad = jax.value_and_grad(loss)(params, *args)
@@ -291,7 +304,7 @@ def critical_point_summary(
         eig = jnp.linalg.eigvalsh(dense_hessian(loss, params, *args))
         lo, hi = eig[0], eig[-1]
         tau = eigenvalue_tolerance(jnp.max(jnp.abs(eig)), dtype, rtol=eigenvalue_rtol, atol=eigenvalue_atol)
-        index = jnp.mean((eig < -tau).astype(dtype))
+        index = jnp.where(jnp.all(jnp.isfinite(eig)), jnp.mean((eig < -tau).astype(dtype)), jnp.nan)
         index_se = jnp.zeros((), dtype)
         index_lower = index_upper = index
         converged = jnp.asarray(True)
@@ -305,7 +318,7 @@ def critical_point_summary(
                                    rtol=eigenvalue_rtol, atol=eigenvalue_atol)
         quad = stochastic_lanczos_quadrature(steps, num_probes=num_probes)(
             hessian_operator(loss), params, params, *args, key=k_slq)
-        index = quad.fraction_below(-tau)
+        index = jnp.where(jnp.isfinite(lo) & jnp.isfinite(hi), quad.fraction_below(-tau), jnp.nan)
         index_se = quad.fraction_below_standard_error(-tau)
         index_lower, index_upper = quad.fraction_below_bounds(-tau)
         eig = None
@@ -370,6 +383,7 @@ def critical_point_report(
     """
     flat, _ = flatten(params)
     dtype = flat.dtype
+    check_eigensolver_dtype(dtype, "critical_point_summary")
     n = flat.shape[0]
     method = _resolve_method(n, method, dense_max_params)
     if method == "dense":  # before tracing, too
@@ -426,6 +440,31 @@ class CriticalPointResult(NamedTuple):
     damping: jax.Array
 
 
+POWER_STEPS = 10
+
+
+def _norm_squared_estimate(hv: Callable, g: jax.Array, hg: jax.Array) -> jax.Array:
+    """``‖H‖²`` from below, for the matrix-free damping ``μ ‖H‖²``: the larger
+    of ``‖Hg‖²/‖g‖²`` and ``‖H v‖²`` after :data:`POWER_STEPS` power steps from
+    ``Hg`` (about 10 % more products per step than CG's ``2 · cg_max_steps``).
+
+    ``‖Hg‖/‖g‖`` alone falls far below ``‖H‖`` where ``g`` lies along flat
+    directions — the floor of Rosenbrock's valley, where it was 3.8 against
+    ‖H‖² ≈ 1.2e6 — and the damping the docstring states would then be
+    10⁵ times weaker (CG's steps were rejected for thousands of iterations).
+    """
+    tiny = jnp.finfo(g.dtype).tiny
+    first = jnp.vdot(hg, hg) / jnp.maximum(jnp.vdot(g, g), tiny)
+
+    def step(_, v):
+        w = hv(v)
+        return w / jnp.maximum(jnp.linalg.norm(w), tiny)
+
+    v = jax.lax.fori_loop(0, POWER_STEPS, step, hg / jnp.maximum(jnp.linalg.norm(hg), tiny))
+    w = hv(v)
+    return jnp.maximum(jnp.maximum(first, jnp.vdot(w, w)), tiny)
+
+
 def find_critical_point(
     loss: Callable[..., jax.Array],
     params: PyTree,
@@ -448,13 +487,17 @@ def find_critical_point(
       loss: ``loss(params, *args) -> scalar``.
       params: the starting point.
       *args: fixed further arguments of ``loss``.
-      max_steps: the most Levenberg–Marquardt steps.
+      max_steps: the most Levenberg–Marquardt steps. The loop also ends once
+        a rejected step no longer changes the point in floating point (the
+        last bit of ``‖∇L‖`` is rounding; ``converged`` stays ``False`` if
+        that is above ``tol``).
       tol: stop when ``‖∇L‖ ≤ tol``. Default ``10·ε`` of the dtype ×
         ``(1 + |L|)`` at the current point (not the start: a start far away,
         with a large loss, would loosen it); a large constant added to the
         loss loosens it too, so pass ``tol`` for such losses. A non-finite
         ``‖∇L‖`` never counts as converged.
-      damping: the initial ``μ`` relative to ``‖H‖²`` (it adapts).
+      damping: the initial ``μ`` relative to ``‖H‖²`` (it adapts); the
+        matrix-free solver estimates ``‖H‖²`` by a few power steps.
       solver: how to solve ``(H² + μI) δ = −Hg``: ``"dense"`` (eigendecomposition
         of the dense Hessian), ``"cg"`` (matrix-free conjugate gradients, two
         Hessian-vector products per iteration), or ``"auto"`` (dense up to
@@ -483,6 +526,8 @@ def find_critical_point(
         solver = "dense" if n <= dense_max_params else "cg"
     if solver not in ("dense", "cg"):
         raise ValueError(f"unknown solver {solver!r}; use 'auto', 'dense' or 'cg'")
+    if solver == "dense":
+        check_eigensolver_dtype(dtype, "find_critical_point(solver='dense')")
     eps = jnp.finfo(dtype).eps
 
     def flat_loss(x):
@@ -502,7 +547,7 @@ def find_critical_point(
             return -(u @ (coef * (u.T @ g)))
         _, hv = jax.linearize(grad, x)
         hg = hv(g)
-        scale2 = jnp.vdot(hg, hg) / jnp.maximum(jnp.vdot(g, g), jnp.finfo(dtype).tiny)
+        scale2 = _norm_squared_estimate(hv, g, hg)
 
         def normal_op(v):
             return hv(hv(v)) + mu * scale2 * v
@@ -526,9 +571,10 @@ def find_critical_point(
         mu: jax.Array
         step: jax.Array
         recent: jax.Array  # ‖g‖² of the last accepted points (non-monotone acceptance)
+        stuck: jax.Array   # the step no longer changes x in floating point: nothing more to gain
 
     def cond(s: _S):
-        return (s.step < max_steps) & ~done(s.value, s.g)
+        return (s.step < max_steps) & ~done(s.value, s.g) & ~s.stuck
 
     def body(s: _S):
         delta = solve(s.x, s.g, s.mu)
@@ -543,11 +589,12 @@ def find_critical_point(
             mu=jnp.where(better, jnp.maximum(s.mu / 3, eps * eps), s.mu * 4),
             step=s.step + 1,
             recent=jnp.where(better, jnp.roll(s.recent, 1).at[0].set(merit), s.recent),
+            stuck=~better & jnp.all(trial == s.x),
         )
 
     recent = jnp.full((memory,), -jnp.inf, dtype).at[0].set(jnp.vdot(g0, g0))
     s = jax.lax.while_loop(cond, body, _S(flat0, value0, g0, jnp.asarray(damping, dtype),
-                                          jnp.zeros((), jnp.int32), recent))
+                                          jnp.zeros((), jnp.int32), recent, jnp.zeros((), bool)))
     gnorm = jnp.linalg.norm(s.g)
     return CriticalPointResult(unflatten(s.x), s.value, gnorm, s.step, done(s.value, s.g), s.mu)
 

@@ -13,12 +13,13 @@ minimum in another", its Hessian indefinite):
   whose Hessian vanishes at the origin);
 - **unresolved** — an extreme eigenvalue is not finite (a NaN or overflowing
   Hessian: nothing can be told, and the index is NaN), or Lanczos did not
-  converge the extreme eigenvalues and they do not show a saddle. Its Ritz values lie inside the spectrum (the true
-  ``λ_min`` is at most the reported one, ``λ_max`` at least), so eigenvalues
-  of both signs beyond ``±τ`` prove a saddle even unconverged, but nothing
-  else can be told: a "minimum" whose ``λ_min`` has not converged may hide a
-  negative eigenvalue (a 300-parameter quadratic with ``λ_min = −0.05`` read
-  ``λ_min = 0.038`` after 20 steps). More ``num_steps``, or the dense method.
+  converge the extreme eigenvalues and they do not show a saddle. Its Ritz
+  values lie inside the spectrum (the true ``λ_min`` is at most the reported
+  one, ``λ_max`` at least), so eigenvalues of both signs beyond ``±τ`` prove a
+  saddle even unconverged, but nothing else can be told: a "minimum" whose
+  ``λ_min`` has not converged may hide a negative eigenvalue (a 300-parameter
+  quadratic with ``λ_min = −0.05`` read ``λ_min = 0.038`` after 20 steps).
+  More ``num_steps``, or the dense method.
 
 ``τ = max(eigenvalue_atol, eigenvalue_rtol · max|λ|)``, with ``eigenvalue_rtol``
 defaulting to ``√ε`` of the dtype (≈ 3.5e-4 in float32, 1.5e-8 in float64)
@@ -383,7 +384,7 @@ def critical_point_report(
     """
     flat, _ = flatten(params)
     dtype = flat.dtype
-    check_eigensolver_dtype(dtype, "critical_point_summary")
+    check_eigensolver_dtype(dtype, "critical_point_report")
     n = flat.shape[0]
     method = _resolve_method(n, method, dense_max_params)
     if method == "dense":  # before tracing, too

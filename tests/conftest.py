@@ -19,6 +19,14 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
+@pytest.fixture(autouse=True)
+def _float64_is_off_at_the_start():
+    """Every test starts in JAX's default float32: one that needs float64 turns it
+    on for itself (``with jax.enable_x64(True)``, or a fixture that yields inside
+    one), so a test's dtype never depends on which tests ran before it."""
+    assert not jax.config.jax_enable_x64, "an earlier test or fixture left jax_enable_x64 on"
+
+
 @pytest.fixture
 def load_example(monkeypatch):
     """``load_example(name, *functions)``: the script ``examples/{name}.py``

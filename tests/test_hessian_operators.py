@@ -33,7 +33,7 @@ def _f64(tree):
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def _tiny_x64():
     """A 5→4→3 MLP on 37 random examples, in float64: (objective, params, batch)."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(0)
@@ -43,7 +43,15 @@ def tiny():
         v = model.init(jax.random.key_data(jax.random.key(1)), x[:2])
         params = _f64(v.params)
         obj = model_objective(model, cross_entropy, v.model_state, train=False)
-        yield obj, params, {"x": x, "y": y}, model
+        return obj, params, {"x": x, "y": y}, model
+
+
+@pytest.fixture
+def tiny(_tiny_x64):
+    """The module's float64 problem, with float64 on for this test only (enabling it
+    around a module fixture's ``yield`` left it on for every later test of the module)."""
+    with jax.enable_x64(True):
+        yield _tiny_x64
 
 
 def _flat_hessian(loss, params, *args):

@@ -201,7 +201,7 @@ STEPS, BATCH = 200, 128
 
 
 @pytest.fixture(scope="module")
-def digits_problem():
+def _digits_problem_x64():
     """Parameters, minibatches and one compiled gradient shared by every optimizer;
     each optimizer then compiles only its own small ``update``."""
     with jax.enable_x64(True):
@@ -230,7 +230,15 @@ def digits_problem():
                 p, s = apply(gradient(p, *batches[i % len(batches)]), s, p)
             return p
 
-        yield leaves, train
+        return leaves, train
+
+
+@pytest.fixture
+def digits_problem(_digits_problem_x64):
+    """The module's float64 problem, with float64 on for this test only (enabling it
+    around a module fixture's ``yield`` left it on for every later test of the module)."""
+    with jax.enable_x64(True):
+        yield _digits_problem_x64
 
 
 @pytest.mark.parametrize("name", jo.FIRST_ORDER)

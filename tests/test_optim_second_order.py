@@ -140,7 +140,7 @@ def test_levenberg_marquardt_adapts_the_damping():
 
 
 @pytest.fixture(scope="module")
-def tiny_network():
+def _tiny_network_x64():
     """A 2-4-2 MLP on two moons (22 parameters), in float64."""
     with jax.enable_x64(True):
         ds = two_moons(64)
@@ -149,7 +149,15 @@ def tiny_network():
         params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64) + 0.3, variables.params)
         batch = {"x": jnp.asarray(ds.train["x"], jnp.float64), "y": jnp.asarray(ds.train["y"])}
         loss = make_loss(model, cross_entropy)
-        yield params, (lambda p: loss(p, variables.model_state, batch)[0])
+        return params, (lambda p: loss(p, variables.model_state, batch)[0])
+
+
+@pytest.fixture
+def tiny_network(_tiny_network_x64):
+    """The module's float64 problem, with float64 on for this test only (enabling it
+    around a module fixture's ``yield`` left it on for every later test of the module)."""
+    with jax.enable_x64(True):
+        yield _tiny_network_x64
 
 
 def _flat(tree):

@@ -89,6 +89,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "is held at (a Hessian needs a fixed function)")
     p.add_argument("--float64", action="store_true",
                    help="analyse in float64 (parameters and data cast; slower, tighter eigenvalues)")
+    p.add_argument("--matmul-precision", choices=("highest", "high", "default"), default="highest",
+                   help="precision of float32 matrix products (jax.default_matmul_precision); GPUs run JAX's "
+                        "'default' as TF32, which moves eigenvalues by about 1e-4 relative (no effect on CPU)")
     p.add_argument("--out", default=None,
                    help="spectral-density plot path (default RUN_DIR/hessian_density.png; a directory gets "
                         "hessian_density.png inside it, a name without an extension gets .png); the JSON "
@@ -255,19 +258,21 @@ def cmd_hessian(args) -> int:
 
     params, model_state = run.state.params, run.state.model_state
     try:
-        if args.float64:
-            with jax.enable_x64(True):
-                cast = lambda t: jax.tree.map(  # noqa: E731
-                    lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, t)
-                analysis = analyse(cast(params), cast(model_state), cast(data))
-        else:
-            analysis = analyse(params, model_state, data)
+        with jax.default_matmul_precision(args.matmul_precision):
+            if args.float64:
+                with jax.enable_x64(True):
+                    cast = lambda t: jax.tree.map(  # noqa: E731
+                        lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, t)
+                    analysis = analyse(cast(params), cast(model_state), cast(data))
+            else:
+                analysis = analyse(params, model_state, data)
     except MemoryError as e:  # the dense Hessian would not fit: say so as a usage error
         raise ValueError(f"{e} (try --method lanczos)") from None
     print(format_report(analysis, mode=mode))
     settings = {"split": args.split, "mode": args.mode, "dropout_mask_seed": args.seed if fixed_mask else None,
                 "step": int(run.state.step), "epoch": args.epoch,
-                "float64": bool(args.float64), "seed": args.seed, "max_examples": args.max_examples}
+                "float64": bool(args.float64), "matmul_precision": args.matmul_precision,
+                "backend": jax.default_backend(), "seed": args.seed, "max_examples": args.max_examples}
     with open(json_path + ".tmp", "w") as f:
         json.dump(_finite_json(analysis.to_json() | settings), f, indent=2, allow_nan=False)
     os.replace(json_path + ".tmp", json_path)

@@ -16,7 +16,8 @@ One run, all comparisons on the same machine, in the same process:
 
 The model is an MLP 64→32→32→10 (3 466 parameters) trained briefly with Adam;
 the batch is all 1 797 digits. Wall times are medians of interleaved repeats
-(the machine may be shared). Results go to ``benchmarks/results/hessian.json``.
+(the machine may be shared). Results go to ``benchmarks/results/hessian.json`` (``hessian_gpu.json`` when
+JAX's default backend is a GPU; ``--out`` names another file).
 
 LAPACK (``eigh``) runs through OpenBLAS with one thread per core by default,
 the fair setting for "on 2 cores". On a machine shared with other busy
@@ -67,7 +68,14 @@ from jdl.models import get_model
 from jdl.nn import cross_entropy
 from jdl.training import fit
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results", "hessian.json")
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+
+
+def default_results() -> str:
+    """``results/hessian.json`` on CPU; ``results/hessian_gpu.json`` (the
+    backend's name) elsewhere, so a GPU run never overwrites the CPU record."""
+    backend = jax.default_backend()
+    return os.path.join(RESULTS_DIR, "hessian.json" if backend == "cpu" else f"hessian_{backend}.json")
 
 
 def _block(x):
@@ -391,12 +399,14 @@ def bench_dense_curve(widths) -> list[dict]:
     return rows
 
 
-def main() -> dict:
+def main(out: str | None = None) -> dict:
+    out = out or default_results()
     t_start = time.perf_counter()
     load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     loss, params, batch = trained_mlp()
     n = num_params(params)
-    print(f"digits MLP 64-32-32-10: {n:,} parameters, batch of {batch['x'].shape[0]} examples")
+    print(f"digits MLP 64-32-32-10: {n:,} parameters, batch of {batch['x'].shape[0]} examples; "
+          f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()})", flush=True)
 
     # The exact references, in float64.
     with jax.enable_x64(True):
@@ -407,8 +417,10 @@ def main() -> dict:
     exact_top, exact_trace = float(eig64[-1]), float(eig64.sum())
 
     cost = bench_hvp_cost_in_processes(PROCESSES)
+    # Pinning the host thread to one core only says something when XLA computes on the CPU.
     one_core = (bench_hvp_cost_in_processes(PROCESSES_ONE_CORE, one_core=True)
-                if hasattr(os, "sched_getaffinity") and shutil.which("taskset") else None)
+                if jax.default_backend() == "cpu" and hasattr(os, "sched_getaffinity")
+                and shutil.which("taskset") else None)
     with jax.enable_x64(True):
         top64 = bench_top_eigenvalue(loss, params, batch, jnp.float64, exact_top)
     top32 = bench_top_eigenvalue(loss, params, batch, jnp.float32, exact_top)
@@ -418,7 +430,8 @@ def main() -> dict:
     results = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "jax": jax.__version__,
-                    "backend": jax.default_backend(),
+                    "backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
+                    "default_matmul_precision": jax.config.jax_default_matmul_precision,
                     "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
                     "load_average_at_start": load_at_start},
         "model": {"hidden": [32, 32], "num_params": n, "num_examples": int(batch["x"].shape[0])},
@@ -431,8 +444,9 @@ def main() -> dict:
         "dense_spectrum": curve,
         "seconds": time.perf_counter() - t_start,
     }
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
+    results["written_to"] = out
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
         json.dump(results, f, indent=2)
     print_table(results)
     return results
@@ -507,11 +521,17 @@ def print_table(r: dict) -> None:
     for row in r["dense_spectrum"]:
         print(f"   {row['num_params']:6d}  {row['dense_hessian_s']:7.3f} s  {row['eigvalsh_jax_s']:9.3f} s  "
               f"{row['eigvalsh_lapack_s']:12.3f} s  {row['total_s']:7.3f} s")
-    print(f"   (goal ≤ 3 s at ~3 500 parameters)\n\nwritten {RESULTS} in {r['seconds']:.0f} s")
+    print(f"   (goal ≤ 3 s at ~3 500 parameters)\n\nwritten {r['written_to']} in {r['seconds']:.0f} s")
 
 
 if __name__ == "__main__":
     if "--hvp-cost-only" in sys.argv:  # one process of section 1 (see bench_hvp_cost_in_processes)
         print(json.dumps(bench_hvp_cost(*trained_mlp())))
     else:
-        main()
+        import argparse
+
+        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        parser.add_argument("--out", default=None,
+                            help="results file (default: results/hessian.json on CPU, "
+                                 "results/hessian_<backend>.json elsewhere)")
+        main(parser.parse_args().out)

@@ -87,14 +87,34 @@ def test_rosenbrock_minimum(start, solver):
     with jax.enable_x64(True):
         found = jax.jit(lambda x: find_critical_point(rosenbrock, x, solver=solver))(jnp.array(start))
         np.testing.assert_allclose(found.params, [1.0, 1.0], atol=1e-10)
-        # The default tolerance, 10 ε (1 + |L|) = 2.2e-15, is below the gradient's
-        # rounding one ulp from (1, 1) (‖H‖ ε ≈ 1e-13): a run can stop there, unconverged.
-        assert bool(found.converged) or float(found.gradient_norm) < 1e-12
+        # 10 ε (1 + |L|) = 2.2e-15 lies below the gradient's rounding one ulp from
+        # (1, 1), ε ‖H‖ ‖x‖ ≈ 3e-13: a run that stops there, stuck, has converged
+        # (the matrix-free one from (2, 2) ends at (1, 1 − 1e-16), ‖∇L‖ = 5e-14).
+        assert bool(found.converged) and float(found.gradient_norm) < 3e-13
         assert int(found.num_steps) < 100
         r = critical_point_report(rosenbrock, found.params)
         assert r.classification == "minimum"
         np.testing.assert_allclose(r.eigenvalues, np.linalg.eigvalsh([[802.0, -400.0], [-400.0, 200.0]]),
                                    rtol=1e-8)
+
+
+@pytest.mark.parametrize("solver", ["dense", "cg"])
+def test_finder_converges_at_the_rounding_floor_and_not_before_it(solver):
+    """float32: the default tolerance admits the gradient's rounding only once no
+    step moves the point; along a flat direction, far from zero, the gradient is
+    exact enough to go on (stopping at ε ‖H‖ ‖x‖ ≈ 0.4 would leave x₁ 0.4 off)."""
+    curvature, centre = jnp.array([1.0, 1000.0]), jnp.array([1000.0, -3000.0])
+    found = find_critical_point(lambda x: 0.5 * jnp.sum(curvature * (x - centre) ** 2), jnp.zeros(2),
+                                solver=solver)
+    assert bool(found.converged)
+    np.testing.assert_allclose(found.params, centre, rtol=1e-6)
+    for start in ((-1.2, 1.0), (0.0, 0.0), (2.0, 2.0)):
+        found = find_critical_point(rosenbrock, jnp.array(start), solver=solver)
+        assert bool(found.converged), (start, float(found.gradient_norm))
+        np.testing.assert_allclose(found.params, [1.0, 1.0], atol=1e-3)
+    with jax.enable_x64(True):  # ends stuck at ‖∇L‖ = 5e-14 (cg), or exactly at the minimum
+        given = find_critical_point(rosenbrock, jnp.array([2.0, 2.0]), solver=solver, tol=1e-30)
+    assert bool(given.converged) == (float(given.gradient_norm) <= 1e-30)  # a given tol is never loosened
 
 
 @pytest.mark.parametrize("solver", ["dense", "cg"])

@@ -490,13 +490,18 @@ def find_critical_point(
       *args: fixed further arguments of ``loss``.
       max_steps: the most Levenberg–Marquardt steps. The loop also ends once
         a rejected step no longer changes the point in floating point (the
-        last bit of ``‖∇L‖`` is rounding; ``converged`` stays ``False`` if
-        that is above ``tol``).
-      tol: stop when ``‖∇L‖ ≤ tol``. Default ``10·ε`` of the dtype ×
-        ``(1 + |L|)`` at the current point (not the start: a start far away,
-        with a large loss, would loosen it); a large constant added to the
-        loss loosens it too, so pass ``tol`` for such losses. A non-finite
-        ``‖∇L‖`` never counts as converged.
+        last bits of ``‖∇L‖`` are rounding; with a given ``tol``,
+        ``converged`` stays ``False`` if ``‖∇L‖`` is above it).
+      tol: stop when ``‖∇L‖ ≤ tol``. Default ``10 ε (1 + |L|)`` at the
+        current point (``ε`` of the dtype; the loss at the current point, not
+        the start: a start far away, with a large loss, would loosen it), and
+        once no step moves the point any more, ``10 ε (1 + |L|) + ε ‖H‖ ‖x‖``
+        (``‖H‖`` from the last step's solve): how far one ulp of ``x`` moves the
+        gradient, below which its computed value is rounding (Rosenbrock's
+        minimum in float64: 2e-15 and 3e-13; a run that ended at
+        (1, 1 − 1e-16) with ‖∇L‖ = 5e-14 used to be "not converged"). A large
+        constant added to the loss loosens it too, so pass ``tol`` for such
+        losses. A non-finite ``‖∇L‖`` never counts as converged.
       damping: the initial ``μ`` relative to ``‖H‖²`` (it adapts); the
         matrix-free solver estimates ``‖H‖²`` by a few power steps.
       solver: how to solve ``(H² + μI) δ = −Hg``: ``"dense"`` (eigendecomposition
@@ -517,7 +522,7 @@ def find_critical_point(
     max_steps = check_count(max_steps, "max_steps", 0)
     cg_max_steps = check_count(cg_max_steps, "cg_max_steps")
     check_count(dense_max_params, "dense_max_params", 0)
-    check_number(tol, "tol", hint="a bound on ‖∇L‖, or None for 10·ε·(1 + |L|)")
+    check_number(tol, "tol", hint="a bound on ‖∇L‖, or None for about 10 ε (1 + |L|)")
     check_number(damping, "damping", positive=True,
                  hint="the initial Levenberg–Marquardt μ relative to ‖H‖², e.g. 1e-3")
     flat0, unflatten = flatten(params)
@@ -540,12 +545,13 @@ def find_critical_point(
         return jax.value_and_grad(flat_loss)(x)
 
     def solve(x, g, mu):
+        """The step ``δ`` and ``‖H‖`` at ``x`` (exact for the dense solver, a lower estimate for CG)."""
         if solver == "dense":
             h = dense_hessian(flat_loss, x)
             lam, u = jnp.linalg.eigh(h)
             scale2 = jnp.maximum(jnp.max(lam * lam), jnp.finfo(dtype).tiny)
             coef = lam / (lam * lam + mu * scale2)
-            return -(u @ (coef * (u.T @ g)))
+            return -(u @ (coef * (u.T @ g))), jnp.sqrt(scale2)
         _, hv = jax.linearize(grad, x)
         hg = hv(g)
         scale2 = _norm_squared_estimate(hv, g, hg)
@@ -554,16 +560,21 @@ def find_critical_point(
             return hv(hv(v)) + mu * scale2 * v
 
         delta, _ = jax.scipy.sparse.linalg.cg(normal_op, -hg, maxiter=cg_max_steps)
-        return delta
+        return delta, jnp.sqrt(scale2)
 
     value0, g0 = value_and_grad(flat0)
 
-    def tolerance(value):
-        return 10 * eps * (1 + jnp.abs(value)) if tol is None else jnp.asarray(tol, dtype)
-
-    def done(value, g):
-        gnorm = jnp.linalg.norm(g)
-        return jnp.isfinite(gnorm) & jnp.isfinite(value) & (gnorm <= tolerance(value))
+    def done(s):
+        gnorm = jnp.linalg.norm(s.g)
+        if tol is not None:
+            met = gnorm <= jnp.asarray(tol, dtype)
+        else:
+            # Once no step moves x, the gradient's last bits are rounding: up to what one
+            # ulp of x moves it by, ε ‖H‖ ‖x‖ (only then: along a flat direction the
+            # gradient can be far more accurate, and more steps still gain).
+            floor = eps * s.hessian_norm * jnp.linalg.norm(s.x)
+            met = gnorm <= 10 * eps * (1 + jnp.abs(s.value)) + jnp.where(s.stuck, floor, 0)
+        return jnp.isfinite(gnorm) & jnp.isfinite(s.value) & met
 
     class _S(NamedTuple):
         x: jax.Array
@@ -573,12 +584,13 @@ def find_critical_point(
         step: jax.Array
         recent: jax.Array  # ‖g‖² of the last accepted points (non-monotone acceptance)
         stuck: jax.Array   # the step no longer changes x in floating point: nothing more to gain
+        hessian_norm: jax.Array  # ‖H‖ from the last step's solve (0 before the first)
 
     def cond(s: _S):
-        return (s.step < max_steps) & ~done(s.value, s.g) & ~s.stuck
+        return (s.step < max_steps) & ~done(s) & ~s.stuck
 
     def body(s: _S):
-        delta = solve(s.x, s.g, s.mu)
+        delta, hessian_norm = solve(s.x, s.g, s.mu)
         trial = s.x + delta
         value, g = value_and_grad(trial)
         merit = jnp.vdot(g, g)
@@ -591,11 +603,13 @@ def find_critical_point(
             step=s.step + 1,
             recent=jnp.where(better, jnp.roll(s.recent, 1).at[0].set(merit), s.recent),
             stuck=~better & jnp.all(trial == s.x),
+            hessian_norm=hessian_norm,
         )
 
     recent = jnp.full((memory,), -jnp.inf, dtype).at[0].set(jnp.vdot(g0, g0))
     s = jax.lax.while_loop(cond, body, _S(flat0, value0, g0, jnp.asarray(damping, dtype),
-                                          jnp.zeros((), jnp.int32), recent, jnp.zeros((), bool)))
+                                          jnp.zeros((), jnp.int32), recent, jnp.zeros((), bool),
+                                          jnp.zeros((), dtype)))
     gnorm = jnp.linalg.norm(s.g)
-    return CriticalPointResult(unflatten(s.x), s.value, gnorm, s.step, done(s.value, s.g), s.mu)
+    return CriticalPointResult(unflatten(s.x), s.value, gnorm, s.step, done(s), s.mu)
 

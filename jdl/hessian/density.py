@@ -148,9 +148,9 @@ class QuadratureNodes(NamedTuple):
         lower = mass_below(low_t, real) - jnp.where(exact, 0, w_below)
         upper = mass_below(high_t, jnp.ones_like(real)) + jnp.where(exact, 0, w_above)
         estimate = self._fraction_below_per_probe(threshold)
-        # The means are clamped to the estimate's own mean as well: a GPU sums
-        # each array in its own order, which put the mean of bounds that hold
-        # every probe's estimate 2 ulp below the mean of the estimates (H100).
+        # The means are clamped to the estimate's own mean as well: summed in
+        # different orders, the mean of bounds that hold every probe's estimate
+        # came out 2 ulp below the mean of the estimates (float32, an H100).
         mean = self.fraction_below(threshold)
         return (jnp.minimum(jnp.mean(jnp.minimum(jnp.clip(lower, 0, 1), estimate)), mean),
                 jnp.maximum(jnp.mean(jnp.maximum(jnp.clip(upper, 0, 1), estimate)), mean))

@@ -329,8 +329,8 @@ def _small_eigh(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     small symmetric matrix: ``T``, or a block's ``p × p`` Gram matrix.
 
     On NVIDIA and AMD GPUs JAX's default solver for a matrix up to 32 × 32 is
-    the one-sided Jacobi method (cuSOLVER ``syevj``), which costs 0.36–0.55 ms
-    a call on an H100 whatever the size (8 × 8 to 32 × 32, float32 and
+    the Jacobi method (cuSOLVER ``syevj``; above that it is ``syevd``), which
+    costs 0.36–0.55 ms a call on an H100 whatever the size (8 × 8 to 32 × 32, float32 and
     float64; a Lanczos stopping test runs one per step, against products of
     about 0.06 ms for a 3 466-parameter MLP). Divide and conquer (``syevd``,
     JAX's ``QR`` implementation, what LAPACK runs on CPU) takes 0.09–0.22 ms
@@ -349,7 +349,6 @@ def _small_eigh(a: jax.Array) -> tuple[jax.Array, jax.Array]:
         return values, vectors
 
     return jax.lax.platform_dependent(a, default=default, cuda=divide_and_conquer, rocm=divide_and_conquer)
-
 
 
 def _tridiagonal(diagonal: jax.Array, off_diagonal: jax.Array) -> jax.Array:

@@ -514,29 +514,49 @@ def test_block_lanczos_top5_bottom5_of_mlp_hessian_with_reverse_products(digits_
     np.testing.assert_allclose(pair.eigenvalues[1], res.eigenvalues, rtol=1e-10)
 
 
-@pytest.mark.parametrize("block_size", [1, 4])
+def _eigensolver_programs():
+    """Programs with small symmetric eigensolves: Lanczos (single-vector and block),
+    the saddle-free Newton updates and the dense critical-point finder."""
+    import jdl.optim as jo
+    from jdl.hessian import find_critical_point
+
+    d = jnp.arange(1.0, 41.0)
+    block = jnp.stack([jnp.ones(40), jnp.cos(jnp.arange(40.0)), jnp.arange(40.0), jnp.sin(jnp.arange(40.0))])
+    x = jnp.linspace(0.1, 1.0, 12)
+    f = lambda x: jnp.sum(d[:12] * jnp.sin(x) ** 2)  # noqa: E731
+
+    def update(opt):
+        return lambda x: opt.update(jax.grad(f)(x), opt.init(x), x, value_fn=f)[0]
+
+    return {
+        "lanczos": (lambda v: lanczos(24, k=2, which="BE")(lambda u: d * u, v), jnp.ones(40)),
+        "block lanczos": (lambda v: lanczos(24, k=2, which="BE", block_size=4)(lambda u: d * u, v), block),
+        "saddle-free newton": (update(jo.saddle_free_newton()), x),
+        "saddle-free newton (lanczos)": (update(jo.saddle_free_newton_lanczos(num_steps=6)), x),
+        "critical-point finder": (lambda x: find_critical_point(f, x, solver="dense").params, x),
+    }
+
+
+@pytest.mark.parametrize("program", list(_eigensolver_programs()))
 @pytest.mark.parametrize("platform", ["cuda", "rocm"])
-def test_gpu_programs_solve_small_eigenproblems_by_divide_and_conquer(platform, block_size):
+def test_gpu_programs_solve_small_eigenproblems_by_divide_and_conquer(platform, program):
     """On GPUs JAX's default eigensolver for matrices up to 32 × 32 is Jacobi
-    (``syevj``), 0.36–0.55 ms a call on an H100 whatever the size; a stopping
-    test runs one per step. Every eigensolve of a program lowered for a GPU —
-    stopping tests, the final Ritz pairs, block orthonormalisation — uses
-    divide and conquer (``algorithm = 1``). Checked on the lowered program, so
-    no GPU is needed."""
+    (``syevj``), 0.36–0.55 ms a call on an H100 whatever the size; a Lanczos
+    stopping test runs one per step. Every eigensolve of a program lowered for
+    a GPU — stopping tests, Ritz pairs, block orthonormalisation, the
+    optimizers' and the finder's — uses divide and conquer (``algorithm = 1``).
+    Checked on the lowered program, so no GPU is needed."""
     if getattr(jax.lax.linalg, "EighImplementation", None) is None:
         pytest.skip("jax < 0.8.1 has no choice of eigensolver")
-    d = jnp.arange(1.0, 41.0)
-    v0 = jnp.ones(40) if block_size == 1 else jnp.stack([jnp.ones(40), jnp.cos(jnp.arange(40.0)),
-                                                        jnp.arange(40.0), jnp.sin(jnp.arange(40.0))])
-    eigsh = lanczos(24, k=2, which="BE", block_size=block_size)
-    program = jax.jit(lambda v: eigsh(lambda x: d * x, v)).trace(v0)
+    fn, arg = _eigensolver_programs()[program]
+    traced = jax.jit(fn).trace(arg)
     try:
-        text = program.lower(lowering_platforms=(platform,)).as_text()
+        text = traced.lower(lowering_platforms=(platform,)).as_text()
     except (NotImplementedError, ValueError) as e:  # a jaxlib built without this platform's rules
         pytest.skip(f"cannot lower for {platform} here: {e}")
     solver = {"cuda": "cusolver", "rocm": "hipsolver"}[platform]
     calls = [line for line in text.splitlines() if f"@{solver}_syevd_ffi" in line]
     assert calls and all("algorithm = 1 " in line for line in calls), calls[:2]
     assert "lapack" not in text  # nothing of the CPU branch is left in a GPU program
-    cpu = program.lower(lowering_platforms=("cpu",)).as_text()
+    cpu = traced.lower(lowering_platforms=("cpu",)).as_text()
     assert "lapack_ssyevd_ffi" in cpu and solver not in cpu

@@ -80,6 +80,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jdl._linalg import eigh
 from jdl.hessian._flat import as_key, check_count, check_eigensolver_dtype, check_number, flatten, random_like
 from jdl.hessian.density import stochastic_lanczos_quadrature
 from jdl.hessian.lanczos import lanczos
@@ -548,7 +549,7 @@ def find_critical_point(
         """The step ``δ`` and ``‖H‖`` at ``x`` (exact for the dense solver, a lower estimate for CG)."""
         if solver == "dense":
             h = dense_hessian(flat_loss, x)
-            lam, u = jnp.linalg.eigh(h)
+            lam, u = eigh(h)
             scale2 = jnp.maximum(jnp.max(lam * lam), jnp.finfo(dtype).tiny)
             coef = lam / (lam * lam + mu * scale2)
             return -(u @ (coef * (u.T @ g))), jnp.sqrt(scale2)

@@ -53,6 +53,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jdl._linalg import eigh
 from jdl.hessian._flat import (
     check_count,
     check_eigensolver_dtype,
@@ -321,35 +322,6 @@ def lanczos_tridiagonal(num_steps: int) -> Callable[..., TridiagonalDecompositio
 # Ritz pairs of the (padded) tridiagonal matrix
 # ----------------------------------------------------------------------------------
 
-_EIGH_QR = getattr(getattr(jax.lax.linalg, "EighImplementation", None), "QR", None)  # jax ≥ 0.8.1
-
-
-def _small_eigh(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``jnp.linalg.eigh`` (ascending eigenvalues, eigenvectors as columns) of a
-    small symmetric matrix: ``T``, or a block's ``p × p`` Gram matrix.
-
-    On NVIDIA and AMD GPUs JAX's default solver for a matrix up to 32 × 32 is
-    the Jacobi method (cuSOLVER ``syevj``; above that it is ``syevd``), which
-    costs 0.36–0.55 ms a call on an H100 whatever the size (8 × 8 to 32 × 32, float32 and
-    float64; a Lanczos stopping test runs one per step, against products of
-    about 0.06 ms for a 3 466-parameter MLP). Divide and conquer (``syevd``,
-    JAX's ``QR`` implementation, what LAPACK runs on CPU) takes 0.09–0.22 ms
-    there, so GPUs use it. Other platforms keep JAX's default: LAPACK's
-    ``syevd`` on CPU, and on TPU the QDWH method (it has no QR path).
-    """
-    def default(a):
-        values, vectors = jnp.linalg.eigh(a)
-        return values, vectors
-
-    if _EIGH_QR is None:
-        return default(a)
-
-    def divide_and_conquer(a):
-        vectors, values = jax.lax.linalg.eigh(a, implementation=_EIGH_QR)
-        return values, vectors
-
-    return jax.lax.platform_dependent(a, default=default, cuda=divide_and_conquer, rocm=divide_and_conquer)
-
 
 def _tridiagonal(diagonal: jax.Array, off_diagonal: jax.Array) -> jax.Array:
     """``T`` as a dense matrix from its diagonal and the ``m − 1`` leading
@@ -381,7 +353,7 @@ def _dense_ritz(t: jax.Array, size: jax.Array, start: jax.Array | int = 0):
     active = (rows >= start) & (rows < size)
     block = jnp.where(active[:, None] & active[None, :], t, 0)
     bound = jnp.max(jnp.sum(jnp.abs(block), axis=1))
-    return _small_eigh(block + jnp.diag(jnp.where(active, 0, 2 * bound + 1)))
+    return eigh(block + jnp.diag(jnp.where(active, 0, 2 * bound + 1)))
 
 
 def _leading_ritz(t: jax.Array, size: jax.Array, rows: int,
@@ -575,7 +547,7 @@ def _orthonormal_rows(w: jax.Array, fresh: jax.Array, threshold: jax.Array) -> t
     ``lax.cond`` on ``p × n`` operands only (a branch reading the basis would
     make XLA copy it); under ``vmap`` it becomes a select and both run.
     """
-    lam, v = _small_eigh(w @ w.T)  # ascending: σ² of w
+    lam, v = eigh(w @ w.T)  # ascending: σ² of w
     eps = jnp.finfo(w.dtype).eps
     floor = jnp.maximum(threshold, 10 * jnp.sqrt(eps) * jnp.sqrt(jnp.maximum(lam[-1], 0)))
     return jax.lax.cond(lam[0] > floor**2,
@@ -603,7 +575,7 @@ def _orthonormal_block(w: jax.Array, basis: jax.Array, fresh: jax.Array,
     # (148 µs against 50 µs at 104 × 3 466, p = 8, measured).
     coefficients = jax.lax.optimization_barrier(basis @ u.T)
     u = u - coefficients.T @ basis
-    lam, v = _small_eigh(u @ u.T)
+    lam, v = eigh(u @ u.T)
     # A direction with nothing left after the second pass (only when the basis
     # already spans the whole space) becomes a zero row with zero coupling.
     left = lam > jnp.finfo(w.dtype).eps

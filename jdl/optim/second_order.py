@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
+from jdl._linalg import eigh
 from jdl.optim import _krylov
 
 __all__ = [
@@ -496,7 +497,7 @@ def saddle_free_newton(
         _require_value_fn(value_fn, params, "saddle_free_newton")
         x, f, unravel, g, value = _prepare(value_fn, updates, params, value)
         hessian = jax.hessian(f)(x)
-        eigenvalues, eigenvectors = jnp.linalg.eigh(hessian)
+        eigenvalues, eigenvectors = eigh(hessian)
         lam = state.damping.astype(x.dtype)
         coords, predicted = _saddle_free_step(eigenvalues, eigenvectors.T @ g, lam, learning_rate)
         step = eigenvectors @ coords
@@ -572,7 +573,7 @@ def saddle_free_newton_lanczos(
         _, hvp = _krylov.gradient_and_hvp(f, x)
         k = min(_static_int(num_steps, "num_steps"), x.shape[0])
         krylov = _krylov.lanczos(hvp, g, num_steps=k)
-        ritz_values, ritz_vectors = jnp.linalg.eigh(krylov.tridiagonal)
+        ritz_values, ritz_vectors = eigh(krylov.tridiagonal)
         # Q g = ‖g‖ e₁ because the first Lanczos vector is g / ‖g‖.
         coefficients = jnp.linalg.norm(g) * ritz_vectors[0, :]
         lam = state.damping.astype(x.dtype)

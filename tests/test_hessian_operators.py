@@ -14,6 +14,7 @@ from jdl.hessian import (
     dense_eigenvalues,
     dense_hessian,
     dense_matrix,
+    dense_spectrum,
     empirical_fisher,
     fisher,
     gauss_newton,
@@ -276,6 +277,34 @@ def test_dense_hessian_refuses_before_allocating():
     if memory is not None:
         estimate = check_dense_fits(600, w.dtype, chunk_size=32, max_bytes=1 << 60)
         assert estimate >= memory.temp_size_in_bytes + memory.output_size_in_bytes
+
+
+def test_dense_matrices_check_the_compiled_programs_memory():
+    # 50 parameters, 20 000 examples: the n² estimate is 33 KB, but each chunk
+    # of 32 products holds the whole batch's activations — megabytes.
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(20_000, 10)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(10, 5)), jnp.float32) / 3
+    loss = lambda w, x: jnp.mean(jnp.tanh(x @ w) ** 2)  # noqa: E731
+    estimate = check_dense_fits(50, jnp.float32, chunk_size=32, max_bytes=1 << 60)
+    memory = jax.jit(lambda w, x: dense_hessian(loss, w, x)).lower(w, x).compile().memory_analysis()
+    if memory is None:
+        pytest.skip("this backend reports no memory figures for compiled programs")
+    need = memory.temp_size_in_bytes + memory.output_size_in_bytes
+    assert need > 20 * estimate
+    budget = 10 * estimate  # passes the estimate, not the compiled program
+    with pytest.raises(MemoryError, match=r"50 parameters needs .*compiled program.*max_bytes"):
+        dense_hessian(loss, w, x, max_bytes=budget)
+    with pytest.raises(MemoryError, match="compiled program"):
+        dense_matrix(lambda v, w, x: hvp(loss, w, v, x), w, w, x, max_bytes=budget)
+    with pytest.raises(MemoryError, match="compiled program"):
+        dense_spectrum(loss, w, x, max_bytes=budget)
+    # Within budget it runs, and the result is the jitted one's.
+    h = dense_hessian(loss, w, x, max_bytes=2 * need)
+    np.testing.assert_allclose(h, jax.jit(lambda w, x: dense_hessian(loss, w, x))(w, x), rtol=1e-6, atol=1e-7)
+    m = dense_matrix(lambda v, w, x: hvp(loss, w, v, x), w, w, x, symmetrize=True)
+    np.testing.assert_allclose(m, m.T)
+    np.testing.assert_allclose(m, h, rtol=1e-4, atol=1e-6)
 
 
 def test_model_objective_mode_is_explicit_and_matters():

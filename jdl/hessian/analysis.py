@@ -251,10 +251,9 @@ def hessian_analysis(
         check_dense_fits(n, dtype, chunk_size=min(32, n))
         say(f"dense Hessian ({n:,} × {n:,}) and its spectrum")
         if batch_size is not None and batch_size < num_examples:
-            h = jax.jit(lambda p, d: dense_matrix(dataset_operator, p, p, d))(params, data)
-            h = (h + h.T) / 2
+            h = dense_matrix(dataset_operator, params, params, data, symmetrize=True)
         else:
-            h = jax.jit(lambda p, d: dense_hessian(loss, p, d))(params, data)
+            h = dense_hessian(loss, params, data)
         eig = dense_eigenvalues(h)
         del h
         top = eig[::-1][:top_k]

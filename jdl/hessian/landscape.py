@@ -35,7 +35,7 @@ from jdl.hessian._flat import (
     tree_vdot,
 )
 from jdl.hessian.lanczos import lanczos
-from jdl.hessian.operators import check_dense_fits, dense_hessian, hessian_operator
+from jdl.hessian.operators import check_dense_fits, dense_hessian, hessian_operator, jit_over_arrays
 
 PyTree = Any
 
@@ -174,8 +174,8 @@ def block_eigenvalues(
         method = "dense" if n <= dense_max_params else "lanczos"
     if method == "dense":
         check_dense_fits(n, flatten(sub)[0].dtype, chunk_size=min(32, n))
-        return jax.jit(lambda sub, *args: jnp.linalg.eigvalsh(dense_hessian(restricted, sub, *args)))(
-            sub, *args)
+        return jit_over_arrays(lambda sub, *args: jnp.linalg.eigvalsh(dense_hessian(restricted, sub, *args)),
+                                sub, *args, memory=(n, None, "dense Hessian of the block"))
     if method != "lanczos":
         raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
     kk = min(2 * k, n)

@@ -374,8 +374,11 @@ def test_block_lanczos_survives_a_rank_deficient_start_and_pytrees():
     for v0 in (jnp.stack([ones, ones, ones]), jnp.stack([ones, 2 * ones, jnp.arange(12.0)])):
         # The block has rank 1 (or 2) and touches few distinct eigenvalues: the
         # deficient directions restart orthogonally and the triple 1 is found.
+        # float32: the residual test admits |θ − λ| ≤ 1e-6·7, and rounding in
+        # the block steps about n ε ‖A‖ = 1e-5 more (measured: at most 6.2e-6
+        # over 200 random rank-1 and rank-2 starts on CPU; 1.1e-5 on an H100).
         res = lanczos(12, k=6, which="BE", tol=1e-6, block_size=3)(lambda x: d * x, v0)
-        np.testing.assert_allclose(res.eigenvalues, [1, 1, 1, 5, 6, 7], atol=1e-5)
+        np.testing.assert_allclose(res.eigenvalues, [1, 1, 1, 5, 6, 7], atol=3e-5)
     tree = {"a": jnp.arange(1.0, 7.0), "b": jnp.arange(7.0, 13.0).reshape(2, 3)}
     v0 = jax.tree.map(lambda a: jnp.stack([jnp.ones_like(a), jnp.cos(jnp.arange(a.size)).reshape(a.shape)]), tree)
     res = lanczos(12, k=3, which="LA", block_size=2)(lambda x: jax.tree.map(jnp.multiply, tree, x), v0)
@@ -388,7 +391,17 @@ def test_lanczos_basis_stays_orthonormal_on_hard_spectra(x64):
     """One full Gram–Schmidt pass after the three-term recurrence, a second one
     only by the DGKS criterion: the basis stays orthonormal to rounding and
     ``Q A Qᵀ = T`` on spectra that are spread, geometric over nine decades,
-    of low rank (the Krylov space becomes invariant and restarts) or clustered."""
+    of low rank (the Krylov space becomes invariant and restarts) or clustered.
+
+    Where a space ended in a cut (``β_j = 0``) the coupling cut away may be up
+    to the breakdown threshold ``max(10 √n ε, ε^{2/3})·max‖A q‖`` (documented):
+    in float32 the cluster of width 1e-5 is below it, every step after the
+    first ~55 restarts, and the restarted vectors keep couplings of about
+    1e-5 (= 19 ε‖A‖; seed 2 here on CPU, seed 0 on an H100). Rows and columns
+    of ``q_j`` that ended a space are held to that bound, the rest to
+    rounding."""
+    from jdl.hessian.lanczos import _breakdown_threshold
+
     rng = np.random.default_rng(0)
     n = 300
     spectra = {"spread": np.linspace(-1, 10, n), "geometric": np.geomspace(1e-6, 1e3, n),
@@ -405,7 +418,14 @@ def test_lanczos_basis_stays_orthonormal_on_hard_spectra(x64):
             np.testing.assert_allclose(basis @ basis.T, np.eye(120), atol=tol, err_msg=name)
             t = (np.diag(np.asarray(d.diagonal, np.float64)) + np.diag(np.asarray(d.off_diagonal, np.float64), 1)
                  + np.diag(np.asarray(d.off_diagonal, np.float64), -1))
-            np.testing.assert_allclose(basis @ a @ basis.T, t, atol=tol * np.abs(eigenvalues).max(), err_msg=name)
+            scale = np.abs(eigenvalues).max()
+            bound = np.full(t.shape, tol * scale)
+            cut = np.flatnonzero(np.asarray(d.off_diagonal) == 0)
+            threshold = float(_breakdown_threshold(dtype, n, jnp.asarray(scale, dtype)))
+            bound[cut, :] = bound[:, cut] = tol * scale + threshold
+            assert np.all(np.abs(basis @ a @ basis.T - t) <= bound), name
+            if name == "cluster" and not x64:
+                assert cut.size > 0  # the case the bound is for
 
 
 def test_lanczos_step_reorthogonalises_twice_when_the_first_pass_cancels():

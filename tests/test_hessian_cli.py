@@ -109,8 +109,8 @@ def test_hessian_command_errors(run_dir, tmp_path, capsys, monkeypatch):
         captured = capsys.readouterr()
         assert message in captured.err and "jdl hessian:" not in captured.out, out
     with pytest.raises(SystemExit):
-        main(["hessian", run_dir, "--trace-matvecs", "2"])
-    assert "at least 3" in capsys.readouterr().err
+        main(["hessian", run_dir, "--trace-matvecs", "3"])
+    assert "at least 4" in capsys.readouterr().err
 
 
 def test_hessian_command_refuses_a_diverged_checkpoint(tmp_path, capsys):
@@ -198,3 +198,17 @@ def test_hessian_command_sets_the_matmul_precision(run_dir, tmp_path, capsys, mo
     with open(str(tmp_path / "density.json")) as f:
         assert json.load(f)["matmul_precision"] == expected
     assert jax.config.jax_default_matmul_precision is None  # restored after the command
+
+
+def test_report_calls_a_small_negative_eigenvalue_indefinite_not_singular():
+    """λmin = −1e-4 lies below the classification's τ (√ε·max|λ|) but far above
+    the condition number's threshold (n ε·max|λ|): it is kept, and negative."""
+    from jdl.hessian import hessian_analysis
+    from jdl.hessian.cli import format_report
+
+    lam = jnp.concatenate([jnp.array([-1e-4]), jnp.linspace(0.5, 1.0, 99)])
+    a = hessian_analysis(lambda p, d: 0.5 * jnp.sum(lam * p ** 2) * jnp.mean(d), jnp.zeros(100), jnp.ones(4),
+                         method="dense", num_steps=20, num_probes=2, trace_matvecs=6)
+    assert a.condition.definition == "magnitude" and int(a.condition.num_excluded) == 0
+    report = format_report(a)
+    assert "undefined: indefinite" in report and "singular" not in report

@@ -314,3 +314,85 @@ def test_slq_index_and_its_bounds_stay_in_the_unit_interval():
 def test_analysis_of_one_parameter_by_lanczos_points_to_dense():
     with pytest.raises(ValueError, match="a Hessian of 1 parameter has one eigenvalue; use method='dense'"):
         jh.hessian_analysis(lambda p, d: jnp.sum(p ** 2 * d), jnp.ones(1), jnp.ones(4), method="lanczos")
+
+
+# ---------------------------------------------------------------------------------
+# 13. half precision in the estimators that need no eigensolver; complex leaves
+# ---------------------------------------------------------------------------------
+
+
+def test_half_precision_traces_sum_in_float32():
+    """‖A g‖² ≈ 84 000 overflows float16 (65 504): the sums run in float32."""
+    n = 400
+    a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)) / 2 + 3 * np.eye(n), jnp.float32)
+    a = (a + a.T) / 2
+    a16 = a.astype(jnp.float16)
+
+    def mv(v):
+        return (a16 @ v.astype(jnp.float16)).astype(v.dtype)
+
+    like = jnp.ones(n, jnp.float16)
+    frob = jh.frobenius_norm(64)(mv, like, key=0)
+    trace = jh.hutchinson(64)(mv, like, key=0)
+    assert frob.estimate.dtype == trace.estimate.dtype == jnp.float32
+    exact_frob, exact_trace = float(jnp.linalg.norm(a)), float(jnp.trace(a))
+    assert np.isfinite(float(frob.standard_error)) and np.isfinite(float(trace.standard_error))
+    assert abs(float(frob.estimate) - exact_frob) < 4 * float(frob.standard_error) + 0.01 * exact_frob
+    assert abs(float(trace.estimate) - exact_trace) < 4 * float(trace.standard_error) + 0.01 * exact_trace
+
+
+def test_complex_leaves_are_refused():
+    z = jnp.ones(4, jnp.complex64)
+    calls = [lambda: jh.hutchinson(4)(lambda v: v, z, key=0),
+             lambda: jh.hutch_plus_plus(6)(lambda v: v, z, key=0),
+             lambda: jh.spectral_density(lambda v: v, z, key=0, num_steps=3, num_probes=2),
+             lambda: jh.lanczos(3)(lambda v: v, z)]
+    for call in calls:
+        with pytest.raises(TypeError, match=r"real floating-point arrays only.*complex64.*not supported"):
+            call()
+
+
+# ---------------------------------------------------------------------------------
+# 14. the estimators' remaining settings
+# ---------------------------------------------------------------------------------
+
+
+def test_operator_of_the_wrong_size_is_named_by_the_trace_estimators():
+    for estimator in (jh.hutchinson(4), jh.hutch_plus_plus(6), jh.frobenius_norm(4)):
+        with pytest.raises(ValueError, match=r"vectors of 5 numbers .* returned 3"):
+            estimator(lambda v: v[:3], jnp.ones(5), key=0)
+
+
+def test_density_grid_and_probe_batch_are_checked():
+    def never(v):
+        raise AssertionError("no product should run")
+
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="probe_batch_size must be a positive integer"):
+            jh.stochastic_lanczos_quadrature(3, num_probes=2, probe_batch_size=bad)
+    for grid in (jnp.ones((3, 2)), jnp.ones(0), 1.0):
+        with pytest.raises(ValueError, match="grid must be a 1-D array"):
+            jh.spectral_density(never, jnp.ones(4), key=0, num_steps=2, num_probes=2, grid=grid)
+    with pytest.raises(ValueError, match="no numbers"):
+        jh.spectral_density(never, {"w": jnp.ones(0)}, key=0, num_steps=2, num_probes=2)
+    # An integer grid (or a list) is evaluated in the nodes' dtype: σ = 0.5 is not truncated to 0.
+    quad = jh.stochastic_lanczos_quadrature(4, num_probes=2)(lambda v: jnp.arange(1.0, 5.0) * v, jnp.ones(4),
+                                                              key=0)
+    dense = jh.density_from_quadrature(quad, jnp.linspace(0.0, 5.0, 6), 0.5)
+    np.testing.assert_allclose(jh.density_from_quadrature(quad, jnp.arange(0, 6), 0.5), dense, rtol=1e-6)
+    np.testing.assert_allclose(jh.density_from_quadrature(quad, [0, 1, 2, 3, 4, 5], 0.5), dense, rtol=1e-6)
+
+
+@pytest.mark.parametrize("rtol", [-1.0, float("nan"), float("inf")])
+def test_condition_number_checks_its_threshold(rtol):
+    with pytest.raises(ValueError, match="rtol must be a finite number >= 0"):
+        jh.condition_number(jnp.array([-1.0, 0.5, 2.0]), rtol=rtol)
+
+
+def test_analysis_checks_every_count_before_any_stage():
+    stages = []
+    for bad in ({"trace_matvecs": 2}, {"num_probes": 0}, {"num_steps": 0}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be"):
+            jh.hessian_analysis(lambda p, d: jnp.sum(p ** 2 * d[:, None]), jnp.ones(3), jnp.ones(4),
+                                progress=stages.append, **bad)
+    assert stages == []

@@ -21,18 +21,22 @@ PyTree = Any
 
 
 def check_floating(tree: PyTree, what: str = "params") -> None:
-    """Raise ``TypeError`` naming every non-floating leaf of ``tree``: the Hessian
-    tools differentiate, or take directions along, every leaf."""
+    """Raise ``TypeError`` naming every leaf of ``tree`` that is not real
+    floating point: the Hessian tools differentiate, or take directions along,
+    every leaf, and their estimators (``gᵀ A g``, Lanczos's ``qᵀ A q``) are for
+    real symmetric operators — a complex leaf would need conjugates throughout
+    and gives wrong numbers without them."""
     bad = [f"{jax.tree_util.keystr(path) or '(the root)'}: {jnp.result_type(leaf)}"
            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)
-           if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)]
+           if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating)]
     if bad:
         raise TypeError(
-            f"{what} must hold floating-point arrays only, but has {len(bad)} other leaf(s): "
+            f"{what} must hold real floating-point arrays only, but has {len(bad)} other leaf(s): "
             f"{'; '.join(bad[:5])}{' …' if len(bad) > 5 else ''}. The parameters (and any direction or "
             "start vector shaped like them) must be the trainable floating-point arrays only (e.g. "
             "nnx.state(model, nnx.Param), or the params of a jdl TrainState): keep integer state out of "
-            "the pytree, or cast it: jax.tree.map(lambda a: a.astype(jnp.float32), tree)")
+            "the pytree, or cast it: jax.tree.map(lambda a: a.astype(jnp.float32), tree); complex "
+            "parameters are not supported (split them into real and imaginary parts)")
 
 
 def _path(path) -> str:

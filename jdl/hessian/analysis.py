@@ -204,6 +204,11 @@ def hessian_analysis(
         method = "dense" if n <= dense_max_params else "lanczos"
     if method not in ("dense", "lanczos"):
         raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
+    # Every count is checked here, before the first stage's work: a bad
+    # trace_matvecs found only in the last stage would waste the rest.
+    num_steps = check_count(num_steps, "num_steps")
+    num_probes = check_count(num_probes, "num_probes")
+    trace_matvecs = check_count(trace_matvecs, "trace_matvecs", 3)
     requested_top_k = top_k = check_count(top_k, "top_k")
     top_k = min(top_k, max(n // 2, 1))  # the two ends do not overlap
     steps = min(num_steps, n)

@@ -32,10 +32,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _at_least_three(text: str) -> int:
+def _at_least_four(text: str) -> int:
     value = _positive_int(text)
-    if value < 3:
-        raise argparse.ArgumentTypeError(f"Hutch++ needs at least 3 products, got {text!r}")
+    if value < 4:
+        raise argparse.ArgumentTypeError(
+            f"Hutch++ needs at least 4 products for a trace with a standard error (3 leave one random "
+            f"probe, whose spread is undefined), got {text!r}")
     return value
 
 
@@ -70,8 +72,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=5, help="eigenvalues to report at each end")
     p.add_argument("--num-probes", type=_positive_int, default=10, help="SLQ probe vectors for the density")
     p.add_argument("--num-steps", type=_positive_int, default=80, help="Lanczos steps (ends and per SLQ probe)")
-    p.add_argument("--trace-matvecs", type=_at_least_three, default=99,
-                   help="Hessian-vector products for Hutch++ (at least 3)")
+    p.add_argument("--trace-matvecs", type=_at_least_four, default=99,
+                   help="Hessian-vector products for Hutch++ (at least 4)")
     p.add_argument("--split", choices=SPLITS, default="train", help="which data the loss is averaged over")
     p.add_argument("--max-examples", type=_positive_int, default=None,
                    help="use only the first N examples of the split (None: all of them)")
@@ -145,8 +147,10 @@ def format_report(analysis, *, mode: str = "eval") -> str:
                 cond += ("; the |λ|-thresholded variant needs the full spectrum "
                          "(--method dense, for models up to a few thousand parameters)")
     elif c.definition == "magnitude":
-        why = ("indefinite" if float(a.bottom_eigenvalues[0]) < -a.eigenvalue_tolerance
-               else f"singular, λmin ≤ {c.rtol:.1e}·max|λ|")
+        # The same threshold as the condition number's own (rtol·max|λ|), not
+        # the classification's τ: a λmin between the two is negative, not zero.
+        why = ("indefinite" if float(a.bottom_eigenvalues[0]) < -c.rtol * float(c.largest)
+               else f"singular, |λmin| ≤ {c.rtol:.1e}·max|λ|")
         cond = (f"{_fmt(float(c.value))}  (max|λ| / min|λ| over |λ| > {c.rtol:.1e}·max|λ|; "
                 f"{int(c.num_excluded)} near-zero eigenvalues excluded; λmax/λmin undefined: {why})")
     else:

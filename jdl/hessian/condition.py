@@ -57,6 +57,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
+from jdl.hessian._flat import check_number
+
 __all__ = ["ConditionNumber", "condition_number"]
 
 Definition = Literal["auto", "definite", "magnitude", "positive"]
@@ -121,14 +123,15 @@ def condition_number(
       ('magnitude', 5.0)
     """
     lam = jnp.asarray(eigenvalues)
-    if not jnp.issubdtype(lam.dtype, jnp.floating):
-        lam = lam.astype(jnp.float32)
+    if not jnp.issubdtype(lam.dtype, jnp.floating):  # integers, bools: JAX's default float
+        lam = lam.astype(jnp.result_type(float))
     if lam.ndim != 1 or lam.shape[0] == 0:
         raise ValueError(f"eigenvalues must be a non-empty vector, got shape {lam.shape}")
     if definition not in ("auto", "definite", "magnitude", "positive"):
         raise ValueError(
             f"unknown definition {definition!r}; use 'auto', 'definite', 'magnitude' or 'positive'"
         )
+    check_number(rtol, "rtol", hint="a threshold relative to max|λ|; None is n·ε of the dtype")
     if rtol is None:
         rtol = float(lam.shape[0] * jnp.finfo(lam.dtype).eps)
     inf = jnp.asarray(jnp.inf, lam.dtype)

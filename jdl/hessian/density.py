@@ -224,11 +224,16 @@ def stochastic_lanczos_quadrature(
     if distribution not in ("rademacher", "normal"):
         raise ValueError(f"unknown probe distribution {distribution!r}; use 'rademacher' or 'normal'")
     num_probes = check_count(num_probes, "num_probes")
+    if probe_batch_size is not None:
+        probe_batch_size = check_count(probe_batch_size, "probe_batch_size")
     decompose = lanczos_tridiagonal(check_count(num_steps, "num_steps"))
 
     def slq(matvec: Callable, like: PyTree, *params, key) -> QuadratureNodes:
         flat, unflatten = flatten(like)
         check_eigensolver_dtype(flat.dtype, "stochastic Lanczos quadrature")
+        if flat.shape[0] == 0:
+            raise ValueError("the operator's domain has no numbers (`like` holds no array elements): "
+                             "a spectrum needs at least one parameter")
         keys = jax.random.split(as_key(key), num_probes)
 
         def one(k):
@@ -258,6 +263,15 @@ def _check_sigma(sigma) -> None:
                          "pass e.g. 0.01 × the span of the spectrum, or sigma=None for that default")
 
 
+def _check_grid(grid):
+    """``grid`` as given, once it is one axis of at least one point (``ValueError`` otherwise)."""
+    shape = np.shape(grid)
+    if len(shape) != 1 or shape[0] == 0:
+        raise ValueError(f"grid must be a 1-D array of eigenvalues (at least one point), got shape {shape}; "
+                         "e.g. jnp.linspace(lo, hi, 1000)")
+    return grid
+
+
 def density_from_quadrature(quadrature: QuadratureNodes, grid: jax.Array, sigma) -> jax.Array:
     """``φ_σ(t) = (1/P) Σ_p Σ_j w_{pj} N(t; θ_{pj}, σ²)`` on ``grid``.
 
@@ -266,6 +280,7 @@ def density_from_quadrature(quadrature: QuadratureNodes, grid: jax.Array, sigma)
     ``2σ`` apart warns: peaks fall between its points.
     """
     _check_sigma(sigma)
+    grid = jnp.asarray(_check_grid(grid), quadrature.nodes.dtype)
     sigma = jnp.asarray(sigma, grid.dtype)
     _warn_if_undersampled(grid, sigma)
     z = (grid[:, None, None] - quadrature.nodes[None, :, :]) / sigma
@@ -312,6 +327,8 @@ def spectral_density(
     """
     _check_sigma(sigma)
     grid_size = check_count(grid_size, "grid_size")
+    if grid is not None:
+        _check_grid(grid)
     quad = stochastic_lanczos_quadrature(
         num_steps, num_probes=num_probes, distribution=distribution,
         probe_batch_size=probe_batch_size,

@@ -68,16 +68,31 @@ def _samples(key, shape, dtype, distribution: str) -> jax.Array:
 
 
 def _batched(matvec: Callable, unflatten: Callable, params: tuple) -> Callable:
-    """``X (r, n) ↦ (A xᵢ)ᵢ (r, n)``, the products vmapped."""
+    """``X (r, n) ↦ (A xᵢ)ᵢ (r, n)``, the products vmapped. A product of
+    another size than its input raises ``ValueError`` (shapes are static, so
+    at trace time)."""
 
     def one(x):
         out, _ = ravel_pytree(matvec(unflatten(x), *params))
+        if out.shape != x.shape:
+            raise ValueError(f"the operator must map vectors of {x.shape[0]} numbers (shaped like `like`) to "
+                             f"vectors of as many, but returned {out.shape[0]}: pass as `like` the pytree the "
+                             "operator is applied to (the params for a Hessian)")
         return out.astype(x.dtype)
 
     return jax.vmap(one)
 
 
+def _quadratic_forms(x: jax.Array, y: jax.Array) -> jax.Array:
+    """``xᵢ · yᵢ`` row by row, summed in at least float32: a float16 or
+    bfloat16 sum of ``n`` terms overflows (float16 above 65 504) or loses
+    all but a few digits."""
+    acc = jnp.promote_types(x.dtype, jnp.float32)
+    return jnp.sum(x.astype(acc) * y.astype(acc), axis=1)
+
+
 def _standard_error(samples: jax.Array) -> jax.Array:
+    """``std(samples)/√m``; NaN for a single sample (no spread to measure)."""
     m = samples.shape[0]
     if m < 2:
         return jnp.full((), jnp.nan, samples.dtype)
@@ -90,11 +105,14 @@ def hutchinson(num_matvecs: int = 100, *, distribution: Distribution = "rademach
         tr A ≈ (1/m) Σᵢ gᵢᵀ A gᵢ,    standard error = std(gᵢᵀ A gᵢ) / √m.
 
     Args:
-      num_matvecs: number of probes ``m`` (one product each).
+      num_matvecs: number of probes ``m`` (one product each); with ``m = 1``
+        the standard error is NaN (one sample has no spread).
       distribution: ``"rademacher"`` (lowest variance for a fixed matrix:
         ``2 Σ_{i≠j} A_ij²``) or ``"normal"`` (``2 ‖A‖_F²``).
 
-    Both are checked here, when the estimator is configured.
+    Both are checked here, when the estimator is configured. Half-precision
+    operators (float16, bfloat16) run their products in their own dtype; the
+    quadratic forms are summed, and the result given, in float32.
     """
     num_matvecs = check_count(num_matvecs, "num_matvecs")
     _check_distribution(distribution)
@@ -103,7 +121,7 @@ def hutchinson(num_matvecs: int = 100, *, distribution: Distribution = "rademach
         flat, unflatten = flatten(like)
         g = _samples(as_key(key), (num_matvecs, flat.shape[0]), flat.dtype, distribution)
         ag = _batched(matvec, unflatten, params)(g)
-        samples = jnp.sum(g * ag, axis=1)
+        samples = _quadratic_forms(g, ag)
         return TraceEstimate(jnp.mean(samples), _standard_error(samples), num_matvecs)
 
     return trace
@@ -128,7 +146,9 @@ def hutch_plus_plus(num_matvecs: int = 100, *, distribution: Distribution = "rad
     half precision).
 
     Args:
-      num_matvecs: total products ``m`` (at least 3), checked here.
+      num_matvecs: total products ``m`` (at least 3), checked here. With
+        ``m = 3`` one probe is left for the Hutchinson part (``m − 2⌊m/3⌋``)
+        and the standard error is NaN; from ``m = 4`` on there are at least 2.
       distribution: probe entries, ``"rademacher"`` or ``"normal"``, checked here.
     """
     num_matvecs = check_count(num_matvecs, "num_matvecs", 3)
@@ -162,7 +182,8 @@ def frobenius_norm(num_matvecs: int = 100, *, distribution: Distribution = "rade
     standard error is carried through the square root by the delta method
     (``se(√x) ≈ se(x) / (2√x)``); for a zero estimate every ``‖A gᵢ‖²`` is
     0 and so is the standard error. ``num_matvecs`` and ``distribution`` are
-    checked here, when the estimator is configured.
+    checked here, when the estimator is configured. Sums run in at least
+    float32, as for :func:`hutchinson`.
     """
     num_matvecs = check_count(num_matvecs, "num_matvecs")
     _check_distribution(distribution)
@@ -171,7 +192,7 @@ def frobenius_norm(num_matvecs: int = 100, *, distribution: Distribution = "rade
         flat, unflatten = flatten(like)
         g = _samples(as_key(key), (num_matvecs, flat.shape[0]), flat.dtype, distribution)
         ag = _batched(matvec, unflatten, params)(g)
-        samples = jnp.sum(ag * ag, axis=1)
+        samples = _quadratic_forms(ag, ag)
         sq = jnp.mean(samples)
         value = jnp.sqrt(sq)
         # A zero estimate means every sample is 0 (they are ≥ 0): no spread.

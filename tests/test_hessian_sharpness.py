@@ -194,3 +194,80 @@ def test_sharpness_tracker_checks_its_counts():
                 dict(gradient_top_k=1.5), dict(tol=-1.0), dict(name="")):
         with pytest.raises(ValueError, match=next(iter(bad))):
             SharpnessTracker(5, train=False, **bad)
+
+
+def test_warm_start_follows_the_top_eigenvalue_through_a_crossing():
+    """The top two eigenvalues cross while the eigenvectors turn slowly. Started
+    at the previous top eigenvector alone, Lanczos stops after 2 products at the
+    old one — now the second — with a small residual (17 % low at the end);
+    the tracker's start (that vector plus a fresh random part) reads the top."""
+    import scipy.linalg
+
+    from jdl.hessian import lanczos
+    from jdl.hessian.sharpness import _warm_start
+
+    rng = np.random.default_rng(0)
+    n = 200
+    q0, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    k = rng.standard_normal((n, n))
+    k = 0.002 * (k - k.T) / np.sqrt(n)
+    bulk = rng.uniform(0, 2, n - 2)
+    solver = jax.jit(lambda v, a: lanczos(20, k=1, which="LA", tol=1e-4)(lambda x, a: a @ x, v, a))
+    plain = tracked = jnp.asarray(rng.standard_normal(n), jnp.float32)
+    plain_errors, tracked_errors = [], []
+    for i, s in enumerate(np.linspace(0, 2, 11)):
+        q = scipy.linalg.expm(s * k) @ q0
+        a = jnp.asarray((q * np.r_[10 - s, 9 + s, bulk]) @ q.T, jnp.float32)
+        top = max(10 - s, 9 + s)
+        r = solver(plain, a)
+        plain, plain_errors = r.eigenvectors[0], plain_errors + [abs(float(r.eigenvalues[0]) - top) / top]
+        r = solver(_warm_start(tracked, jax.random.key(i)), a)
+        tracked, tracked_errors = r.eigenvectors[0], tracked_errors + [abs(float(r.eigenvalues[0]) - top) / top]
+        assert bool(r.converged[0]) and int(r.num_matvecs) <= 12
+    assert max(plain_errors) > 0.1  # the failure the random part prevents
+    assert max(tracked_errors) < 1e-5, tracked_errors
+
+
+def test_stability_line_with_momentum(data):
+    from jdl.hessian import stability_threshold
+
+    assert stability_threshold(0.1) == pytest.approx(20.0)
+    assert stability_threshold(0.1, 0.9) == pytest.approx(38.0)
+    assert stability_threshold(0.1, 0.9, nesterov=True) == pytest.approx(38.0 / 2.8)
+    # Gradient descent with momentum on ½λx² diverges just above the line and not below it.
+    for beta, nesterov in ((0.0, False), (0.9, False), (0.5, True), (0.9, True)):
+        line = stability_threshold(0.1, beta, nesterov)
+        opt = optax.sgd(0.1, momentum=beta or None, nesterov=nesterov)
+        for lam, stable in ((0.98 * line, True), (1.02 * line, False)):
+            x, state = jnp.ones(()), opt.init(jnp.ones(()))
+            for _ in range(2000):
+                updates, state = opt.update(lam * x, state)
+                x = x + updates
+            assert (abs(float(x)) < 1) == stable, (beta, nesterov, lam, line)
+    for bad in (dict(momentum=1.0), dict(momentum=-0.1), dict(learning_rate=0.0)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            SharpnessTracker(5, train=False, **bad)
+    # Read from an injected momentum, or given.
+    model = get_model("mlp", (64,), 10, hidden=(8,))
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
+    for tracker, line in ((SharpnessTracker(5, train=False, num_matvecs=8), 38.0),
+                          (SharpnessTracker(5, train=False, num_matvecs=8, learning_rate=0.1, momentum=0.9,
+                                            nesterov=True), 38.0 / 2.8)):
+        result = fit(model, cross_entropy, opt, data, epochs=1, batch_size=64, seed=1, callbacks=[tracker])
+        readings = _readings(result.history)
+        assert [r["stability_threshold"] for r in readings] == pytest.approx([line] * len(readings))
+        assert all(r["momentum"] == pytest.approx(0.9) for r in readings)
+
+
+def test_readings_compile_once_per_fit_on_a_mesh(data):
+    """The first reading's random start is placed as the params are, so it and
+    the later ones (given the last eigenvectors, replicated) share one program."""
+    from jdl.training import data_parallel_mesh
+
+    model = get_model("mlp", (64,), 10, hidden=(8,))
+    tracker = SharpnessTracker(2, train=False, num_matvecs=8, num_examples=256, track_min=True)
+    batch = {k: v[:256] for k, v in data.items()}
+    result = fit(model, cross_entropy, optax.sgd(0.1), batch, epochs=1, batch_size=64, seed=0,
+                 callbacks=[tracker], mesh=data_parallel_mesh())
+    assert len(_readings(result.history)) == 3
+    assert tracker._reading._cache_size() == 1

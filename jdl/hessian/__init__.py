@@ -11,7 +11,8 @@
 - conditioning: :func:`condition_number`.
 - critical points: :func:`critical_point_report`, :func:`critical_point_summary`
   (the same numbers, pure: ``jax.vmap`` it over an ensemble), :func:`find_critical_point`.
-- during training: :class:`SharpnessTracker` (a :func:`jdl.training.fit` callback).
+- during training: :class:`SharpnessTracker` (a :func:`jdl.training.fit` callback),
+  :func:`stability_threshold` (its ``2/η`` line, with momentum).
 - landscape: :func:`block_eigenvalues`, :func:`loss_slice`, :func:`loss_surface`,
   :func:`escape_saddle`.
 - helpers: :func:`random_like` (random pytrees: start vectors, probes).
@@ -79,6 +80,7 @@ from jdl.hessian.plots import plot_spectral_density as plot_spectral_density
 from jdl.hessian.power_iteration import PowerIterationResult as PowerIterationResult
 from jdl.hessian.power_iteration import power_iteration as power_iteration
 from jdl.hessian.sharpness import SharpnessTracker as SharpnessTracker
+from jdl.hessian.sharpness import stability_threshold as stability_threshold
 from jdl.hessian.trace import TraceEstimate as TraceEstimate
 from jdl.hessian.trace import frobenius_norm as frobenius_norm
 from jdl.hessian.trace import hutch_plus_plus as hutch_plus_plus
@@ -139,5 +141,6 @@ __all__ = [
     "power_iteration",
     "random_like",
     "spectral_density",
+    "stability_threshold",
     "stochastic_lanczos_quadrature",
 ]

@@ -16,6 +16,9 @@ from jdl.nn import cross_entropy
 from jdl.training import fit
 from jdl.training.callbacks import Callback
 
+# Most fits here use a bare optax.sgd, whose rate is not in its state (no line; one warning each).
+pytestmark = pytest.mark.filterwarnings("ignore:SharpnessTracker. the optimizer state holds no learning rate")
+
 
 @pytest.fixture(scope="module")
 def data():
@@ -179,6 +182,10 @@ def test_learning_rate_from_the_state_and_from_a_schedule(data):
                                      "b": optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)}, labels)
     with pytest.warns(UserWarning, match="several learning rates"):
         result = fit(model, cross_entropy, grouped, data, epochs=1, batch_size=64, seed=1,
+                     callbacks=[SharpnessTracker(5, train=False, num_matvecs=10)])
+    assert all("stability_threshold" not in r for r in _readings(result.history))
+    with pytest.warns(UserWarning, match="holds no learning rate .*inject_hyperparams"):
+        result = fit(model, cross_entropy, optax.sgd(0.5), data, epochs=1, batch_size=64, seed=1,
                      callbacks=[SharpnessTracker(5, train=False, num_matvecs=10)])
     assert all("stability_threshold" not in r for r in _readings(result.history))
     # A schedule: the reading after t steps records 2/η(t), the rate of the next step.

@@ -29,6 +29,7 @@ from jdl.hessian._flat import (
     check_count,
     check_eigensolver_dtype,
     check_like,
+    check_number,
     flatten,
     leaf_dtype,
     random_like,
@@ -343,6 +344,7 @@ def escape_saddle(
     """
     num_steps = check_count(num_steps, "num_steps")
     num_trials = check_count(num_trials, "num_trials")
+    check_number(max_step, "max_step", positive=True, hint="the longest step along the eigenvector tried")
     if step_sizes is not None and jnp.size(jnp.asarray(step_sizes)) == 0:
         raise ValueError("step_sizes is empty; pass at least one step length, or None for "
                          "max_step · 2^-j, j = 0 … num_trials − 1")

@@ -286,10 +286,12 @@ class SharpnessTracker(Callback):
         if lr is not None:
             return lr
         rates = set(learning_rates_of(state.opt_state))
-        if len(rates) > 1 and not self._warned_rates:
+        if len(rates) != 1 and not self._warned_rates:
             self._warned_rates = True
-            warnings.warn(f"SharpnessTracker: the optimizer state holds several learning rates {sorted(rates)}; "
-                          "no 2/eta line is recorded. Pass learning_rate= to choose one.", stacklevel=2)
+            found = (f"holds several learning rates {sorted(rates)}" if rates else
+                     "holds no learning rate (wrap the optimizer in optax.inject_hyperparams to expose it)")
+            warnings.warn(f"SharpnessTracker: the optimizer state {found}; no 2/eta line is recorded. "
+                          "Pass learning_rate= to choose one.", stacklevel=2)
         return rates.pop() if len(rates) == 1 else None
 
     def _momentum(self, state) -> float:

@@ -293,3 +293,47 @@ def test_jdl_optimizer_drops_into_the_train_step():
         state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
     assert losses[-1] < losses[0]
+
+
+def test_centred_rmsprop_stays_finite_under_a_steady_gradient():
+    """r − m² → 0 for a constant gradient and rounds below 0: the root gave NaN
+    (float32, decay 0.5, g = 12.9, from step ~25; decay 0.9 from ~133)."""
+    for decay, g in ((0.5, 12.9), (0.5, 1.3), (0.9, -75.198), (0.9, -2.2264)):
+        opt = jo.rmsprop(1e-3, decay=decay, centered=True)
+        grads = jnp.full((1,), g, jnp.float32)
+        state = opt.init(grads)
+        step = jax.jit(opt.update)
+        for _ in range(200):
+            u, state = step(grads, state)
+            assert bool(jnp.all(jnp.isfinite(u))), (decay, g)
+
+
+@pytest.mark.parametrize("factory, kwargs, name", [
+    ("adam", dict(b1=1.0), "b1"), ("adam", dict(b2=1.0), "b2"), ("adamax", dict(b1=1.0), "b1"),
+    ("nadam", dict(b2=-0.1), "b2"), ("adagrad", dict(eps=0.0), "eps"), ("rmsprop", dict(eps=0.0), "eps"),
+    ("rmsprop", dict(decay=1.5), "decay"), ("rmsprop", dict(momentum=1.0), "momentum"),
+    ("momentum", dict(momentum=1.5), "momentum"), ("nesterov", dict(momentum=-0.1), "momentum"),
+    ("adadelta", dict(rho=-0.5), "rho"), ("adam", dict(learning_rate=-1e-3), "learning_rate"),
+    ("sgd", dict(learning_rate=float("nan")), "learning_rate"), ("adam", dict(eps=float("inf")), "eps"),
+])
+def test_hyperparameters_are_checked_when_the_optimizer_is_built(factory, kwargs, name):
+    kwargs = {"learning_rate": 0.1, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        getattr(jo, factory)(**kwargs)
+
+
+def test_checked_hyperparameters_still_inject_and_vmap():
+    # ε = 0 is fine with ε_root > 0 (or an initial accumulator), and traced values pass.
+    jo.adam(1e-3, eps=0.0, eps_root=1e-8)
+    jo.adagrad(0.1, eps=0.0, initial_accumulator_value=0.1)
+    jo.sgd(optax.linear_schedule(0.1, 0.0, 10))  # a schedule reaching 0 is a schedule
+    opt = optax.inject_hyperparams(jo.adam)(learning_rate=1e-3, b1=0.9)
+    w = jnp.ones(3)
+
+    def run(lr):
+        state = opt.init(w)
+        state.hyperparams["learning_rate"] = lr
+        return opt.update(w, state)[0]
+
+    out = jax.jit(jax.vmap(run))(jnp.array([1e-3, 1e-2]))
+    assert out.shape == (2, 3) and bool(jnp.all(jnp.isfinite(out)))

@@ -251,3 +251,31 @@ def test_missing_value_fn_is_a_clear_error():
         opt.update(x, opt.init(x), x)
     with pytest.raises(TypeError, match="scalar learning_rate"):
         jo.newton(optax.linear_schedule(1.0, 0.1, 10))
+
+
+def test_dense_methods_refuse_a_hessian_that_would_not_fit():
+    big = jnp.zeros(300_000)  # a 360 GB Hessian
+    f = lambda w: jnp.sum(w ** 2)  # noqa: E731
+    for name in ("newton", "damped_newton", "saddle_free_newton"):
+        opt = getattr(jo, name)()
+        with pytest.raises(MemoryError, match=rf"{name} needs .*damped_newton_cg"):
+            jax.eval_shape(lambda w: opt.update(w, opt.init(w), w, value_fn=f)[0], big)
+
+
+def test_damped_newton_gives_no_step_when_no_shift_makes_the_system_definite():
+    """H = diag(1, −100), and three doublings of τ from 0.1 stay below 100:
+    the update is zero (a failed Cholesky gave NaN), λ grows, shift is kept."""
+    a = jnp.array([1.0, -100.0])
+    f = lambda w: 0.5 * jnp.sum(a * w ** 2)  # noqa: E731
+    w = jnp.array([1.0, 1.0])
+    for reject in (True, False):
+        opt = jo.damped_newton(damping=0.1, max_shift_attempts=3, reject_increase=reject)
+        state = opt.init(w)
+        u, new = opt.update(a * w, state, w, value_fn=f)
+        np.testing.assert_array_equal(u, 0.0)
+        assert float(new.shift) == pytest.approx(0.1) and float(new.damping) > 0.8
+        assert np.isnan(float(new.reduction_ratio))
+        # With enough attempts it finds τ > 100 and steps downhill.
+        opt = jo.damped_newton(damping=0.1, reject_increase=reject)
+        u, new = opt.update(a * w, opt.init(w), w, value_fn=f)
+        assert float(f(w + u)) < float(f(w)) and float(new.shift) > 100

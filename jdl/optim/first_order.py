@@ -14,6 +14,8 @@ exact settings under which each one equals its Optax counterpart.
 
 from __future__ import annotations
 
+import jax
+import numpy as np
 import optax
 
 from jdl.optim import transforms
@@ -33,6 +35,40 @@ __all__ = [
 ScalarOrSchedule = optax.ScalarOrSchedule
 
 
+def _check(value, name: str, *, positive: bool = False, below_one: bool = False) -> None:
+    """A concrete hyperparameter must be finite and ``>= 0`` (``> 0`` if
+    ``positive``; ``< 1`` too if ``below_one``), else ``ValueError``, when
+    the optimizer is built. Schedules (callables) and traced values —
+    ``optax.inject_hyperparams`` under ``jax.jit`` or ``jax.vmap`` — pass
+    unchecked."""
+    if value is None or callable(value) or isinstance(value, jax.core.Tracer):
+        return
+    a = np.asarray(value)
+    ok = a.dtype.kind in "fiu" and bool(np.all(np.isfinite(a)))
+    ok = ok and bool(np.all(a > 0 if positive else a >= 0)) and (not below_one or bool(np.all(a < 1)))
+    if not ok:
+        need = ("in [0, 1)" if below_one else "a positive finite number" if positive
+                else "a finite number >= 0")
+        raise ValueError(f"{name} must be {need}, got {value!r}")
+
+
+def _check_rate(learning_rate) -> None:
+    _check(learning_rate, "learning_rate", positive=True)
+
+
+def _check_eps(eps, name: str = "eps", *, other: float = 0.0, other_name: str = "") -> None:
+    """``ε > 0``, or ``ε >= 0`` where ``other`` (a positive ``ε_root`` or
+    initial accumulator) keeps the denominator away from 0."""
+    _check(eps, name)
+    if not callable(other) and not isinstance(other, jax.core.Tracer):
+        _check(other, other_name or "the other term")
+        if other is not None and np.all(np.asarray(other) > 0):
+            return
+    if not callable(eps) and not isinstance(eps, jax.core.Tracer) and np.any(np.asarray(eps) == 0):
+        raise ValueError(f"{name} must be positive{f' (or {other_name} > 0)' if other_name else ''}: "
+                         "with 0 the update is 0/0 = NaN wherever the gradient is 0")
+
+
 def sgd(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
     r"""Gradient descent: ``w ← w − η g`` (seed 001).
 
@@ -50,6 +86,7 @@ def sgd(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
       >>> updates
       Array([-0.1,  0.2], dtype=float32)
     """
+    _check_rate(learning_rate)
     return optax.chain(optax.scale_by_learning_rate(learning_rate))
 
 
@@ -75,6 +112,8 @@ def momentum(learning_rate: ScalarOrSchedule, momentum: float = 0.9) -> optax.Gr
       Rumelhart, Hinton & Williams, Nature 1986; Polyak, *Some methods of
       speeding up the convergence of iteration methods*, 1964.
     """
+    _check_rate(learning_rate)
+    _check(momentum, "momentum", below_one=True)
     return optax.chain(
         optax.scale_by_learning_rate(learning_rate),
         transforms.add_momentum(momentum),
@@ -96,6 +135,8 @@ def nesterov(learning_rate: ScalarOrSchedule, momentum: float = 0.9) -> optax.Gr
       convergence rate O(1/k²)*, 1983; Sutskever et al., *On the importance of
       initialization and momentum in deep learning*, ICML 2013.
     """
+    _check_rate(learning_rate)
+    _check(momentum, "momentum", below_one=True)
     return optax.chain(
         optax.scale_by_learning_rate(learning_rate),
         transforms.add_momentum(momentum, nesterov=True),
@@ -121,6 +162,8 @@ def adagrad(
     References:
       Duchi, Hazan & Singer, JMLR 2011.
     """
+    _check_rate(learning_rate)
+    _check_eps(eps, other=initial_accumulator_value, other_name="initial_accumulator_value")
     return optax.chain(
         transforms.scale_by_adagrad(
             eps=eps, initial_accumulator_value=initial_accumulator_value, eps_in_sqrt=eps_in_sqrt
@@ -135,12 +178,16 @@ def adadelta(
     r"""Adadelta (seeds 001, 003; Zeiler 2012): ``Δw = −η · RMS[Δx]_{t−1} / RMS[g]_t · g``.
 
     See :func:`jdl.optim.transforms.scale_by_adadelta` for the recursions. The
-    paper has no learning rate (``η = 1``, the default here); ``optax.adadelta``
-    is the same with its defaults ``ρ = 0.9`` and no scaling (``η = None``).
+    paper has no learning rate (``η = 1``, the default here); it equals
+    ``optax.adadelta(η, rho=ρ, eps=ε)`` (with ``η = None`` Optax returns
+    ``+Δx``, a step up the loss).
 
     References:
       Zeiler, arXiv:1212.5701, 2012.
     """
+    _check_rate(learning_rate)
+    _check(rho, "rho", below_one=True)
+    _check_eps(eps)
     return optax.chain(
         transforms.scale_by_adadelta(rho=rho, eps=eps),
         optax.scale_by_learning_rate(learning_rate),
@@ -183,6 +230,10 @@ def rmsprop(
       Tieleman & Hinton, COURSERA lecture 6.5, 2012; Goodfellow, Bengio &
       Courville, *Deep Learning*, 2016, Algorithms 8.5–8.6.
     """
+    _check_rate(learning_rate)
+    _check(decay, "decay", below_one=True)
+    _check_eps(eps)
+    _check(momentum, "momentum", below_one=True)
     scale = transforms.scale_by_centered_rms if centered else transforms.scale_by_rms
     parts = [
         scale(decay=decay, eps=eps, eps_in_sqrt=eps_in_sqrt),
@@ -213,6 +264,10 @@ def adam(
     References:
       Kingma & Ba, ICLR 2015, Algorithm 1.
     """
+    _check_rate(learning_rate)
+    _check(b1, "b1", below_one=True)
+    _check(b2, "b2", below_one=True)
+    _check_eps(eps, other=eps_root, other_name="eps_root")
     return optax.chain(
         transforms.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root),
         optax.scale_by_learning_rate(learning_rate),
@@ -236,6 +291,10 @@ def nadam(
     References:
       Dozat, ICLR workshop 2016.
     """
+    _check_rate(learning_rate)
+    _check(b1, "b1", below_one=True)
+    _check(b2, "b2", below_one=True)
+    _check_eps(eps, other=eps_root, other_name="eps_root")
     return optax.chain(
         transforms.scale_by_adam(b1=b1, b2=b2, eps=eps, eps_root=eps_root, nesterov=True),
         optax.scale_by_learning_rate(learning_rate),
@@ -256,6 +315,10 @@ def adamax(
     References:
       Kingma & Ba, ICLR 2015, §7.1 and Algorithm 2.
     """
+    _check_rate(learning_rate)
+    _check(b1, "b1", below_one=True)
+    _check(b2, "b2", below_one=True)
+    _check_eps(eps)
     return optax.chain(
         transforms.scale_by_adamax(b1=b1, b2=b2, eps=eps),
         optax.scale_by_learning_rate(learning_rate),

@@ -67,7 +67,8 @@ class DampedNewtonState(NamedTuple):
 
     Attributes:
       damping: ``λ`` for the next step (Levenberg–Marquardt adapted).
-      shift: ``τ ≥ λ`` added to ``H`` in the last step to make it positive definite.
+      shift: ``τ ≥ λ`` added to ``H`` in the last step that made it positive
+        definite (unchanged by a step where no shift tried did).
       reduction_ratio: ``ρ = actual / predicted`` decrease of the last step.
     """
 
@@ -173,6 +174,18 @@ def _judge_step(f, x, value, step, predicted, damping, *, adaptive, reject_incre
     return step, damping, ratio.astype(x.dtype)
 
 
+def _dense_hessian(f, x, method: str):
+    """``∇²f(x)``, after checking that the dense matrix fits in memory
+    (``MemoryError`` naming the matrix-free alternatives; shapes are static,
+    so this runs when the update is traced, before anything is allocated)."""
+    from jdl.hessian.operators import check_dense_fits  # jdl.hessian imports jdl.optim
+
+    check_dense_fits(x.size, x.dtype, chunk_size=1,
+                     what=f"dense Hessian {method} needs (damped_newton_cg and saddle_free_newton_lanczos "
+                          "are matrix-free)")
+    return jax.hessian(f)(x)
+
+
 def _prepare(value_fn, updates, params, value):
     x, f, unravel = _krylov.flat_objective(value_fn, params)
     g, _ = ravel_pytree(updates)
@@ -222,7 +235,7 @@ def newton(learning_rate: float = 1.0) -> optax.GradientTransformationExtraArgs:
         _require_value_fn(value_fn, params, "newton")
         x, f, unravel = _krylov.flat_objective(value_fn, params)
         g = ravel_pytree(updates)[0].astype(x.dtype)
-        hessian = jax.hessian(f)(x)
+        hessian = _dense_hessian(f, x, "newton")
         step = -learning_rate * jnp.linalg.solve(hessian, g)
         return unravel(step), state
 
@@ -256,7 +269,7 @@ def _shifted_cholesky(hessian, shift, *, floor, max_attempts: int):
 
     chol, ok = attempt(shift)
     tau, chol, ok, _ = jax.lax.while_loop(cond, body, (shift, chol, ok, jnp.asarray(0, jnp.int32)))
-    return chol, tau
+    return chol, tau, ok
 
 
 def damped_newton(
@@ -288,8 +301,9 @@ def damped_newton(
       reject_increase: return a zero update when the step would increase the
         minibatch loss.
       min_damping, max_damping: bounds on ``λ``.
-      max_shift_attempts: doublings of ``τ`` before giving up (the step is
-        then rejected and ``λ`` grows).
+      max_shift_attempts: doublings of ``τ`` before giving up: the update is
+        then zero, ``reduction_ratio`` NaN and (adaptive) ``λ`` becomes
+        ``2τ`` (at most ``max_damping``); ``shift`` keeps its last value.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state
@@ -313,19 +327,24 @@ def damped_newton(
         del extra_args
         _require_value_fn(value_fn, params, "damped_newton")
         x, f, unravel, g, value = _prepare(value_fn, updates, params, value)
-        hessian = jax.hessian(f)(x)
-        chol, tau = _shifted_cholesky(hessian, state.damping.astype(x.dtype), floor=min_damping,
-                                      max_attempts=max_shift_attempts)
-        step = -learning_rate * jax.scipy.linalg.cho_solve((chol, True), g)
+        hessian = _dense_hessian(f, x, "damped_newton")
+        chol, tau, ok = _shifted_cholesky(hessian, state.damping.astype(x.dtype), floor=min_damping,
+                                          max_attempts=max_shift_attempts)
+        # No shift tried made H + τI positive definite: no step (a failed
+        # factorisation would give NaN), and λ grows from the last τ tried.
+        step = jnp.where(ok, -learning_rate * jax.scipy.linalg.cho_solve((chol, True), g), 0)
         predicted = -(jnp.vdot(g, step) + 0.5 * jnp.vdot(step, hessian @ step))
         step, new_damping, ratio = _judge_step(
             f, x, value, step, predicted, tau, adaptive=adaptive, reject_increase=reject_increase,
             min_damping=min_damping, max_damping=max_damping,
         )
-        if not adaptive:
+        if adaptive:
+            new_damping = jnp.where(ok, new_damping, jnp.minimum(2 * tau, max_damping))
+        else:
             new_damping = state.damping
+        ratio = jnp.where(ok, ratio, jnp.nan)
         return unravel(step), DampedNewtonState(damping=new_damping.astype(state.damping.dtype),
-                                                shift=tau.astype(state.shift.dtype),
+                                                shift=jnp.where(ok, tau, state.shift).astype(state.shift.dtype),
                                                 reduction_ratio=ratio.astype(state.reduction_ratio.dtype))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -496,7 +515,7 @@ def saddle_free_newton(
         del extra_args
         _require_value_fn(value_fn, params, "saddle_free_newton")
         x, f, unravel, g, value = _prepare(value_fn, updates, params, value)
-        hessian = jax.hessian(f)(x)
+        hessian = _dense_hessian(f, x, "saddle_free_newton")
         eigenvalues, eigenvectors = eigh(hessian)
         lam = state.damping.astype(x.dtype)
         coords, predicted = _saddle_free_step(eigenvalues, eigenvectors.T @ g, lam, learning_rate)

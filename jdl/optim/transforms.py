@@ -256,7 +256,9 @@ def scale_by_centered_rms(
         m = jax.tree.map(lambda g, s: decay * s + (1 - decay) * g, updates, state.mean)
         r = jax.tree.map(lambda g, s: decay * s + (1 - decay) * (g * g), updates, state.mean_square)
         updates = jax.tree.map(
-            lambda g, a, b: g / _rms_denominator(b - a * a, eps, eps_in_sqrt), updates, m, r
+            # r − m² ≥ 0 in exact arithmetic; for a steady gradient it rounds
+            # below 0 (NaN from the root after ~100 steps, float32).
+            lambda g, a, b: g / _rms_denominator(jnp.maximum(b - a * a, 0), eps, eps_in_sqrt), updates, m, r
         )
         return updates, CenteredRmsState(mean=m, mean_square=r)
 
@@ -349,7 +351,7 @@ def scale_by_adam(
         \hat m_t = \frac{β_1 m_t}{1-β_1^{t+1}} + \frac{(1-β_1) g_t}{1-β_1^t}
 
     without Dozat's momentum schedule and extra ``β_2`` factor on ``\hat v``,
-    as in Keras, PyTorch and Optax.
+    as in Optax (PyTorch's ``NAdam`` keeps the schedule).
 
     References:
       Kingma & Ba, *Adam: a method for stochastic optimization*, ICLR 2015.

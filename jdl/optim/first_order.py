@@ -35,13 +35,18 @@ __all__ = [
 ScalarOrSchedule = optax.ScalarOrSchedule
 
 
+def _concrete(value) -> bool:
+    """Whether ``value`` is a number (or array) to check now: not ``None``, a
+    schedule, or a value traced by ``optax.inject_hyperparams`` under
+    ``jax.jit`` or ``jax.vmap``."""
+    return value is not None and not callable(value) and not isinstance(value, jax.core.Tracer)
+
+
 def _check(value, name: str, *, positive: bool = False, below_one: bool = False) -> None:
     """A concrete hyperparameter must be finite and ``>= 0`` (``> 0`` if
     ``positive``; ``< 1`` too if ``below_one``), else ``ValueError``, when
-    the optimizer is built. Schedules (callables) and traced values —
-    ``optax.inject_hyperparams`` under ``jax.jit`` or ``jax.vmap`` — pass
-    unchecked."""
-    if value is None or callable(value) or isinstance(value, jax.core.Tracer):
+    the optimizer is built; anything else passes (:func:`_concrete`)."""
+    if not _concrete(value):
         return
     a = np.asarray(value)
     ok = a.dtype.kind in "fiu" and bool(np.all(np.isfinite(a)))
@@ -56,16 +61,14 @@ def _check_rate(learning_rate) -> None:
     _check(learning_rate, "learning_rate", positive=True)
 
 
-def _check_eps(eps, name: str = "eps", *, other: float = 0.0, other_name: str = "") -> None:
-    """``ε > 0``, or ``ε >= 0`` where ``other`` (a positive ``ε_root`` or
-    initial accumulator) keeps the denominator away from 0."""
-    _check(eps, name)
-    if not callable(other) and not isinstance(other, jax.core.Tracer):
-        _check(other, other_name or "the other term")
-        if other is not None and np.all(np.asarray(other) > 0):
-            return
-    if not callable(eps) and not isinstance(eps, jax.core.Tracer) and np.any(np.asarray(eps) == 0):
-        raise ValueError(f"{name} must be positive{f' (or {other_name} > 0)' if other_name else ''}: "
+def _check_eps(eps, *, other=None, other_name: str = "") -> None:
+    """``ε > 0``, or ``ε >= 0`` where ``other`` (``ε_root``, an initial
+    accumulator) is positive and keeps the denominator away from 0."""
+    _check(eps, "eps")
+    _check(other, other_name)
+    rescued = other is not None and (not _concrete(other) or bool(np.all(np.asarray(other) > 0)))
+    if _concrete(eps) and bool(np.any(np.asarray(eps) == 0)) and not rescued:
+        raise ValueError(f"eps must be positive{f' (or {other_name} > 0)' if other_name else ''}: "
                          "with 0 the update is 0/0 = NaN wherever the gradient is 0")
 
 

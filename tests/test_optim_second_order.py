@@ -279,3 +279,43 @@ def test_damped_newton_gives_no_step_when_no_shift_makes_the_system_definite():
         opt = jo.damped_newton(damping=0.1, reject_increase=reject)
         u, new = opt.update(a * w, opt.init(w), w, value_fn=f)
         assert float(f(w + u)) < float(f(w)) and float(new.shift) > 100
+
+
+DAMPED = {
+    "damped_newton": jo.damped_newton,
+    "damped_newton_cg": jo.damped_newton_cg,
+    "saddle_free_newton": jo.saddle_free_newton,
+    "saddle_free_newton_lanczos": jo.saddle_free_newton_lanczos,
+}
+
+
+@pytest.mark.parametrize("name", DAMPED)
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_setting_an_injected_damping_resets_lambda(name, adaptive):
+    """``damping`` only starts λ, which the state carries; setting the injected
+    value after ``init`` must reset λ to it (it used to be ignored): the next
+    steps equal those of an optimizer started with that λ from the same point."""
+    with jax.enable_x64(True):
+        a, b = _random_quadratic(4, eigenvalues=[-1.0, 2.0, 3.0, 40.0], seed=2)
+        f = lambda x: 0.5 * x @ a @ x - b @ x + 0.1 * jnp.sum(x ** 4)  # noqa: E731
+        factory = DAMPED[name]
+        static = ("adaptive", "num_steps") if name.endswith("lanczos") else ("adaptive",)
+        injected = optax.inject_hyperparams(factory, static_args=static)(damping=1.0, adaptive=adaptive)
+        x = jnp.ones(4)
+        state = injected.init(x)
+        step = _stepper(injected, f)
+        x, state = step(x, state)  # one step with λ = 1
+        # Unchanged, it runs as the plain factory.
+        plain = factory(damping=1.0, adaptive=adaptive)
+        x_plain, state_plain = _step(plain, f, jnp.ones(4))
+        np.testing.assert_allclose(x, x_plain, rtol=1e-12)
+        state = jo.set_injected_hyperparam(state, "damping", 30.0)
+        fresh = factory(damping=30.0, adaptive=adaptive)
+        fresh_step, fresh_state = _stepper(fresh, f), fresh.init(x)
+        for _ in range(3):
+            x_new, state = step(x, state)
+            x_fresh, fresh_state = fresh_step(x, fresh_state)
+            np.testing.assert_allclose(x_new, x_fresh, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(state.inner_state.damping, fresh_state.damping, rtol=1e-12)
+            x = x_new
+        assert (float(state.inner_state.damping) == 30.0) != adaptive

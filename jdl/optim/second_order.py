@@ -32,6 +32,12 @@ on the same minibatch, ``ρ = actual / pred``; ``λ ← 3/2 λ`` if ``ρ < 1/4``
 ``λ ← 2/3 λ`` if ``ρ > 3/4`` (Martens 2010, §4.1). A step that increases the
 loss is rejected (the update is zero) unless ``reject_increase=False``. This
 costs one extra evaluation of the loss per step.
+
+``damping`` only starts ``λ``; the state carries it. Under
+``optax.inject_hyperparams``, setting the injected ``damping`` after ``init``
+(:func:`jdl.optim.set_injected_hyperparam`) resets ``λ`` to the new value, and
+the adaptive rule continues from there; with ``adaptive=False`` it is the
+``λ`` of every step that follows.
 """
 
 from __future__ import annotations
@@ -70,11 +76,14 @@ class DampedNewtonState(NamedTuple):
       shift: ``τ ≥ λ`` added to ``H`` in the last step that made it positive
         definite (unchanged by a step where no shift tried did).
       reduction_ratio: ``ρ = actual / predicted`` decrease of the last step.
+      damping_setting: the ``damping`` argument the state last saw (see
+        :func:`_damping_for_step`).
     """
 
     damping: jax.Array
     shift: jax.Array
     reduction_ratio: jax.Array
+    damping_setting: jax.Array
 
 
 class DampedNewtonCGState(NamedTuple):
@@ -87,12 +96,14 @@ class DampedNewtonCGState(NamedTuple):
       reduction_ratio: ``ρ`` of the last step.
       hvp_count: Hessian-vector products spent in the last step (CG, its
         restarts, and one for the model's predicted decrease).
+      damping_setting: the ``damping`` argument the state last saw.
     """
 
     damping: jax.Array
     shift: jax.Array
     reduction_ratio: jax.Array
     hvp_count: jax.Array
+    damping_setting: jax.Array
 
 
 class SaddleFreeNewtonState(NamedTuple):
@@ -103,11 +114,13 @@ class SaddleFreeNewtonState(NamedTuple):
       reduction_ratio: ``ρ`` of the last step (model with ``|H|``).
       min_curvature: the smallest eigenvalue (Ritz value) of ``H`` seen in the
         last step; negative near a saddle.
+      damping_setting: the ``damping`` argument the state last saw.
     """
 
     damping: jax.Array
     reduction_ratio: jax.Array
     min_curvature: jax.Array
+    damping_setting: jax.Array
 
 
 # ----------------------------------------------------------------------------------
@@ -147,6 +160,20 @@ def _static_int(value, name: str) -> int:
             f"{name} sets array shapes and must be a Python int; under optax.inject_hyperparams pass "
             f"static_args=({name!r},)"
         ) from None
+
+
+def _damping_for_step(damping, state) -> tuple[jax.Array, jax.Array]:
+    """``(λ, setting)`` for this step: the state's ``λ``, unless the ``damping``
+    argument differs from the one the state last saw — then that new value.
+
+    ``damping`` only starts ``λ``; the state carries it from step to step. Under
+    ``optax.inject_hyperparams`` the factory is called again on every update
+    with the injected values, so setting the injected ``damping`` (say with
+    :func:`jdl.optim.set_injected_hyperparam`) resets ``λ`` to it, and the
+    adaptive rule continues from there.
+    """
+    setting = jnp.asarray(damping, state.damping_setting.dtype)
+    return jnp.where(setting != state.damping_setting, setting, state.damping), setting
 
 
 def _adapt_damping(damping, ratio, informative, *, min_damping, max_damping):
@@ -320,7 +347,7 @@ def damped_newton(
         dtype = _flat_dtype(params)
         return DampedNewtonState(
             damping=jnp.asarray(damping, dtype), shift=jnp.asarray(damping, dtype),
-            reduction_ratio=jnp.asarray(1.0, dtype),
+            reduction_ratio=jnp.asarray(1.0, dtype), damping_setting=jnp.asarray(damping, dtype),
         )
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, **extra_args):
@@ -328,7 +355,8 @@ def damped_newton(
         _require_value_fn(value_fn, params, "damped_newton")
         x, f, unravel, g, value = _prepare(value_fn, updates, params, value)
         hessian = _dense_hessian(f, x, "damped_newton")
-        chol, tau, ok = _shifted_cholesky(hessian, state.damping.astype(x.dtype), floor=min_damping,
+        lam, setting = _damping_for_step(damping, state)
+        chol, tau, ok = _shifted_cholesky(hessian, lam.astype(x.dtype), floor=min_damping,
                                           max_attempts=max_shift_attempts)
         # No shift tried made H + τI positive definite: no step (a failed
         # factorisation would give NaN), and λ grows from the last τ tried.
@@ -341,11 +369,12 @@ def damped_newton(
         if adaptive:
             new_damping = jnp.where(ok, new_damping, jnp.minimum(2 * tau, max_damping))
         else:
-            new_damping = state.damping
+            new_damping = lam
         ratio = jnp.where(ok, ratio, jnp.nan)
         return unravel(step), DampedNewtonState(damping=new_damping.astype(state.damping.dtype),
                                                 shift=jnp.where(ok, tau, state.shift).astype(state.shift.dtype),
-                                                reduction_ratio=ratio.astype(state.reduction_ratio.dtype))
+                                                reduction_ratio=ratio.astype(state.reduction_ratio.dtype),
+                                                damping_setting=setting)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -400,6 +429,7 @@ def damped_newton_cg(
         return DampedNewtonCGState(
             damping=jnp.asarray(damping, dtype), shift=jnp.asarray(damping, dtype),
             reduction_ratio=jnp.asarray(1.0, dtype), hvp_count=jnp.asarray(0, jnp.int32),
+            damping_setting=jnp.asarray(damping, dtype),
         )
 
     def update_fn(updates, state, params=None, *, value_fn=None, value=None, **extra_args):
@@ -407,6 +437,7 @@ def damped_newton_cg(
         _require_value_fn(value_fn, params, "damped_newton_cg")
         x, f, unravel, g, value = _prepare(value_fn, updates, params, value)
         _, hvp = _krylov.gradient_and_hvp(f, x)
+        lam, setting = _damping_for_step(damping, state)
 
         def solve(tau):
             return _krylov.conjugate_gradient(lambda v: hvp(v) + tau * v, g, max_iters=max_iters, tol=tol)
@@ -425,7 +456,7 @@ def damped_newton_cg(
         start = _krylov.CGResult(x=jnp.zeros_like(g), iterations=jnp.asarray(0, jnp.int32),
                                  curvature=jnp.asarray(0, x.dtype), residual_norm=jnp.linalg.norm(g))
         tau, result, spent, _ = jax.lax.while_loop(
-            cond, body, (state.damping.astype(x.dtype), start, jnp.asarray(0, jnp.int32),
+            cond, body, (lam.astype(x.dtype), start, jnp.asarray(0, jnp.int32),
                          jnp.asarray(0, jnp.int32)))
         step = -learning_rate * result.x
         predicted = -(jnp.vdot(g, step) + 0.5 * jnp.vdot(step, hvp(step)))
@@ -434,10 +465,11 @@ def damped_newton_cg(
             min_damping=min_damping, max_damping=max_damping,
         )
         if not adaptive:
-            new_damping = state.damping
+            new_damping = lam
         return unravel(step), DampedNewtonCGState(
             damping=new_damping.astype(state.damping.dtype), shift=tau.astype(state.shift.dtype),
             reduction_ratio=ratio.astype(state.reduction_ratio.dtype), hvp_count=spent + 1,
+            damping_setting=setting,
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -464,7 +496,8 @@ def _saddle_free_init(damping):
         dtype = _flat_dtype(params)
         return SaddleFreeNewtonState(damping=jnp.asarray(damping, dtype),
                                      reduction_ratio=jnp.asarray(1.0, dtype),
-                                     min_curvature=jnp.asarray(0.0, dtype))
+                                     min_curvature=jnp.asarray(0.0, dtype),
+                                     damping_setting=jnp.asarray(damping, dtype))
 
     return init_fn
 
@@ -517,18 +550,19 @@ def saddle_free_newton(
         x, f, unravel, g, value = _prepare(value_fn, updates, params, value)
         hessian = _dense_hessian(f, x, "saddle_free_newton")
         eigenvalues, eigenvectors = eigh(hessian)
-        lam = state.damping.astype(x.dtype)
+        lam, setting = _damping_for_step(damping, state)
+        lam = lam.astype(x.dtype)
         coords, predicted = _saddle_free_step(eigenvalues, eigenvectors.T @ g, lam, learning_rate)
         step = eigenvectors @ coords
-        return _finish_saddle_free(f, x, value, step, predicted, lam, jnp.min(eigenvalues), state,
-                                   unravel, adaptive=adaptive, reject_increase=reject_increase,
+        return _finish_saddle_free(f, x, value, step, predicted, lam, jnp.min(eigenvalues), setting,
+                                   state, unravel, adaptive=adaptive, reject_increase=reject_increase,
                                    min_damping=min_damping, max_damping=max_damping)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _finish_saddle_free(f, x, value, step, predicted, lam, min_curvature, state, unravel, *, adaptive,
-                        reject_increase, min_damping, max_damping):
+def _finish_saddle_free(f, x, value, step, predicted, lam, min_curvature, setting, state, unravel, *,
+                        adaptive, reject_increase, min_damping, max_damping):
     if adaptive or reject_increase:
         step, new_lam, ratio = _judge_step(
             f, x, value, step, predicted, lam, adaptive=adaptive, reject_increase=reject_increase,
@@ -539,7 +573,8 @@ def _finish_saddle_free(f, x, value, step, predicted, lam, min_curvature, state,
     dtype = state.damping.dtype
     return unravel(step), SaddleFreeNewtonState(damping=new_lam.astype(dtype),
                                                 reduction_ratio=ratio.astype(dtype),
-                                                min_curvature=min_curvature.astype(dtype))
+                                                min_curvature=min_curvature.astype(dtype),
+                                                damping_setting=setting)
 
 
 def saddle_free_newton_lanczos(
@@ -595,14 +630,15 @@ def saddle_free_newton_lanczos(
         ritz_values, ritz_vectors = eigh(krylov.tridiagonal)
         # Q g = ‖g‖ e₁ because the first Lanczos vector is g / ‖g‖.
         coefficients = jnp.linalg.norm(g) * ritz_vectors[0, :]
-        lam = state.damping.astype(x.dtype)
+        lam, setting = _damping_for_step(damping, state)
+        lam = lam.astype(x.dtype)
         coords, predicted = _saddle_free_step(ritz_values, coefficients, lam, learning_rate)
         step = krylov.basis.T @ (ritz_vectors @ coords)
         # Smallest Ritz value among those living in the Krylov space actually built.
         valid = jnp.arange(k) < krylov.rank
         weight = jnp.sum(jnp.where(valid[:, None], ritz_vectors**2, 0), axis=0)
         min_curvature = jnp.min(jnp.where(weight > 0.5, ritz_values, jnp.inf))
-        return _finish_saddle_free(f, x, value, step, predicted, lam, min_curvature, state,
+        return _finish_saddle_free(f, x, value, step, predicted, lam, min_curvature, setting, state,
                                    unravel, adaptive=adaptive, reject_increase=reject_increase,
                                    min_damping=min_damping, max_damping=max_damping)
 

@@ -229,3 +229,35 @@ def test_per_layer_paths_of_an_nnx_model():
     jo.coefficient_tree(lambda path, p: paths.append(path) or 0.0, params)
     assert sorted(paths) == ["head/bias/value", "head/kernel/value", "layers/0/bias/value",
                              "layers/0/kernel/value"]
+
+
+def test_plateau_never_takes_a_nan_as_the_best_value():
+    """A NaN first value used to become the best (``best`` = inf was "not finite",
+    so anything improved on it), and every later epoch then counted as an
+    improvement: the rate was never divided. A NaN now counts against patience."""
+    opt = optax.inject_hyperparams(jo.sgd)(learning_rate=1.0)
+    state = _state(opt.init(jnp.zeros(3)))
+    ctx = FitContext(None, None, None, {}, None, 1, 10)
+    for mode, values in (("min", [float("nan"), 1.0, 1.0, 1.0]), ("max", [float("nan"), 0.5, 0.5, 0.5])):
+        cb = jo.ReduceLROnPlateau(factor=2, patience=2, mode=mode)
+        cb.on_fit_start(ctx, state)
+        s, rates = state, []
+        for value in values:
+            logs = {"val_loss": value}
+            s = cb.on_epoch_end(ctx, s, logs) or s
+            rates.append(logs["learning_rate"])
+        # NaN: wait 1; the first finite value is the best; two more without improvement → ÷2.
+        assert rates == pytest.approx([1.0, 1.0, 1.0, 0.5]) and cb.best == values[1]
+    cb = jo.ReduceLROnPlateau(factor=2, patience=1, relative=True, min_delta=0.1)
+    cb.on_fit_start(ctx, state)
+    s = state
+    for value in (1.0, 0.95, 0.85):  # 0.95 is within 10 % of 1.0; 0.85 is not
+        s = cb.on_epoch_end(ctx, s, {"val_loss": value}) or s
+    assert cb.best == 0.85 and cb.reductions == 1
+
+
+def test_plateau_refuses_a_learning_rate_array():
+    opt = optax.inject_hyperparams(jo.sgd)(learning_rate=jnp.array([0.1, 0.2]))
+    cb = jo.ReduceLROnPlateau()
+    with pytest.raises(ValueError, match="scalar 'learning_rate'"):
+        cb.on_fit_start(FitContext(None, None, None, {}, None, 1, 10), _state(opt.init(jnp.zeros(2))))

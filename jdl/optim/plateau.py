@@ -199,16 +199,26 @@ class ReduceLROnPlateau(Callback):
         self.reductions = 0
 
     def _improved(self, value: float) -> bool:
-        if not math.isfinite(self.best):
-            return True
+        """Whether ``value`` beats the best by more than ``min_delta``. A NaN never
+        does (a diverged epoch counts against patience, and never becomes the best
+        that every later value is compared with)."""
+        if math.isnan(value):
+            return False
+        sign = 1.0 if self.mode == "min" else -1.0
+        if math.isinf(self.best):  # no best yet (or an infinite one): any finite value beats it
+            return sign * value < sign * self.best
         delta = self.min_delta * abs(self.best) if self.relative else self.min_delta
-        if self.mode == "min":
-            return value < self.best - delta
-        return value > self.best + delta
+        return sign * value < sign * self.best - delta
 
     def on_fit_start(self, ctx, state):
         # Fail before the first epoch, with the fix, rather than after it.
         set_injected_hyperparam(state.opt_state, self.hyperparam, lambda old: old)
+        if self.hyperparam not in injected_hyperparams(state.opt_state):
+            raise ValueError(
+                f"ReduceLROnPlateau divides one scalar {self.hyperparam!r}, but the injected value is "
+                "an array (one rate per ensemble member or per parameter?); control it per member "
+                "with set_injected_hyperparam, or inject a scalar"
+            )
         return None
 
     def on_epoch_end(self, ctx, state, logs):

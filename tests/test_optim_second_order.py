@@ -319,3 +319,30 @@ def test_setting_an_injected_damping_resets_lambda(name, adaptive):
             np.testing.assert_allclose(state.inner_state.damping, fresh_state.damping, rtol=1e-12)
             x = x_new
         assert (float(state.inner_state.damping) == 30.0) != adaptive
+
+
+def test_newton_on_a_singular_hessian_takes_the_minimum_norm_step():
+    """An exactly singular ``H`` made the LU solve NaN, written into every
+    parameter; now the step is ``−H⁺ g`` (numpy's pseudo-inverse)."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        basis, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+        hessian = basis @ np.diag([0.0, 0.0, 1.0, 2.0, 5.0]) @ basis.T
+        b = rng.standard_normal(5)
+        for name, g_offset in (("consistent", np.zeros(5)), ("inconsistent", basis[:, 0])):
+            f = lambda w, c=g_offset: 0.5 * w @ hessian @ w - b @ w + c @ w  # noqa: E731
+            w = jnp.asarray(rng.standard_normal(5))
+            g = jax.grad(f)(w)
+            updates, _ = jo.newton().update(g, jo.newton().init(w), w, value_fn=f)
+            np.testing.assert_allclose(updates, -np.linalg.pinv(hessian, rcond=1e-10) @ np.asarray(g),
+                                       rtol=1e-9, atol=1e-12, err_msg=name)
+        # float32, and a regular H still takes the LU step exactly.
+        f = lambda w: jnp.sum(w[:1] ** 2) + 0.0 * w[1]  # noqa: E731
+        w = jnp.ones(2, jnp.float32)
+        updates, _ = jax.jit(lambda w: jo.newton().update(jax.grad(f)(w), None, w, value_fn=f))(w)
+        np.testing.assert_allclose(updates, [-1.0, 0.0], atol=1e-6)
+        a, b = _random_quadratic(4, eigenvalues=[1.0, 2.0, 3.0, 4.0])
+        q = lambda x: 0.5 * x @ a @ x - b @ x  # noqa: E731
+        x = jnp.ones(4)
+        updates, _ = jo.newton().update(jax.grad(q)(x), None, x, value_fn=q)
+        np.testing.assert_allclose(x + updates, np.linalg.solve(a, b), rtol=1e-12)

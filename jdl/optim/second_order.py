@@ -234,8 +234,10 @@ def newton(learning_rate: float = 1.0) -> optax.GradientTransformationExtraArgs:
 
     One step (``η = 1``) lands exactly on the minimum of a convex quadratic.
     On a non-convex loss it heads for the nearest critical point, saddles
-    included, and fails where ``H`` is singular — use :func:`damped_newton` or
-    :func:`saddle_free_newton` there.
+    included. Where ``H`` is singular to working precision the step is the
+    minimum-norm least-squares one, ``−η H⁺ g`` (flat directions are left
+    alone); near-singular ``H`` still gives very long steps — use
+    :func:`damped_newton` or :func:`saddle_free_newton` there.
 
     Args:
       learning_rate: ``η``, the fraction of the Newton step taken (1 = full).
@@ -263,10 +265,32 @@ def newton(learning_rate: float = 1.0) -> optax.GradientTransformationExtraArgs:
         x, f, unravel = _krylov.flat_objective(value_fn, params)
         g = ravel_pytree(updates)[0].astype(x.dtype)
         hessian = _dense_hessian(f, x, "newton")
-        step = -learning_rate * jnp.linalg.solve(hessian, g)
-        return unravel(step), state
+        return unravel(-learning_rate * _newton_direction(hessian, g)), state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _newton_direction(hessian: jax.Array, g: jax.Array) -> jax.Array:
+    """``H⁻¹ g`` by LU; where that fails — a non-finite result, or one that
+    leaves a residual ``‖Hd − g‖ > √ε (‖H‖ ‖d‖ + ‖g‖)`` — ``H`` is singular to
+    working precision and the direction is the minimum-norm least-squares one,
+    ``H⁺ g``, with eigenvalues ``|λ| ≤ n ε max|λ|`` taken as zero (the rank
+    rule of ``numpy.linalg.pinv``). An exactly singular ``H`` gave NaN before,
+    which the update wrote into every parameter."""
+    d = jnp.linalg.solve(hessian, g)
+    eps = jnp.finfo(g.dtype).eps
+    residual = jnp.linalg.norm(hessian @ d - g)
+    bound = jnp.sqrt(eps) * (jnp.linalg.norm(hessian) * jnp.linalg.norm(d) + jnp.linalg.norm(g))
+    solved = jnp.all(jnp.isfinite(d)) & (residual <= bound)
+
+    def pseudo_inverse(hessian, g):
+        values, vectors = eigh(hessian)
+        cutoff = hessian.shape[0] * eps * jnp.max(jnp.abs(values))
+        kept = jnp.abs(values) > cutoff
+        inverse = jnp.where(kept, 1 / jnp.where(kept, values, 1), 0)
+        return vectors @ (inverse * (vectors.T @ g))
+
+    return jax.lax.cond(solved, lambda hessian, g: d, pseudo_inverse, hessian, g)
 
 
 # ----------------------------------------------------------------------------------

@@ -211,6 +211,18 @@ def test_evaluate_is_the_exact_mean_over_all_examples(data):
     np.testing.assert_allclose(chunked["accuracy"], full["accuracy"], rtol=1e-6)
 
 
+def test_fit_train_metrics_weigh_the_partial_minibatch_by_its_size(data):
+    """With a learning rate of 0 the epoch's train_loss is the full-set mean; the
+    final one-example minibatch used to weigh as much as a full one of 64."""
+    ds, train = data
+    model = get_model("mlp", ds.input_shape, 10, hidden=(8,))
+    subset = {k: v[:129] for k, v in train.items()}  # two minibatches of 64, then one of 1
+    result = fit(model, cross_entropy, optax.sgd(0.0), subset, epochs=1, batch_size=64, progress=False)
+    exact = make_evaluate(model, cross_entropy)(result.state, subset)
+    np.testing.assert_allclose(result.history[0]["train_loss"], exact["loss"], rtol=1e-6)
+    np.testing.assert_allclose(result.history[0]["train_accuracy"], exact["accuracy"], rtol=1e-6)
+
+
 def test_any_optax_transformation_drops_in(data):
     ds, train = data
     model = get_model("mlp", ds.input_shape, 10, hidden=(16,))

@@ -69,9 +69,22 @@ def _write_history(out_dir: str, history: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def _mean_metrics(chunks: list[dict]) -> dict:
-    stacked = {k: np.concatenate([np.atleast_1d(np.asarray(c[k])) for c in chunks]) for k in chunks[0]}
-    return {k: float(v.mean()) for k, v in stacked.items()}
+def _mean_metrics(chunks: list[dict], examples: list[int]) -> dict:
+    """The epoch's training metrics from each call's per-step metrics.
+
+    Loss and metrics are means over the examples of a minibatch, so the
+    epoch's figure weighs each step by its minibatch size (``examples``, one
+    per call): the final partial minibatch counts for what it holds, and an
+    epoch under a fixed model gives exactly the full-set mean. ``grad_norm``,
+    one norm per step, is the mean over steps.
+    """
+    out = {}
+    for k in chunks[0]:
+        values = [np.atleast_1d(np.asarray(c[k], np.float64)) for c in chunks]
+        weights = np.concatenate([np.full(v.shape[0], size if k != "grad_norm" else 1, np.float64)
+                                  for v, size in zip(values, examples)])
+        out[k] = float(np.average(np.concatenate(values), weights=weights))
+    return out
 
 
 def fit(
@@ -233,13 +246,14 @@ def fit(
             ctx.epoch = epoch
             t0 = time.perf_counter()
             full, rest = epoch_indices(data_key, epoch, n, batch_size)
-            chunks = []
+            chunks, examples = [], []
             s = 0
             while s < steps_per_epoch:
                 size = _call_size(callbacks, ctx.step, min(chunk, steps_per_epoch - s))
                 state, metrics = fused(state, train_dev, full[s : s + size])
                 s += size
                 chunks.append(metrics)
+                examples.append(batch_size)
                 ctx.step = int(state.step)
                 for cb in callbacks:
                     state = cb.on_steps_end(ctx, state, metrics) or state
@@ -248,6 +262,7 @@ def fit(
             if rest is not None and not drop_last:
                 state, metrics = single(state, {k: v[rest] for k, v in train_dev.items()})
                 chunks.append(metrics)
+                examples.append(len(rest))
                 ctx.step = int(state.step)
                 stacked = jax.tree.map(lambda a: jnp.asarray(a)[None], metrics)
                 for cb in callbacks:
@@ -255,7 +270,7 @@ def fit(
                 bar.update(1)
             ctx.step = int(state.step)
             logs: dict[str, Any] = {"epoch": epoch, "step": ctx.step}
-            logs.update({f"train_{k}": v for k, v in _mean_metrics(chunks).items()})
+            logs.update({f"train_{k}": v for k, v in _mean_metrics(chunks, examples).items()})
             if val_dev is not None:
                 logs.update({f"val_{k}": v for k, v in evaluate(state, val_dev).items()})
             for cb in callbacks:

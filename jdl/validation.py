@@ -31,6 +31,35 @@ def check_batch_entries(batch) -> None:
         )
 
 
+_WIDE = (np.dtype(np.float64), np.dtype(np.complex128))
+
+
+def check_no_silent_downcast(batch, *, where: str = "batch") -> None:
+    """Refuse float64 (complex128) entries while JAX runs in 32-bit mode.
+
+    With ``jax_enable_x64`` off, JAX turns a float64 NumPy array into float32
+    without a word — before a jitted function sees it, so a check at trace
+    time cannot tell. This one runs before the call (a dtype test per entry,
+    about a microsecond), so float64 data is refused at every entry point
+    (``create_train_state``, ``fit``, the train and eval steps) rather than
+    accepted by some and rounded.
+    """
+    import jax
+
+    if jax.config.jax_enable_x64:
+        return
+    for name, a in batch.items():
+        dtype = getattr(a, "dtype", None)
+        if dtype is not None and np.dtype(dtype) in _WIDE:
+            narrow = "float32" if np.dtype(dtype).kind == "f" else "complex64"
+            raise ValueError(
+                f"{where} entry {name!r} is {np.dtype(dtype)} but JAX runs in 32-bit mode "
+                f"(jax_enable_x64 is off) and would silently round it to {narrow}; cast it, e.g. "
+                f"{name}.astype(np.{narrow}), or enable 64-bit with "
+                "jax.config.update('jax_enable_x64', True) before creating the model"
+            )
+
+
 def _raw_dtype(a) -> np.dtype:
     """The dtype as given (a NumPy float64 array stays float64, before JAX canonicalises it)."""
     return np.dtype(a.dtype) if hasattr(a, "dtype") else np.dtype(jnp.result_type(a))
@@ -58,6 +87,7 @@ def check_batch(batch_spec, batch, *, where: str = "batch", leading_axes: int = 
       leading_axes: axes before the per-example shape (1 for a batch).
     """
     check_batch_entries(batch)
+    check_no_silent_downcast(batch, where=where)
     for name, spec in batch_spec:
         if name not in batch:
             raise ValueError(f"{where} has no entry {name!r}; the model was initialised with one")

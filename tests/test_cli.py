@@ -13,7 +13,7 @@ from jdl.data import digits
 from jdl.models import MLP, get_model
 from jdl.nn import cross_entropy
 from jdl.optim import get_optimizer
-from jdl.training import create_train_state, fit, from_nnx, make_train_step
+from jdl.training import create_train_state, fit, from_nnx, make_eval_step, make_evaluate, make_train_step
 
 
 def _files(path):
@@ -149,9 +149,21 @@ def test_fit_argument_checks(ds, tmp_path):
         fit(model, cross_entropy, opt, ds, epochs=1, batch_size=10**6)
     with pytest.raises(ValueError, match="resume=True needs out_dir"):
         fit(model, cross_entropy, opt, ds, epochs=1, batch_size=32, resume=True)
-    val = {"x": np.zeros((4, 64), np.float64), "y": np.zeros(4, np.int32)}
-    with pytest.raises(ValueError, match="validation data entry 'x' has dtype float64"):
-        fit(model, cross_entropy, opt, ds, val_data=val, epochs=1, batch_size=32)
+    # float64 NumPy data with x64 off: refused wherever it enters (JAX would round it
+    # silently; the training set used to be accepted and the validation set refused).
+    wide = {"x": np.asarray(ds.train["x"], np.float64), "y": ds.train["y"]}
+    with pytest.raises(ValueError, match="validation data entry 'x' is float64 .*astype"):
+        fit(model, cross_entropy, opt, ds, val_data={k: v[:4] for k, v in wide.items()}, epochs=1, batch_size=32)
+    with pytest.raises(ValueError, match="training data entry 'x' is float64 .*astype"):
+        fit(model, cross_entropy, opt, wide, epochs=1, batch_size=32)
+    with pytest.raises(ValueError, match="'x' is float64 but JAX runs in 32-bit mode"):
+        create_train_state(model, opt, key=0, batch=wide)
+    state = create_train_state(model, opt, key=0, batch=ds.train)
+    batch = {k: v[:8] for k, v in wide.items()}
+    for step in (make_train_step(model, cross_entropy, opt), make_eval_step(model, cross_entropy),
+                 make_evaluate(model, cross_entropy)):
+        with pytest.raises(ValueError, match="'x' is float64 but JAX runs in 32-bit mode"):
+            step(state, batch)
 
 
 def test_optimizer_lookup(ds):

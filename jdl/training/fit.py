@@ -34,6 +34,7 @@ from jdl.training.step import LoopKind, make_evaluate, make_fused_train_step, ma
 from jdl.validation import (
     check_batch,
     check_batch_entries,
+    check_no_silent_downcast,
     check_positive_int,
     check_writable_dir,
 )
@@ -159,8 +160,10 @@ def fit(
     else:
         train, val = data, val_data
     check_batch_entries(train)
+    check_no_silent_downcast(train, where="training data")
     if val is not None:
         check_batch_entries(val)
+        check_no_silent_downcast(val, where="validation data")
     n = int(np.shape(train["y"])[0])
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} training examples; use at most {n}")

@@ -80,9 +80,10 @@ def create_train_state(
       batch: a sample batch ``{"x": inputs, "y": targets}``; its shapes and
         dtypes become the state's ``batch_spec``.
     """
-    from jdl.validation import check_batch_entries
+    from jdl.validation import check_batch_entries, check_no_silent_downcast
 
     check_batch_entries(batch)
+    check_no_silent_downcast(batch, where="the sample batch")
     init_key, run_key = jax.random.split(jax.random.wrap_key_data(_raw_key(key)))
     variables = model.init(jax.random.key_data(init_key), jnp.asarray(batch["x"]))
     _check_model_accepts(model, variables, batch)

@@ -11,6 +11,7 @@ hyperparameter sweeps), and it runs unchanged on batches sharded over devices.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -21,7 +22,7 @@ import optax
 
 from jdl.training.model import Model, Variables
 from jdl.training.state import TrainState, step_keys
-from jdl.validation import check_batch
+from jdl.validation import check_batch, check_no_silent_downcast
 
 PyTree = Any
 Batch = dict
@@ -106,6 +107,24 @@ def _checked(fn, *, leading_axes=1):
     return checked
 
 
+def _jit_checked(fn, **jit_kwargs):
+    """``jax.jit(fn)`` behind the one check a trace cannot make: JAX rounds
+    float64 NumPy input to float32 (x64 off) before the traced function sees
+    it (:func:`~jdl.validation.check_no_silent_downcast`). The jitted
+    function's ``lower``, ``trace``, ``eval_shape`` and cache stay reachable."""
+    jitted = jax.jit(fn, **jit_kwargs)
+
+    @functools.wraps(fn)
+    def step(state, batch, *args):
+        check_no_silent_downcast(batch)
+        return jitted(state, batch, *args)
+
+    step.jitted = jitted
+    step.lower, step.trace, step.eval_shape = jitted.lower, jitted.trace, jitted.eval_shape
+    step._cache_size = jitted._cache_size
+    return step
+
+
 def make_train_step(
     model: Model,
     loss_fn: LossFn,
@@ -138,7 +157,7 @@ def make_train_step(
       ``accuracy`` for classification, and ``grad_norm`` if asked for.
     """
     step = _checked(_train_step_fn(model, loss_fn, optimizer, metrics_fn, grad_norm))
-    return jax.jit(step, donate_argnums=()) if jit else step
+    return _jit_checked(step) if jit else step
 
 
 def make_eval_step(
@@ -157,7 +176,7 @@ def make_eval_step(
         return {"loss": value, **metrics_fn(outputs, batch["y"])}
 
     step = _checked(eval_step)
-    return jax.jit(step) if jit else step
+    return _jit_checked(step) if jit else step
 
 
 # ----------------------------------------------------------------------------------

@@ -211,6 +211,10 @@ class LoadedRun(NamedTuple):
 def load_run(run_dir: str | os.PathLike, *, epoch: int | None = None) -> LoadedRun:
     """Rebuild the model and dataset of a run and restore its checkpoint.
 
+    The state is the one ``fit`` returned for that epoch: where a callback
+    replaced it at the end (``EarlyStopping(restore_best=True)``), that one,
+    not the last training state, which resuming continues from.
+
     Args:
       run_dir: a directory written by ``jdl train`` (or :func:`train_run`).
       epoch: which checkpoint (default: the latest).
@@ -228,6 +232,8 @@ def load_run(run_dir: str | os.PathLike, *, epoch: int | None = None) -> LoadedR
         if ckpt.latest_epoch() is None:
             raise FileNotFoundError(f"{run_dir} holds no checkpoint yet; train it first")
         state, meta = ckpt.restore(template, epoch)
+        if "final" in meta.get("extra_states", []):  # what fit returned (e.g. the best epoch's state)
+            state = ckpt.restore_extra(template, "final", epoch)
     finally:
         ckpt.close()
     return LoadedRun(

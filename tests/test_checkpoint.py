@@ -45,6 +45,43 @@ def test_interrupted_run_resumes_bit_identical(ds, tmp_path):
     assert len(lines) == 4
 
 
+def test_early_stopping_resumes_exactly_and_stays_stopped(ds, tmp_path):
+    """EarlyStopping's best state used to be lost on resume (the resumed run
+    returned the last state, not the best), a run that had stopped trained on
+    when resumed, the checkpoint held a state fit did not return, and a reused
+    instance carried its counters into the next fit."""
+    from jdl.training import EarlyStopping
+
+    opt = optax.sgd(0.5)
+
+    def stopper(patience):  # min_delta so large that epoch 0 stays the best
+        return EarlyStopping("val_loss", min_delta=10.0, patience=patience)
+
+    # Never stops within 5 epochs; interrupted after 2 and resumed: same best state.
+    straight = fit(_model(ds), cross_entropy, opt, ds, epochs=5, callbacks=[stopper(100)], **RUN)
+    steps_per_epoch = int(straight.history[0]["step"])
+    assert int(straight.state.step) == steps_per_epoch  # the state of epoch 0
+    fit(_model(ds), cross_entropy, opt, ds, epochs=2, callbacks=[stopper(100)], out_dir=tmp_path / "a", **RUN)
+    resumed = fit(_model(ds), cross_entropy, opt, ds, epochs=5, callbacks=[stopper(100)],
+                  out_dir=tmp_path / "a", resume=True, **RUN)
+    assert _equal(resumed.state, straight.state)
+    # The final checkpoint keeps the training state (to extend the run) and the returned one.
+    with Checkpointer(tmp_path / "a" / "checkpoints") as ckpt:
+        last, meta = ckpt.restore(resumed.state)
+        assert int(last.step) == 5 * steps_per_epoch and meta["stopped"] is False
+        assert _equal(ckpt.restore_extra(resumed.state, "final"), straight.state)
+    # Stops after epoch 2; resuming the finished run trains nothing and returns the same.
+    first = fit(_model(ds), cross_entropy, opt, ds, epochs=10, callbacks=[stopper(2)], out_dir=tmp_path / "b", **RUN)
+    again = fit(_model(ds), cross_entropy, opt, ds, epochs=10, callbacks=[stopper(2)], out_dir=tmp_path / "b",
+                resume=True, **RUN)
+    assert len(first.history) == len(again.history) == 3
+    assert _equal(again.state, first.state) and _equal(first.state, straight.state)
+    # One instance, two fits: the second starts afresh.
+    shared = stopper(2)
+    runs = [fit(_model(ds), cross_entropy, opt, ds, epochs=10, callbacks=[shared], **RUN) for _ in range(2)]
+    assert [len(r.history) for r in runs] == [3, 3]
+
+
 def test_same_seed_same_result_other_seed_differs(ds):
     opt = optax.sgd(0.1)
     a = fit(_model(ds), cross_entropy, opt, ds, epochs=1, batch_size=100, seed=0)

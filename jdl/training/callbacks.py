@@ -3,8 +3,12 @@
 A callback sees the run through a :class:`FitContext` and may return a new
 train state (e.g. with a changed learning rate in ``opt_state``), add entries
 to the epoch's log, or ask the run to stop. Callbacks with state of their own
-implement ``get_state()``/``set_state()`` (JSON-serialisable), so that state
-is checkpointed and an interrupted run resumes exactly.
+implement ``get_state()``/``set_state()`` (JSON-serialisable), and those that
+keep train states (a best epoch's parameters) ``get_train_states()``/
+``set_train_states()``, so that all of it is checkpointed and an interrupted
+run resumes exactly. ``fit`` calls the setters, when it resumes, before
+``on_fit_start``; a callback that is not resumed starts afresh there, so one
+instance can serve several fits.
 """
 
 from __future__ import annotations
@@ -82,12 +86,24 @@ class Callback:
     def set_state(self, state: dict) -> None:
         del state
 
+    def get_train_states(self) -> dict[str, TrainState]:
+        """Train states this callback holds that a resumed run needs, by name
+        (identifiers); checkpointed alongside the run's state."""
+        return {}
+
+    def set_train_states(self, states: dict[str, TrainState]) -> None:
+        del states
+
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs (seed 003).
 
-    Records ``best_epoch`` and ``best_<monitor>``; with ``restore_best`` the
-    run ends with the parameters of the best epoch.
+    Records ``best_epoch`` in each epoch's log; with ``restore_best`` the run
+    ends with the state of the best epoch. ``fit`` checkpoints the counters,
+    the best state and the decision to stop, so a resumed run ends as the
+    uninterrupted one does (a run that stopped stays stopped), and the final
+    checkpoint holds the state ``fit`` returned. Each fit that does not
+    resume starts afresh.
     """
 
     def __init__(
@@ -103,15 +119,27 @@ class EarlyStopping(Callback):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
         self.mode, self.restore_best = mode, restore_best
-        self.best = math.inf if mode == "min" else -math.inf
+        self._reset()
+        self._resumed = False
+
+    def _reset(self) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = -1
         self.wait = 0
         self._best_state: TrainState | None = None
 
     def _improved(self, value: float) -> bool:
+        if math.isnan(value):  # a diverged epoch is never the best
+            return False
         if self.mode == "min":
             return value < self.best - self.min_delta
         return value > self.best + self.min_delta
+
+    def on_fit_start(self, ctx, state):
+        if not self._resumed:  # a new run: nothing carries over from an earlier fit
+            self._reset()
+        self._resumed = False
+        return None
 
     def on_epoch_end(self, ctx, state, logs):
         if self.monitor not in logs:
@@ -140,3 +168,13 @@ class EarlyStopping(Callback):
 
     def set_state(self, state: dict) -> None:
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
+        self._best_state = None
+        self._resumed = True
+
+    def get_train_states(self) -> dict[str, TrainState]:
+        if self.restore_best and self._best_state is not None:
+            return {"best": self._best_state}
+        return {}
+
+    def set_train_states(self, states: dict[str, TrainState]) -> None:
+        self._best_state = states.get("best")

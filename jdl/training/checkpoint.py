@@ -64,12 +64,24 @@ class Checkpointer:
     def all_epochs(self) -> list[int]:
         return list(self._manager.all_steps())
 
-    def save(self, epoch: int, state: TrainState, meta: dict) -> None:
-        """Write the checkpoint for ``epoch`` (after that epoch has finished)."""
-        meta = dict(meta, tree_spec=tree_spec(state), epoch=epoch)
+    def save(self, epoch: int, state: TrainState, meta: dict,
+             extra_states: dict[str, TrainState] | None = None) -> None:
+        """Write the checkpoint for ``epoch`` (after that epoch has finished).
+
+        ``extra_states``: further states of the same structure as ``state``,
+        by name (a callback's best state, the state ``fit`` returned), each
+        restored with :meth:`restore_extra`; their names go into the metadata
+        as ``extra_states``.
+        """
+        extra_states = dict(extra_states or {})
+        bad = [name for name in extra_states if not name.isidentifier() or name in ("state", "meta")]
+        if bad:
+            raise ValueError(f"extra state names must be identifiers other than 'state' and 'meta', got {bad}")
+        meta = dict(meta, tree_spec=tree_spec(state), epoch=epoch, extra_states=sorted(extra_states))
+        items = {f"extra_{name}": ocp.args.StandardSave(s) for name, s in extra_states.items()}
         self._manager.save(
             epoch,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta), **items),
             force=True,
         )
         self._manager.wait_until_finished()
@@ -109,18 +121,30 @@ class Checkpointer:
                 f"{difference}. Resume with the settings the run was started with "
                 f"(saved config: {meta.get('config', 'unknown')}), or use another output directory"
             )
+        return self._restore_item(template, epoch, "state"), meta
+
+    def restore_extra(self, template: TrainState, name: str, epoch: int | None = None) -> TrainState:
+        """Restore the extra state ``name`` saved with ``epoch`` (see :meth:`save`)
+        into the structure of ``template``, which :meth:`restore` has checked."""
+        epoch = self.latest_epoch() if epoch is None else epoch
+        saved = self.read_meta(epoch).get("extra_states", [])
+        if name not in saved:
+            raise KeyError(f"the checkpoint for epoch {epoch} has no extra state {name!r} (it has {saved})")
+        return self._restore_item(template, epoch, f"extra_{name}")
+
+    def _restore_item(self, template: TrainState, epoch: int, item: str) -> TrainState:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
         try:
             restored = self._manager.restore(
-                epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-            ).state
+                epoch, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})
+            )[item]
         except Exception as e:
             raise ValueError(
                 f"the checkpoint {os.path.join(self.directory, str(epoch))} could not be read "
                 f"({type(e).__name__}: {e}); it is corrupt. Delete it to resume from an earlier "
                 "one, or start a new run in another directory"
             ) from None
-        return restored, meta
+        return restored
 
     def close(self) -> None:
         self._manager.close()

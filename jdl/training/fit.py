@@ -194,12 +194,18 @@ def fit(
 
     history: list[dict] = []
     start_epoch = 0
+    stopped = False
     if resume and checkpointer is not None and checkpointer.latest_epoch() is not None:
         state, meta = checkpointer.restore(state)
         history = list(meta.get("history", []))
         start_epoch = int(meta["epoch"]) + 1
-        for cb, cb_state in zip(callbacks, meta.get("callbacks", [])):
+        stopped = bool(meta.get("stopped", False))  # a run that stopped early stays stopped
+        saved = meta.get("extra_states", [])
+        for i, (cb, cb_state) in enumerate(zip(callbacks, meta.get("callbacks", []))):
             cb.set_state(cb_state)
+            prefix = f"callback{i}_"
+            cb.set_train_states({name[len(prefix):]: checkpointer.restore_extra(state, name)
+                                 for name in saved if name.startswith(prefix)})
 
     data_sharding = shd.replicated(mesh) if mesh is not None else None
     if mesh is not None:
@@ -244,8 +250,9 @@ def fit(
     remaining_steps = (epochs - start_epoch) * (steps_per_epoch + (0 if drop_last or n % batch_size == 0 else 1))
     show = _is_terminal() if progress is None else bool(progress)
     bar = tqdm(total=max(remaining_steps, 0), disable=not show, unit="step", dynamic_ncols=True, leave=False)
+    finished = False  # on_fit_end has run (it runs before the final checkpoint)
     try:
-        for epoch in range(start_epoch, epochs):
+        for epoch in range(start_epoch, epochs if not stopped else start_epoch):
             ctx.epoch = epoch
             t0 = time.perf_counter()
             full, rest = epoch_indices(data_key, epoch, n, batch_size)
@@ -282,9 +289,18 @@ def fit(
             history.append(logs)
             bar.set_postfix(_postfix(epoch, logs), refresh=True)
             last = epoch == epochs - 1 or ctx.stop_training
+            final = state
+            if last:  # before the final checkpoint, which then holds what fit returns
+                for cb in callbacks:
+                    final = cb.on_fit_end(ctx, final) or final
+                finished = True
             if checkpointer is not None:
                 _write_history(out_dir, history)
                 if (epoch + 1) % checkpoint_every == 0 or last:
+                    extra = {f"callback{i}_{name}": st for i, cb in enumerate(callbacks)
+                             for name, st in cb.get_train_states().items()}
+                    if final is not state:
+                        extra["final"] = final
                     checkpointer.save(
                         epoch,
                         state,
@@ -293,12 +309,16 @@ def fit(
                             "config": config or {},
                             "callbacks": [cb.get_state() for cb in callbacks],
                             "model": model.name,
+                            "stopped": bool(ctx.stop_training),
                         },
+                        extra,
                     )
+            state = final
             if ctx.stop_training:
                 break
-        for cb in callbacks:
-            state = cb.on_fit_end(ctx, state) or state
+        if not finished:  # no epoch was left to run (a finished run resumed)
+            for cb in callbacks:
+                state = cb.on_fit_end(ctx, state) or state
     finally:
         bar.close()
         if checkpointer is not None:

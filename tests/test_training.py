@@ -364,3 +364,17 @@ def test_gradient_norm_is_reported_on_request(data):
     np.testing.assert_allclose(float(with_norm["grad_norm"]), expected, rtol=1e-5)
     history = fit(model, cross_entropy, optax.sgd(0.1), ds, epochs=1, batch_size=128, grad_norm=True).history
     assert history[0]["train_grad_norm"] > 0
+
+
+def test_fit_checks_every_label_not_only_the_first_batch(data):
+    """Sorted by label, the first minibatch held only 0s: a 5-output model then
+    trained on labels 0 … 9 to a NaN loss without a word."""
+    ds, _ = data
+    order = np.argsort(ds.train["y"], kind="stable")
+    train = {k: np.asarray(v)[order] for k, v in ds.train.items()}
+    model = get_model("mlp", ds.input_shape, 5, hidden=(8,))
+    with pytest.raises(ValueError, match=r"the training data has labels in \[0, 9\] but the model has 5 outputs"):
+        fit(model, cross_entropy, optax.sgd(0.1), train, epochs=1, batch_size=64, progress=False)
+    low = {k: v[train["y"] < 5] for k, v in train.items()}
+    with pytest.raises(ValueError, match=r"the validation data has labels in \[0, 9\]"):
+        fit(model, cross_entropy, optax.sgd(0.1), low, val_data=train, epochs=1, batch_size=64, progress=False)

@@ -29,7 +29,7 @@ from jdl.training import sharding as shd
 from jdl.training.callbacks import Callback, FitContext
 from jdl.training.checkpoint import Checkpointer
 from jdl.training.model import Model
-from jdl.training.state import TrainState, create_train_state, step_keys
+from jdl.training.state import TrainState, check_labels, create_train_state, step_keys
 from jdl.training.step import LoopKind, make_evaluate, make_fused_train_step, make_train_step
 from jdl.validation import (
     check_batch,
@@ -191,6 +191,9 @@ def fit(
         check_batch(state.batch_spec, sample, where="training data")
     if val is not None:
         check_batch(state.batch_spec, val, where="validation data")
+    check_labels(model, state, train, where="the training data")  # all of them, not the sample's
+    if val is not None:
+        check_labels(model, state, val, where="the validation data")
 
     history: list[dict] = []
     start_epoch = 0

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from jdl.training.model import Model
+from jdl.training.model import Model, Variables
 
 PyTree = Any
 
@@ -112,14 +112,32 @@ def _check_model_accepts(model: Model, variables, batch: dict) -> None:
             f"{x.dtype}: {first_line}. Check that the data's feature shape matches the model's "
             "input size (e.g. in_features) and rebuild the model for this data"
         ) from None
-    y = np.asarray(batch["y"])
-    if np.issubdtype(y.dtype, np.integer) and out.ndim == y.ndim + 1 and y.size:
-        num_classes = out.shape[-1]
-        if y.min() < 0 or y.max() >= num_classes:
+    _check_label_range(batch["y"], out, "the sample batch")
+
+
+def _check_label_range(labels, outputs, where: str) -> None:
+    """Integer class labels must index the model's outputs (``0 ≤ y < k``): out
+    of range, the loss is NaN (or, for −1, silently the last class)."""
+    y = np.asarray(labels)
+    if np.issubdtype(y.dtype, np.integer) and len(outputs.shape) == y.ndim + 1 and y.size:
+        num_classes = outputs.shape[-1]
+        low, high = y.min(), y.max()
+        if low < 0 or high >= num_classes:
             raise ValueError(
-                f"labels range over [{y.min()}, {y.max()}] but the model has {num_classes} outputs; "
-                "build the model with as many outputs as classes"
+                f"{where} has labels in [{low}, {high}] but the model has {num_classes} outputs "
+                f"(classes 0 to {num_classes - 1}); build the model with as many outputs as classes, "
+                "or map the labels to 0 … k − 1"
             )
+
+
+def check_labels(model: Model, state: TrainState, data: dict, *, where: str = "data") -> None:
+    """Check every integer label of ``data`` against the model's output size
+    (one abstract evaluation of the model, ``jax.eval_shape``, and the labels'
+    minimum and maximum on the host) — not only a sample's."""
+    x = jnp.asarray(data["x"][:1])
+    out, _ = jax.eval_shape(lambda p, ms, a: model.apply(Variables(p, ms), a, train=False, key=None),
+                            state.params, state.model_state, x)
+    _check_label_range(data["y"], out, where)
 
 
 def step_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -60,6 +60,33 @@ def test_lanczos_matches_eigh_on_known_spectrum(spectrum):
             np.testing.assert_allclose(y @ y.T, np.eye(4), atol=1e-10, err_msg=which)
 
 
+@pytest.mark.parametrize("block_size", [1, 2])
+def test_largest_magnitude_waits_for_the_other_end(block_size):
+    """An isolated 9.99 at the top converges in a few steps; −10, inside a
+    cluster in [−10, −9], takes many. ``which="LM"`` stopped on the chosen
+    value alone and returned 9.99 as converged; both extremes must settle."""
+    rng = np.random.default_rng(1)
+    n = 120
+    spectrum = np.concatenate([[9.99], rng.uniform(-10, -9, 60), [-10.0], rng.uniform(-1, 1, n - 62)])
+    with jax.enable_x64(True):
+        a, _ = _known_matrix(spectrum, seed=1)
+        for seed in range(3):
+            shape = (block_size, n) if block_size > 1 else (n,)
+            v0 = jax.random.normal(jax.random.key(seed), shape, jnp.float64)
+            short, full = jax.jit(lambda v, a: [lanczos(steps, k=1, which="LM", block_size=block_size)(_matvec, v, a)
+                                                for steps in (30, n)])(v0, a)
+            assert float(short.eigenvalues[0]) < -9.9 or not bool(short.converged[0])
+            assert float(full.eigenvalues[0]) == pytest.approx(-10.0, rel=1e-10) and bool(full.converged[0])
+
+
+def test_a_traced_tolerance_is_swept_under_vmap():
+    """``if tol == 0`` on a traced tol raised TracerBoolConversionError."""
+    a = jnp.diag(jnp.arange(1.0, 41.0))
+    sweep = jax.jit(jax.vmap(lambda tol: lanczos(40, tol=tol)(lambda v: a @ v, jnp.ones(40)).num_matvecs))
+    counts = [int(c) for c in sweep(jnp.array([1e-1, 1e-3, 0.0]))]
+    assert counts[0] < counts[1] < counts[2] == 40
+
+
 def test_lanczos_on_pytrees_and_invariant_subspaces():
     with jax.enable_x64(True):
         d = {"a": jnp.array([3.0, 1.0, 1.0]), "b": jnp.array([[2.0, 2.0], [5.0, 1.0]])}

@@ -504,6 +504,20 @@ def _select(theta: jax.Array, size: jax.Array, k: int, which: str) -> jax.Array:
     return jnp.concatenate([bottom, top])
 
 
+def _guard_rows(size: jax.Array, which: str) -> jax.Array:
+    """Ritz values that must have converged, besides the wanted ones, before
+    the wanted ones can be trusted: for ``"LM"`` both extremes (rows 0 and
+    ``size − 1``). The extreme Ritz values move outward as the space grows,
+    so while the end not chosen has not converged, the eigenvalue of largest
+    magnitude may still lie beyond it (an isolated 9.99 converges in a few
+    steps, a −10 inside a cluster in [−10, −9] takes many: stopping on the
+    chosen values alone returned 9.99 as converged). The other ``which``
+    check their own end, which the wanted values already hold."""
+    if which != "LM":
+        return jnp.zeros((0,), jnp.int32)
+    return jnp.stack([jnp.zeros((), jnp.int32), jnp.maximum(size - 1, 0).astype(jnp.int32)])
+
+
 # ----------------------------------------------------------------------------------
 # Block Lanczos
 # ----------------------------------------------------------------------------------
@@ -614,7 +628,7 @@ def _block_lanczos_step(mv: Callable, state: _BlockState, restart: jax.Array) ->
     return _BlockState(j + 1, basis, t, b, scale, state.done, state.restarted | restarted)
 
 
-def _block_eigsh(num_steps: int, k: int, which: str, tol, block_size: int):
+def _block_eigsh(num_steps: int, k: int, which: str, tol, block_size: int, fixed_steps: bool):
     p = block_size
 
     def eigsh(matvec: Callable, v0: PyTree, *params) -> LanczosResult:
@@ -654,18 +668,20 @@ def _block_eigsh(num_steps: int, k: int, which: str, tol, block_size: int):
             sel = _select(theta, size, k, which)
             last = jax.lax.dynamic_slice_in_dim(vecs, jnp.maximum(s.step - 1, 0) * p, p)  # (p, mp)
             res = jnp.linalg.norm(s.coupling @ last[:, sel], axis=0)
-            return theta, vecs, sel, res
+            guards = jnp.linalg.norm(s.coupling @ last[:, _guard_rows(size, which)], axis=0)
+            return theta, vecs, sel, res, guards
 
         def cond(s):
             return (s.step < m) & ~s.done
 
         def body(s):
             s = _block_lanczos_step(mv, s, restart)
-            if tol == 0:
+            if fixed_steps:
                 return s
             size = s.step * p
             theta, last = _leading_ritz(s.t, size, p)
-            res = jnp.linalg.norm(s.coupling @ last[:, _select(theta, size, k, which)], axis=0)
+            checked = jnp.concatenate([_select(theta, size, k, which), _guard_rows(size, which)])
+            res = jnp.linalg.norm(s.coupling @ last[:, checked], axis=0)
             scale = jnp.max(jnp.where(jnp.arange((m + 1) * p) < size, jnp.abs(theta), 0))
             # Once a direction was restarted (the block Krylov space lost rank:
             # it became invariant along it), zero residuals no longer show that
@@ -675,16 +691,17 @@ def _block_eigsh(num_steps: int, k: int, which: str, tol, block_size: int):
             return s._replace(done=(size >= k) & jnp.all(res <= eps_tol * scale) & ~s.restarted)
 
         state = jax.lax.while_loop(cond, body, state)
-        theta, vecs, sel, residuals = ritz_residuals(state)
+        theta, vecs, sel, residuals, guards = ritz_residuals(state)
         size = state.step * p
         scale = jnp.max(jnp.where(jnp.arange((m + 1) * p) < size, jnp.abs(theta), 0))
+        settled = jnp.all(guards <= eps_tol * scale)
         ritz_vectors = vecs[:, sel].T @ state.basis
         return LanczosResult(
             eigenvalues=theta[sel],
             eigenvectors=unflatten_rows(unflatten, ritz_vectors),
             residuals=residuals,
             num_matvecs=size,
-            converged=residuals <= eps_tol * scale,
+            converged=(residuals <= eps_tol * scale) & settled,
         )
 
     return eigsh
@@ -708,7 +725,9 @@ def lanczos(
       k: how many eigenpairs to return.
       which: ``"LA"`` largest algebraic (e.g. the sharpness λ_max), ``"SA"``
         smallest algebraic (the most negative curvature), ``"LM"`` largest
-        magnitude (what power iteration finds), ``"BE"`` both ends (⌊k/2⌋ from
+        magnitude (what power iteration finds; it stops only once the Ritz
+        values at both ends have converged too, since the larger magnitude
+        may lie at the end still moving), ``"BE"`` both ends (⌊k/2⌋ from
         the bottom, the rest from the top) from one Krylov space.
       tol: stop once every wanted Ritz pair has residual
         ``‖A y − θ y‖ ≤ tol · max|θ|``. ``None``: ``√ε`` of the dtype (about
@@ -802,10 +821,13 @@ def lanczos(
         raise ValueError(f"k={k} eigenpairs need at least k Lanczos steps, got num_steps={num_steps}")
     block_size = check_count(block_size, "block_size")
     check_number(tol, "tol", hint="a residual relative to max|θ|; 0 runs all num_steps, None is √ε")
+    # A traced tol (a sweep under jit or vmap) keeps the stopping test: tol = 0
+    # skips it only when that is known while tracing.
+    fixed_steps = tol is not None and not isinstance(tol, jax.core.Tracer) and float(tol) == 0
     if block_size > num_steps:
         raise ValueError(f"block_size={block_size} exceeds num_steps={num_steps} (the most products to spend)")
     if block_size > 1:
-        return _block_eigsh(num_steps, k, which, tol, block_size)
+        return _block_eigsh(num_steps, k, which, tol, block_size, fixed_steps)
 
     def eigsh(matvec: Callable, v0: PyTree, *params) -> LanczosResult:
         x0, unflatten = flatten(v0)
@@ -837,7 +859,7 @@ def lanczos(
             sel = _select(theta, s.step, k, which)
             last = jnp.maximum(s.step - 1, 0)
             beta = s.off_diagonal[last]
-            res = jnp.abs(beta * last_row[0, sel])
+            res = jnp.abs(beta * last_row[0, jnp.concatenate([sel, _guard_rows(s.step, which)])])
             scale = jnp.maximum(jnp.abs(theta[0]), jnp.abs(theta[last]))
             wanted = (s.step >= k) & jnp.all(res <= eps_tol * scale)
             return wanted & restart_complete(s, t, theta, sel, beta, eps_tol * scale)
@@ -847,7 +869,7 @@ def lanczos(
 
         def body(s: _State):
             s = _lanczos_step(mv, s)
-            if tol == 0:  # a fixed number of steps: no stopping test at all
+            if fixed_steps:  # a fixed number of steps: no stopping test at all
                 return s
             return s._replace(done=converged(s))
 
@@ -858,6 +880,7 @@ def lanczos(
         beta = state.off_diagonal[state.step - 1]
         residuals = jnp.abs(beta * vecs[state.step - 1, sel])
         scale = jnp.max(jnp.where(jnp.arange(m) < state.step, jnp.abs(theta), 0))
+        settled = jnp.all(jnp.abs(beta * vecs[state.step - 1, _guard_rows(state.step, which)]) <= eps_tol * scale)
         # Against the whole (m + 1)-row basis (its last row gets weight 0):
         # slicing off that row first would copy the basis.
         ritz_vectors = jnp.pad(vecs[:, sel].T, ((0, 0), (0, 1))) @ state.basis
@@ -870,7 +893,7 @@ def lanczos(
             eigenvectors=unflatten_rows(unflatten, ritz_vectors),
             residuals=residuals,
             num_matvecs=state.step,
-            converged=(residuals <= eps_tol * scale) & complete,
+            converged=(residuals <= eps_tol * scale) & complete & settled,
         )
 
     return eigsh

@@ -151,8 +151,15 @@ def cmd_train(args) -> int:
     t0 = time.perf_counter()
     state = initial_state(config, parts)
     check_writable_dir(out, what="output directory (--out)")
-    if not args.resume:
-        write_json_atomic(os.path.join(out, CONFIG_FILE), config.to_json())
+    if args.resume:
+        saved = read_config(out)
+        if saved.epochs != config.epochs and config.schedule != "constant":
+            print(f"jdl train: --epochs {saved.epochs} -> {config.epochs} stretches the {config.schedule} "
+                  f"schedule over {config.epochs} epochs from here on (the rate rises again); "
+                  "the epochs already run keep theirs", file=sys.stderr)
+    # Written on resume too: a changed --epochs must reach config.json, or a later plain
+    # --resume (after an interruption) and load_run would go back to the old count.
+    write_json_atomic(os.path.join(out, CONFIG_FILE), config.to_json())
     print(f"jdl train: {parts.dataset.summary()}")
     hidden = f" {','.join(map(str, config.hidden))}" if config.hidden else ""
     print(

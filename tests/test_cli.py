@@ -45,6 +45,11 @@ def test_jdl_train_resume_extends_a_run_and_refuses_to_overwrite(tmp_path, capsy
     assert _files(tmp_path) == before
     assert main(["train", "--out", out, "--no-progress", "--resume", "--epochs", "3"]) == 0
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+    # The new count reaches config.json (it stayed at 2: a later plain --resume trained
+    # nothing more and load_run rebuilt the schedule for the old total), with a note on
+    # the schedule.
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 3
+    assert "stretches the cosine schedule" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from jdl.optim import get_optimizer
 from jdl.training.checkpoint import Checkpointer
 from jdl.training.fit import CHECKPOINT_DIR, METRICS_FILE
 from jdl.training.model import Model
-from jdl.training.state import TrainState, create_train_state
+from jdl.training.state import TrainState, check_seed, create_train_state
 from jdl.validation import check_positive_float, check_positive_int
 
 CONFIG_FILE = "config.json"
@@ -71,6 +71,7 @@ class RunConfig:
         """Check every field, raising one clear error for the first bad one."""
         check_positive_int(self.batch_size, "batch size", hint="e.g. --batch-size 64")
         check_positive_float(self.learning_rate, "learning rate", hint="e.g. --lr 1e-3")
+        check_seed(self.seed, "seed")
         if not isinstance(self.epochs, int) or self.epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {self.epochs!r}")
         if self.schedule not in SCHEDULES:

@@ -56,6 +56,7 @@ def test_jdl_train_resume_extends_a_run_and_refuses_to_overwrite(tmp_path, capsy
     "args,message",
     [
         (["--optimizer", "adamm"], "unknown optimizer 'adamm'"),
+        (["--seed", "4294967296"], "seed must be in [0, 2**32)"),
         (["--dataset", "cifar10"], "unknown dataset 'cifar10'"),
         (["--model", "vgg"], "unknown model 'vgg'"),
         (["--batch-size", "0"], "batch size must be a positive integer"),

@@ -378,3 +378,20 @@ def test_fit_checks_every_label_not_only_the_first_batch(data):
     low = {k: v[train["y"] < 5] for k, v in train.items()}
     with pytest.raises(ValueError, match=r"the validation data has labels in \[0, 9\]"):
         fit(model, cross_entropy, optax.sgd(0.1), low, val_data=train, epochs=1, batch_size=64, progress=False)
+
+
+def test_seeds_and_keys_are_checked(data):
+    """NumPy integer seeds (a sweep's np.arange) crashed deep in JAX; seeds past
+    2³² silently gave a smaller seed's key; raw key data of the wrong kind was
+    taken as is."""
+    ds, _ = data
+    model = get_model("mlp", ds.input_shape, 10, hidden=(4,))
+    opt = optax.sgd(0.1)
+    base = create_train_state(model, opt, key=7, batch=ds.train)
+    for seed in (np.int64(7), np.int32(7), jax.random.key(7), jax.random.key_data(jax.random.key(7))):
+        state = create_train_state(model, opt, key=seed, batch=ds.train)
+        assert _tree_equal(state.params, base.params) and np.array_equal(state.key, base.key)
+    for bad, message in ((2**32 + 7, r"in \[0, 2\*\*32\)"), (-1, r"in \[0, 2\*\*32\)"), (True, "an integer"),
+                         (jnp.zeros(3, jnp.uint32), "raw data"), (jnp.zeros(2, jnp.float32), "raw data")):
+        with pytest.raises(ValueError, match=message):
+            create_train_state(model, opt, key=bad, batch=ds.train)

@@ -54,12 +54,34 @@ def batch_spec_of(batch: dict) -> tuple[tuple[str, ArraySpec], ...]:
     return tuple(spec)
 
 
+SEED_LIMIT = 2**32
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """An integer seed in ``[0, 2³²)``: JAX keeps 32 bits of a seed when 64-bit
+    mode is off, so seed 2³² + 1 would give seed 1's key."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {seed!r}")
+    if not 0 <= int(seed) < SEED_LIMIT:
+        raise ValueError(f"{name} must be in [0, 2**32), got {seed}; JAX keeps 32 bits of a seed, so a seed "
+                         "outside would give the key of one inside")
+    return int(seed)
+
+
 def _raw_key(key) -> jax.Array:
-    if isinstance(key, int):
-        return jax.random.key_data(jax.random.key(key))
+    """The key as raw ``uint32[2]`` data, from a seed, a typed key or raw key data."""
+    if isinstance(key, (int, np.integer, bool, np.bool_)):
+        return jax.random.key_data(jax.random.key(check_seed(key, "key")))
     key = jnp.asarray(key)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return jax.random.key_data(key)
+        key = jax.random.key_data(key)
+    expected = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))  # uint32[2] for threefry
+    if key.dtype != expected.dtype or key.shape != expected.shape:
+        raise ValueError(
+            f"key must be an integer seed, a key from jax.random.key, or its raw data "
+            f"({expected.dtype}{tuple(expected.shape)}); got an array of "
+            f"{key.dtype}{tuple(key.shape)}"
+        )
     return key
 
 

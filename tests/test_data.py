@@ -12,6 +12,7 @@ from jdl.data import (
     load_dataset,
     mnist1d,
     num_batches,
+    split_arrays,
     standardize,
     xor,
 )
@@ -96,3 +97,48 @@ def test_bad_batch_sizes_and_names_are_rejected():
         load_dataset("cifar")
     with pytest.raises(ValueError, match="missing"):
         list(batches({"x": data["x"]}, 2))
+
+
+def test_split_arrays_keeps_real_valued_targets_and_stratifies_only_class_labels():
+    rng = np.random.default_rng(0)
+    x = np.arange(1000, dtype=np.float32)[:, None]
+    y = rng.standard_normal(1000)  # regression targets: each value used to be a "class" of one
+    splits = split_arrays(x, y, val_fraction=0.1, test_fraction=0.2, seed=0)
+    assert [len(s["y"]) for s in splits] == [700, 100, 200]
+    ids = np.concatenate([s["x"][:, 0] for s in splits]).astype(int)
+    assert sorted(ids.tolist()) == list(range(1000))
+    for s in splits:  # targets stay with their inputs, values and dtype unchanged
+        assert s["y"].dtype == np.float64 and s["x"].dtype == np.float32
+        np.testing.assert_array_equal(s["y"], y[s["x"][:, 0].astype(int)])
+    soft = rng.uniform(size=1000).astype(np.float32)  # soft labels in [0, 1] were truncated to 0
+    train, _, _ = split_arrays(x, soft, val_fraction=0.1, test_fraction=0.2, seed=0)
+    np.testing.assert_array_equal(train["y"], soft[train["x"][:, 0].astype(int)])
+    # integer labels: stratified as before, int32
+    labels = np.arange(1000) % 4
+    train, val, test = split_arrays(x, labels, val_fraction=0.1, test_fraction=0.2, seed=0)
+    assert train["y"].dtype == np.int32
+    np.testing.assert_array_equal(np.bincount(val["y"]), [25] * 4)
+    np.testing.assert_array_equal(np.bincount(test["y"]), [50] * 4)
+    with pytest.raises(ValueError, match=r"x has shape \(10, 1\) but y has shape \(1000,\)"):
+        split_arrays(x[:10], labels, val_fraction=0.1, test_fraction=0.2, seed=0)
+
+
+def test_batches_take_an_int_seed_or_refuse_a_bad_key_clearly():
+    data = {"x": np.arange(10, dtype=np.float32)[:, None], "y": np.arange(10, dtype=np.int32)}
+    by_seed = [b["y"].tolist() for b in batches(data, 4, key=3, epoch=1)]
+    assert by_seed == [b["y"].tolist() for b in batches(data, 4, key=jax.random.key(3), epoch=1)]
+    raw = jax.random.key_data(jax.random.key(3))
+    assert by_seed == [b["y"].tolist() for b in batches(data, 4, key=raw, epoch=1)]
+    with pytest.raises(ValueError, match="key must be a PRNG key"):
+        list(batches(data, 4, key=1.5))
+
+
+def test_num_batches_agrees_with_batches_and_refuses_what_batches_refuses():
+    data = {"x": np.arange(10, dtype=np.float32)[:, None], "y": np.arange(10, dtype=np.int32)}
+    with pytest.raises(ValueError, match="positive integer"):
+        num_batches(10, 0, drop_last=False)
+    for batch_size in (11, 16):  # batches refuses these; num_batches used to answer 1
+        with pytest.raises(ValueError, match="larger than the 10"):
+            num_batches(10, batch_size, drop_last=False)
+        with pytest.raises(ValueError, match="larger than the 10"):
+            list(batches(data, batch_size))

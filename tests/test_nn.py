@@ -246,6 +246,73 @@ def test_perceptron_loss_sgd_step_is_the_perceptron_rule():
     np.testing.assert_allclose(new["linear"]["bias"][...] - v.params["linear"]["bias"][...], [eta * t], rtol=1e-6)
 
 
+def test_losses_refuse_outputs_and_targets_of_different_shapes():
+    # a one-output model's (N, 1) against (N,) targets used to broadcast to (N, N): loss 7 for every example
+    pred, t = jnp.zeros((4, 1)), jnp.arange(4.0)
+    with pytest.raises(ValueError, match=r"\(4, 1\).*\(4,\).*squeeze"):
+        jnn.mean_squared_error(pred, t)
+    with pytest.raises(ValueError, match=r"\(4, 1\).*\(4,\).*squeeze"):
+        jax.jit(jnn.binary_cross_entropy)(pred, jnp.array([0.0, 1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="shape"):
+        jnn.mean_squared_error(jnp.zeros(4), jnp.zeros((4, 1)))
+    with pytest.raises(ValueError, match="shape"):
+        jnn.kl_divergence_standard_normal(jnp.zeros((4, 2)), jnp.zeros((4, 1)))
+    # the fix the message names gives Optax's per-example values
+    np.testing.assert_allclose(jnn.mean_squared_error(pred[..., 0], t), optax.l2_loss(pred[..., 0], t))
+    np.testing.assert_allclose(
+        jnn.binary_cross_entropy(pred[..., 0], jnp.array([0.0, 1.0, 0.0, 1.0])), np.full(4, np.log(2.0)), rtol=1e-6
+    )
+    logits, labels = jnp.zeros((4, 3)), jnp.zeros((4, 1), jnp.int32)
+    label_losses = (jnn.cross_entropy, jnn.negative_log_likelihood, jnn.perceptron_loss)
+    for loss in (*label_losses, jnn.label_smoothing_cross_entropy()):
+        with pytest.raises(ValueError, match=r"labels need shape \(4,\)"):
+            loss(logits, labels)
+
+
+_INTEGER_LABEL_LOSSES = {
+    "cross_entropy": (jnn.cross_entropy, optax.softmax_cross_entropy_with_integer_labels),
+    "negative_log_likelihood": (
+        lambda z, y: jnn.negative_log_likelihood(jax.nn.log_softmax(z), y),
+        optax.softmax_cross_entropy_with_integer_labels,
+    ),
+    "perceptron_loss": (jnn.perceptron_loss, lambda z, y: z.max(-1) - z[jnp.arange(len(y)), y]),
+    "label_smoothing_cross_entropy": (
+        jnn.label_smoothing_cross_entropy(0.1),
+        lambda z, y: optax.softmax_cross_entropy(z, optax.smooth_labels(jax.nn.one_hot(y, z.shape[-1]), 0.1)),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_INTEGER_LABEL_LOSSES))
+def test_out_of_range_labels_give_nan_and_in_range_labels_the_reference(name):
+    loss, reference = _INTEGER_LABEL_LOSSES[name]
+    logits = jnp.asarray(np.random.default_rng(8).normal(size=(5, 3)), jnp.float32)
+    good = jnp.array([0, 2, 1, 2, 0])
+    np.testing.assert_allclose(jax.jit(loss)(logits, good), reference(logits, good), rtol=1e-6, atol=1e-6)
+    # label 3 of 3 classes used to give NaN or a plausible finite value, label −1 the last class's loss
+    bad = jnp.array([0, 3, 1, -1, 7])
+    got = np.asarray(jax.jit(loss)(logits, bad))
+    np.testing.assert_array_equal(np.isnan(got), [False, True, False, True, True])
+    np.testing.assert_allclose(got[[0, 2]], np.asarray(reference(logits, good))[[0, 2]], rtol=1e-6, atol=1e-6)
+    # the bad examples contribute nothing to the gradient; the good ones what they always did
+    grad = jax.grad(lambda z: jnp.sum(jnp.where(jnp.isnan(loss(z, bad)), 0.0, loss(z, bad))))(logits)
+    assert np.isfinite(np.asarray(grad)).all()
+    np.testing.assert_array_equal(grad[jnp.array([1, 3, 4])], 0.0)
+
+
+def test_l1_penalty_gradient_is_the_sign_and_zero_at_zero():
+    w = {"a": jnp.array([-1.5, 0.0, 2.0]), "b": jnp.zeros((2, 2))}
+    assert float(jnn.l1_penalty(w)) == 3.5
+    grads = jax.grad(jnn.l1_penalty)(w)
+    np.testing.assert_array_equal(grads["a"], [-1.0, 0.0, 1.0])  # sign(0) = 0, not jnp.abs's +1
+    np.testing.assert_array_equal(grads["b"], 0.0)
+    # SGD on the penalty alone, started at its minimum 0, stays there
+    p = jnp.zeros(3)
+    for _ in range(3):
+        p = p - 0.1 * jax.grad(jnn.l1_penalty)(p)
+    np.testing.assert_array_equal(p, 0.0)
+
+
 # --- dropout and BatchNorm -----------------------------------------------------------------
 
 
@@ -343,6 +410,37 @@ def test_stochastic_pool_expectation_and_sampling():
     np.testing.assert_array_equal(one, jnn.stochastic_pool(jnp.asarray(x), (2, 2), key=KEY))
     with pytest.raises(ValueError, match="needs a key"):
         jnn.stochastic_pool(jnp.asarray(x), (2, 2))
+
+
+@pytest.mark.parametrize("tiny", [1e-3, 1e-19, 1e-25, 0.0])
+def test_proportional_stochastic_pool_has_finite_gradients_for_tiny_windows(tiny):
+    # Σa²/Σa: its gradient overflowed to NaN once a window's sum fell below ~1e-19 in float32
+    x = jnp.zeros((1, 2, 4, 1)).at[0, 1, 1, 0].set(tiny).at[0, :, 2:, 0].set(jnp.array([[1.0, 2.0], [3.0, 0.5]]))
+    f = lambda t: jnn.stochastic_pool(t, (2, 2), deterministic=True, probabilities="proportional").sum()  # noqa: E731
+    np.testing.assert_allclose(f(x), tiny + (1 + 4 + 9 + 0.25) / 6.5, rtol=1e-6)
+    g = np.asarray(jax.jit(jax.grad(f))(x))[0, :, :, 0]
+    assert np.isfinite(g).all()
+    # the second window, against the closed form ∂/∂a_j (Σa²/Σa) = 2a_j/S − Σa²/S²
+    a = np.array([1.0, 2.0, 3.0, 0.5])
+    np.testing.assert_allclose(g[:, 2:].ravel(), 2 * a / a.sum() - (a**2).sum() / a.sum() ** 2, rtol=1e-5)
+    if tiny > 0:  # one positive activation: the output is that activation
+        np.testing.assert_allclose(g[1, 1], 1.0, rtol=1e-5)
+
+
+_BAD_SETTINGS = {
+    "window of 0": (lambda x: jnn.stochastic_pool(x, (0, 2), key=KEY), "positive integers"),
+    "negative shift": (lambda x: jnn.random_translate(x, KEY, max_shift=-1), "max_shift must be a non-negative"),
+    "unknown corruption": (lambda x: jnn.corrupt(x, KEY, kind="typo", level=2.0), "unknown corruption 'typo'"),
+    "masking level 2": (lambda x: jnn.corrupt(x, KEY, kind="masking", level=2.0), r"\[0, 1\]"),
+    "negative noise": (lambda x: jnn.corrupt(x, KEY, kind="gaussian", level=-0.1), ">= 0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_BAD_SETTINGS))
+def test_pooling_and_augmentation_refuse_bad_settings_with_a_clear_message(case):
+    call, message = _BAD_SETTINGS[case]
+    with pytest.raises(ValueError, match=message):
+        call(jnp.ones((2, 4, 4, 1)))
 
 
 def test_stochastic_pool_layer_train_and_eval_1d():

@@ -45,6 +45,11 @@ def _as_split(x: np.ndarray, y: np.ndarray) -> dict:
     return {"x": np.asarray(x, np.float32), "y": np.asarray(y, np.int32)}
 
 
+def _is_class_labels(y: np.ndarray) -> bool:
+    """Integer (or boolean) labels, one per example: what stratification groups by."""
+    return y.ndim == 1 and (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_)
+
+
 def split_arrays(
     x: np.ndarray,
     y: np.ndarray,
@@ -55,18 +60,35 @@ def split_arrays(
 ) -> tuple[dict, dict, dict]:
     """Shuffle once with ``seed`` and cut into train / validation / test.
 
-    Each class is split in the same proportions (stratified), so small
-    validation sets still contain every class.
+    Integer class labels ``y`` (one per example) are split class by class in
+    the same proportions (stratified), so small validation sets still contain
+    every class; they come back as int32. Any other targets (real-valued
+    regression targets, soft labels in [0, 1], one target vector per example)
+    are split without stratification and keep their dtype. Inputs ``x`` come
+    back as float32.
+
+    Raises:
+      ValueError: if ``x`` and ``y`` have different numbers of examples, or the
+        fractions leave no data for training.
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
             "and leave some data for training"
         )
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y):
+        raise ValueError(
+            f"x has shape {x.shape} but y has shape {y.shape}; both need a leading example axis of "
+            "the same length (one target per input)"
+        )
     rng = np.random.default_rng(seed)
+    classes = _is_class_labels(y)
+    # stratify on the classes; anything else is a single group of every example
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if classes else [np.arange(len(y))]
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
+    for group in groups:
+        idx = rng.permutation(group)
         n_test = int(round(test_fraction * len(idx)))
         n_val = int(round(val_fraction * len(idx)))
         parts["test"].append(idx[:n_test])
@@ -75,7 +97,10 @@ def split_arrays(
     out = []
     for name in ("train", "val", "test"):
         idx = rng.permutation(np.concatenate(parts[name]))
-        out.append(_as_split(x[idx], y[idx]))
+        split = _as_split(x[idx], y[idx])
+        if not classes:
+            split["y"] = y[idx]
+        out.append(split)
     return tuple(out)
 
 

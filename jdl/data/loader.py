@@ -19,8 +19,40 @@ import numpy as np
 from jdl.validation import check_batch_entries, check_positive_int
 
 
+def _check_batch_size(batch_size: int, num_examples: int) -> int:
+    """A positive batch size no larger than the data (what :func:`batches` can serve)."""
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if batch_size > num_examples:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {num_examples} training examples; "
+            f"use batch_size <= {num_examples}"
+        )
+    return batch_size
+
+
+def _as_key(key) -> jax.Array:
+    """A typed PRNG key from a typed key, raw key data (``uint32[2]``) or an int seed."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    try:
+        return jax.random.wrap_key_data(jnp.asarray(key))
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"key must be a PRNG key (jax.random.key(seed)), its raw data (uint32[2]) or an int seed, "
+            f"got {type(key).__name__} {np.shape(key)}; pass key=None to keep the data order"
+        ) from None
+
+
 def num_batches(num_examples: int, batch_size: int, *, drop_last: bool) -> int:
-    """Number of minibatches in one epoch."""
+    """Number of minibatches in one epoch: as many as :func:`batches` yields.
+
+    Raises:
+      ValueError: for a batch size that is not a positive integer or exceeds
+        ``num_examples`` (which :func:`batches` refuses too).
+    """
+    batch_size = _check_batch_size(batch_size, num_examples)
     full, rest = divmod(num_examples, batch_size)
     return full + (0 if drop_last or rest == 0 else 1)
 
@@ -45,12 +77,7 @@ def epoch_indices(
       ``N mod B`` leftover indices (``None`` when there are none). Callers that
       drop the last partial batch ignore ``rest``.
     """
-    batch_size = check_positive_int(batch_size, "batch_size")
-    if batch_size > num_examples:
-        raise ValueError(
-            f"batch_size={batch_size} is larger than the {num_examples} training examples; "
-            f"use batch_size <= {num_examples}"
-        )
+    batch_size = _check_batch_size(batch_size, num_examples)
     order = (epoch_permutation(key, epoch, num_examples) if shuffle else jnp.arange(num_examples)).astype(jnp.int32)
     steps = num_examples // batch_size
     full = order[: steps * batch_size].reshape(steps, batch_size)
@@ -71,14 +98,15 @@ def batches(
     Args:
       data: ``{"x": ..., "y": ...}`` with a leading example axis.
       batch_size: examples per minibatch.
-      key: shuffling key (raw or typed); ``None`` keeps the data order.
+      key: shuffling key (typed, raw ``uint32[2]`` data, or an int seed, which
+        is ``jax.random.key(seed)``); ``None`` keeps the data order.
       epoch: the epoch number, folded into ``key`` so each epoch reshuffles.
       drop_last: skip the final partial batch.
     """
     check_batch_entries(data)
     n = len(data["y"])
-    if key is not None and not jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(jnp.asarray(key))
+    if key is not None:
+        key = _as_key(key)
     full, rest = epoch_indices(key, epoch, n, batch_size, shuffle=key is not None)
     groups = list(np.asarray(full))
     if rest is not None and not drop_last:

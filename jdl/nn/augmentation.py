@@ -11,6 +11,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Corruption = Literal["gaussian", "masking", "salt_and_pepper"]
 
@@ -27,19 +28,22 @@ def corrupt(x: jax.Array, key: jax.Array, *, kind: Corruption = "gaussian", leve
       Vincent, Larochelle, Bengio & Manzagol (2008), "Extracting and composing
       robust features with denoising autoencoders", ICML.
     """
-    if level < 0 or (kind != "gaussian" and level > 1):
-        raise ValueError(f"noise level {level} out of range for {kind!r} corruption")
+    if kind not in ("gaussian", "masking", "salt_and_pepper"):
+        raise ValueError(f"unknown corruption {kind!r}; choose 'gaussian', 'masking' or 'salt_and_pepper'")
+    if kind == "gaussian" and not level >= 0:
+        raise ValueError(f"'gaussian' corruption needs a noise level (standard deviation) >= 0, got {level}")
+    if kind != "gaussian" and not 0 <= level <= 1:
+        raise ValueError(f"{kind!r} corruption needs a level (a probability) in [0, 1], got {level}")
     if kind == "gaussian":
         return x + level * jax.random.normal(key, x.shape, x.dtype)
     if kind == "masking":
         keep = jax.random.bernoulli(key, 1.0 - level, x.shape)
         return jnp.where(keep, x, jnp.zeros_like(x))
-    if kind == "salt_and_pepper":
-        hit_key, value_key = jax.random.split(key)
-        hit = jax.random.bernoulli(hit_key, level, x.shape)
-        value = jax.random.bernoulli(value_key, 0.5, x.shape).astype(x.dtype)
-        return jnp.where(hit, value, x)
-    raise ValueError(f"unknown corruption {kind!r}; choose 'gaussian', 'masking' or 'salt_and_pepper'")
+    # salt and pepper
+    hit_key, value_key = jax.random.split(key)
+    hit = jax.random.bernoulli(hit_key, level, x.shape)
+    value = jax.random.bernoulli(value_key, 0.5, x.shape).astype(x.dtype)
+    return jnp.where(hit, value, x)
 
 
 def random_translate(images: jax.Array, key: jax.Array, *, max_shift: int = 1) -> jax.Array:
@@ -51,6 +55,11 @@ def random_translate(images: jax.Array, key: jax.Array, *, max_shift: int = 1) -
     """
     if images.ndim != 4:
         raise ValueError(f"random_translate expects images (N, H, W, C), got shape {images.shape}")
+    if isinstance(max_shift, bool) or not isinstance(max_shift, (int, np.integer)) or max_shift < 0:
+        raise ValueError(
+            f"max_shift must be a non-negative integer number of pixels, got {max_shift!r}; "
+            "max_shift=0 leaves the images unchanged"
+        )
     n, h, w, _ = images.shape
     s = max_shift
     shifts = jax.random.randint(key, (n, 2), -s, s + 1)

@@ -6,6 +6,13 @@ Class scores are logits; softmax and log-softmax are evaluated stably as
 Per-example losses reduce every axis but the batch axis, so they plug into
 :func:`jdl.training.make_train_step` unchanged. Penalties on parameters
 (:func:`l1_penalty`, :func:`l2_penalty`) return scalars to add to a loss.
+
+Shapes are checked when the loss is traced, not broadcast: outputs and targets
+of the same kind must have the same shape (as Optax's ``check_shapes_equal``
+demands), integer labels the shape of the scores without their class axis. An
+integer label outside ``[0, k)`` for ``k`` classes gives a NaN loss (gradient
+zero for that example), so a bad label shows up in the loss instead of
+wrapping around (``−1`` as the last class) or giving a plausible wrong value.
 """
 
 from __future__ import annotations
@@ -27,26 +34,75 @@ def _per_example_sum(values: jax.Array) -> jax.Array:
     return jnp.sum(jnp.reshape(values, (values.shape[0], -1)), axis=-1)
 
 
+def _check_same_shape(name: str, outputs, targets, outputs_name: str, targets_name: str) -> None:
+    """Refuse, at trace time, outputs and targets of different shapes: broadcasting
+    ``(N, 1)`` against ``(N,)`` would silently pair every output with every target."""
+    a, b = jnp.shape(outputs), jnp.shape(targets)
+    if a == b:
+        return
+    if a[:-1] == b and a[-1:] == (1,):
+        fix = f"squeeze the {outputs_name}' last axis ({outputs_name}[..., 0]) or reshape the {targets_name} to {a}"
+    elif b[:-1] == a and b[-1:] == (1,):
+        fix = f"squeeze the {targets_name}' last axis ({targets_name}[..., 0]) or reshape the {outputs_name} to {b}"
+    else:
+        fix = "reshape one to the shape of the other"
+    raise ValueError(
+        f"{name}: {outputs_name} have shape {a} but {targets_name} have shape {b}; the shapes must be equal "
+        f"(broadcasting would pair every example's output with every other example's target); {fix}"
+    )
+
+
+def _check_label_shape(name: str, scores, labels) -> None:
+    """Integer labels have the scores' shape without the class axis: ``(N,)`` for ``(N, k)``."""
+    if jnp.shape(labels) != jnp.shape(scores)[:-1]:
+        raise ValueError(
+            f"{name}: scores have shape {jnp.shape(scores)} (classes last), so integer labels need shape "
+            f"{jnp.shape(scores)[:-1]}, got {jnp.shape(labels)}; pass one integer class per example "
+            "(labels[..., 0] for labels of shape (N, 1), labels.argmax(-1) for one-hot labels)"
+        )
+
+
+def _nan_where_out_of_range(loss: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
+    """``loss`` where ``0 <= label < num_classes``, NaN elsewhere (the gradient there is zero)."""
+    valid = (labels >= 0) & (labels < num_classes)
+    return jnp.where(valid, loss, jnp.asarray(jnp.nan, loss.dtype))
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Cross-entropy (negative log-likelihood) of integer labels under softmax(logits).
 
     ``ℓ(z, y) = −log softmax(z)_y = log Σ_j exp z_j − z_y``. Seed 001 writes the
     cross-entropy with a stray square; this is the standard, correct form.
+
+    ``labels`` has the shape of ``logits`` without the last (class) axis; a
+    label outside ``[0, k)`` gives a NaN loss.
     """
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    _check_label_shape("cross_entropy", logits, labels)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return _nan_where_out_of_range(loss, labels, logits.shape[-1])
 
 
 def mean_squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
-    """``½ Σ_i (ŷ_i − y_i)²`` per example, the seed's ½-scaled squared error."""
+    """``½ Σ_i (ŷ_i − y_i)²`` per example, the seed's ½-scaled squared error.
+
+    ``predictions`` and ``targets`` must have the same shape: a one-output
+    model's ``(N, 1)`` against ``(N,)`` targets is refused (squeeze one side).
+    """
+    _check_same_shape("mean_squared_error", predictions, targets, "predictions", "targets")
     diff = predictions - targets
     return 0.5 * jnp.sum(jnp.reshape(diff * diff, (diff.shape[0], -1)), axis=-1)
 
 
 def negative_log_likelihood(log_probs: jax.Array, labels: jax.Array) -> jax.Array:
     """``−log p_y`` for models whose outputs already are log-probabilities (e.g. a
-    final :func:`jax.nn.log_softmax`); equals :func:`cross_entropy` of the logits."""
-    picked = jnp.take_along_axis(log_probs, labels[..., None].astype(jnp.int32), axis=-1)
-    return -picked[..., 0]
+    final :func:`jax.nn.log_softmax`); equals :func:`cross_entropy` of the logits.
+
+    A label outside ``[0, k)`` gives a NaN loss.
+    """
+    _check_label_shape("negative_log_likelihood", log_probs, labels)
+    labels = jnp.asarray(labels).astype(jnp.int32)
+    picked = jnp.take_along_axis(log_probs, labels[..., None], axis=-1)
+    return _nan_where_out_of_range(-picked[..., 0], labels, log_probs.shape[-1])
 
 
 def binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -58,7 +114,11 @@ def binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     this loss as ``(1/n) Σ (t ln o + (1 − t) ln(1 − o))²``: the square is a slip
     and the sign is missing (that expression is not a likelihood); this is the
     standard form.
+
+    ``logits`` and ``labels`` must have the same shape: a one-output model's
+    ``(N, 1)`` against ``(N,)`` labels is refused (squeeze one side).
     """
+    _check_same_shape("binary_cross_entropy", logits, labels, "logits", "labels")
     labels = jnp.asarray(labels, logits.dtype)
     return _per_example_sum(optax.sigmoid_binary_cross_entropy(logits, labels))
 
@@ -80,6 +140,7 @@ def label_smoothing_cross_entropy(smoothing: float = 0.1) -> Callable[[jax.Array
     ``ℓ = −Σ_j q_j log softmax(z)_j`` with ``q`` the smoothed targets; ``smoothing=0``
     gives :func:`cross_entropy`. Label smoothing is noise injected at the output
     (seed 001): the model is never asked for probability 1, so its logits stay finite.
+    A label outside ``[0, k)`` gives a NaN loss.
 
     References:
       Szegedy, Vanhoucke, Ioffe, Shlens & Wojna (2016), "Rethinking the
@@ -89,8 +150,9 @@ def label_smoothing_cross_entropy(smoothing: float = 0.1) -> Callable[[jax.Array
         raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
 
     def loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+        _check_label_shape("label_smoothing_cross_entropy", logits, labels)
         targets = smooth_labels(labels, logits.shape[-1], smoothing)
-        return optax.softmax_cross_entropy(logits, targets)
+        return _nan_where_out_of_range(optax.softmax_cross_entropy(logits, targets), labels, logits.shape[-1])
 
     return loss
 
@@ -104,23 +166,29 @@ def perceptron_loss(scores: jax.Array, labels: jax.Array) -> jax.Array:
     step with rate η is the perceptron rule ``w ← w + η t x`` (seed 001 writes
     it ``Δw = η (t − o) x`` with ``o = sign(w·x)``, which on a mistake is
     ``2 η t x`` — the same rule with the rate doubled). With more classes it is
-    the multiclass perceptron.
+    the multiclass perceptron. A label outside ``[0, k)`` gives a NaN loss.
 
     References:
       Rosenblatt (1958); Duda, Hart & Stork, "Pattern classification", §5.5.
     """
-    true_score = jnp.take_along_axis(scores, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return jnp.max(scores, axis=-1) - true_score
+    _check_label_shape("perceptron_loss", scores, labels)
+    labels = jnp.asarray(labels).astype(jnp.int32)
+    true_score = jnp.take_along_axis(scores, labels[..., None], axis=-1)[..., 0]
+    return _nan_where_out_of_range(jnp.max(scores, axis=-1) - true_score, labels, scores.shape[-1])
 
 
 def l1_penalty(params: PyTree) -> jax.Array:
     """``‖w‖₁ = Σ |w|`` over every leaf of ``params``; its gradient is ``sign(w)`` (seed 001).
 
     Add ``α · l1_penalty(params)`` to a loss; filter ``params`` first (e.g. only
-    kernels) to leave biases unpenalised.
+    kernels) to leave biases unpenalised. At ``w = 0`` the gradient is
+    ``sign(0) = 0``, the minimum-norm subgradient (as in
+    :func:`jdl.optim.add_l1_penalty`): ``jax.grad`` of ``jnp.abs`` would give 1
+    there and push every zero weight to ``−η α``.
     """
     leaves = jax.tree.leaves(params)
-    return sum((jnp.sum(jnp.abs(p)) for p in leaves), jnp.zeros((), jnp.float32))
+    # |w| = sign(w)·w with sign(w) held constant: the same value, gradient sign(w)
+    return sum((jnp.sum(jax.lax.stop_gradient(jnp.sign(p)) * p) for p in leaves), jnp.zeros((), jnp.float32))
 
 
 def l2_penalty(params: PyTree) -> jax.Array:
@@ -137,8 +205,10 @@ def kl_divergence_standard_normal(mean: jax.Array, log_variance: jax.Array) -> j
     """``KL(N(μ, diag σ²) ‖ N(0, I)) = ½ Σ (μ² + σ² − log σ² − 1)`` per example.
 
     The closed-form regulariser of a VAE's evidence lower bound
-    (Kingma & Welling, 2014, appendix B).
+    (Kingma & Welling, 2014, appendix B). ``mean`` and ``log_variance`` must
+    have the same shape.
     """
+    _check_same_shape("kl_divergence_standard_normal", mean, log_variance, "means", "log_variances")
     return 0.5 * _per_example_sum(mean * mean + jnp.exp(log_variance) - log_variance - 1.0)
 
 

@@ -12,6 +12,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from flax.nnx import avg_pool as avg_pool
 from flax.nnx import max_pool as max_pool
@@ -23,6 +24,8 @@ def _windows(x: jax.Array, window: Sequence[int]) -> jax.Array:
     """``(N, *spatial, C)`` → ``(N, *spatial // window, C, prod(window))``, non-overlapping
     windows (the remainder that does not fill a window is dropped, as in VALID pooling)."""
     spatial = x.shape[1:-1]
+    if not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w > 0 for w in window):
+        raise ValueError(f"window sizes must be positive integers, got {tuple(window)}; e.g. window=(2, 2)")
     if len(window) != len(spatial):
         raise ValueError(
             f"window {tuple(window)} has {len(window)} dimensions but the input has "
@@ -46,17 +49,26 @@ def pooling_probabilities(windows: jax.Array, probabilities: Probabilities = "so
 
     ``"softmax"``: ``p_i = exp(a_i) / Σ_j exp(a_j)`` (stable; any sign of ``a``).
     ``"proportional"``: ``p_i = a_i / Σ_j a_j`` as in Zeiler & Fergus, for
-    non-negative activations (after a ReLU); an all-zero window gets uniform
-    probabilities (its output is 0 either way).
+    non-negative activations (after a ReLU; negative ones count as 0); a window
+    with no positive activation gets uniform probabilities (its output is 0 for
+    non-negative activations either way). Value and gradient stay finite for
+    any window, however small its sum.
     """
     if probabilities == "softmax":
         return jax.nn.softmax(windows, axis=-1)
     if probabilities == "proportional":
-        a = jnp.maximum(windows, 0.0)
-        total = jnp.sum(a, axis=-1, keepdims=True)
+        # a / Σa computed as b / Σb with b = a / max(a): p does not depend on the scale, so holding
+        # it constant leaves the gradient exact, and Σb >= 1 keeps the 1/(Σb)² of the gradient finite
+        # (a / Σa itself overflows there once Σa < ~1e-19 in float32 and the gradient turns NaN).
+        # Both divisions are guarded by a where on their inputs as well as on the result: a where
+        # on the result alone still lets NaN through the untaken branch's gradient.
+        a = jnp.where(windows > 0, windows, jnp.zeros_like(windows))
+        scale = jax.lax.stop_gradient(jnp.max(a, axis=-1, keepdims=True))
+        positive = scale > 0
+        b = a / jnp.where(positive, scale, jnp.ones_like(scale))
+        total = jnp.sum(b, axis=-1, keepdims=True)
         uniform = jnp.full_like(a, 1.0 / a.shape[-1])
-        safe = jnp.where(total > 0, total, jnp.ones_like(total))
-        return jnp.where(total > 0, a / safe, uniform)
+        return jnp.where(positive, b / jnp.where(positive, total, jnp.ones_like(total)), uniform)
     raise ValueError(f"probabilities must be 'softmax' or 'proportional', got {probabilities!r}")
 
 

@@ -395,3 +395,23 @@ def test_seeds_and_keys_are_checked(data):
                          (jnp.zeros(3, jnp.uint32), "raw data"), (jnp.zeros(2, jnp.float32), "raw data")):
         with pytest.raises(ValueError, match=message):
             create_train_state(model, opt, key=bad, batch=ds.train)
+
+
+def test_fused_step_evaluate_and_fit_refuse_bad_indices_and_empty_data(data):
+    ds, train = data
+    model = get_model("mlp", ds.input_shape, 10, hidden=(4,))
+    opt = optax.sgd(0.1)
+    state = create_train_state(model, opt, key=0, batch=ds.train)
+    fused = make_fused_train_step(model, cross_entropy, opt)
+    n = len(ds.train["y"])
+    with pytest.raises(ValueError, match=rf"indices range over \[0, {n}\] but the data has {n} examples"):
+        fused(state, train, jnp.array([[0, n]]))  # jnp.take filled the row with NaN
+    with pytest.raises(ValueError, match="2-D integer array"):
+        fused(state, train, jnp.arange(8))
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        make_evaluate(model, cross_entropy, batch_size=0)
+    with pytest.raises(ValueError, match="evaluation data is empty"):
+        make_evaluate(model, cross_entropy)(state, {k: v[:0] for k, v in train.items()})
+    with pytest.raises(ValueError, match="validation data is empty"):
+        fit(model, cross_entropy, opt, ds.train, val_data={k: v[:0] for k, v in ds.train.items()}, epochs=1,
+            batch_size=64, progress=False)

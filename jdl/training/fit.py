@@ -164,6 +164,8 @@ def fit(
     if val is not None:
         check_batch_entries(val)
         check_no_silent_downcast(val, where="validation data")
+        if not np.shape(val["y"])[0]:
+            raise ValueError("validation data is empty; pass at least one example, or val_data=None for none")
     n = int(np.shape(train["y"])[0])
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} training examples; use at most {n}")

@@ -22,7 +22,7 @@ import optax
 
 from jdl.training.model import Model, Variables
 from jdl.training.state import TrainState, step_keys
-from jdl.validation import check_batch, check_no_silent_downcast
+from jdl.validation import check_batch, check_no_silent_downcast, check_positive_int
 
 PyTree = Any
 Batch = dict
@@ -210,6 +210,25 @@ def uses_convolution(fn: Callable, *args) -> bool:
     return bool(_primitives(closed.jaxpr) & _CONV_PRIMITIVES)
 
 
+def _check_indices(indices, n: int) -> None:
+    """Minibatch indices: ``(steps, batch_size)`` integers in ``[0, n)``. Out of
+    range, ``jnp.take`` fills rows with NaN and the run goes on with NaN
+    parameters; a 1-D vector failed deep inside XLA. The range is checked when
+    the indices are concrete (a host copy: the indices are small)."""
+    shape, dtype = jnp.shape(indices), getattr(indices, "dtype", None)
+    if len(shape) != 2 or dtype is None or not jnp.issubdtype(dtype, jnp.integer):
+        raise ValueError(
+            f"indices must be a 2-D integer array (steps, batch_size), one row of example indices per step; got "
+            f"{dtype}{tuple(shape)} (e.g. jdl.data.epoch_indices(key, epoch, n, batch_size)[0])"
+        )
+    if isinstance(indices, jax.core.Tracer) or not shape[0]:
+        return
+    values = np.asarray(indices)
+    low, high = values.min(), values.max()
+    if low < 0 or high >= n:
+        raise ValueError(f"indices range over [{low}, {high}] but the data has {n} examples (indices 0 to {n - 1})")
+
+
 def _gather(data: Batch, idx: jax.Array) -> Batch:
     return {k: jnp.take(v, idx, axis=0) for k, v in data.items()}
 
@@ -299,6 +318,7 @@ def make_fused_train_step(
 
     def fused(state: TrainState, data: Batch, indices: jax.Array):
         check_batch(state.batch_spec, data, where="data")
+        _check_indices(indices, int(jnp.shape(data["x"])[0]))
         kind = resolve(state, data, indices)
         if kind == "scan":
             return scan_jit(state, data, indices)
@@ -324,6 +344,7 @@ def make_evaluate(
     Full batches run in one ``lax.scan``; a final partial batch runs once more,
     and the per-batch means are weighted by batch size.
     """
+    batch_size = check_positive_int(batch_size, "batch_size")
     eval_step = make_eval_step(model, loss_fn, metrics_fn=metrics_fn, jit=False)
 
     @jax.jit
@@ -338,6 +359,8 @@ def make_evaluate(
     def evaluate(state: TrainState, data: Batch) -> dict:
         check_batch(state.batch_spec, data, where="evaluation data")
         n = int(jnp.shape(data["x"])[0])
+        if n == 0:
+            raise ValueError("evaluation data is empty: there is nothing to average; pass at least one example")
         full = (n // batch_size) * batch_size
         totals: dict[str, float] = {}
         if full:

@@ -428,3 +428,101 @@ def test_find_critical_point_does_not_call_a_far_start_or_an_infinite_one_conver
         np.testing.assert_allclose(np.asarray(far.params), [1.0, 1.0], atol=1e-2)
     bad = find_critical_point(rosenbrock, jnp.array([jnp.inf, 1.0]), max_steps=5)
     assert not bool(bad.converged)
+
+
+@pytest.mark.parametrize("key", range(4))
+def test_escape_tries_both_signs_where_the_gradient_does_not_decide(key):
+    """At the monkey saddle (g = 0, H = 0) the sign of d is arbitrary and one
+    side of every line goes up: stepping along +d only escaped for 1 key in 4."""
+    with jax.enable_x64(True):
+        esc = escape_saddle(monkey, jnp.zeros(2), key=key)
+        assert bool(esc.escaped) and float(esc.loss_after) < 0.0
+        np.testing.assert_allclose(esc.params, float(esc.step_size) * esc.direction, atol=1e-15)
+        assert float(esc.loss_after) == pytest.approx(float(monkey(esc.params)), rel=1e-12)
+        # The best of ±α for α = 2^-j (a plain loop over both sides as the reference).
+        best = min(float(monkey(s * 0.5 ** j * esc.direction)) for j in range(20) for s in (1, -1))
+        assert float(esc.loss_after) == best
+    # Where the gradient decides the sign, d points downhill and a symmetric tie keeps +α.
+    with jax.enable_x64(True):
+        esc = escape_saddle(saddle, jnp.array([0.0, 1e-3]))
+        assert float(jnp.vdot(jax.grad(saddle)(jnp.array([0.0, 1e-3])), esc.direction)) < 0
+        assert float(esc.step_size) > 0 and bool(esc.escaped)
+
+
+def test_escape_says_whether_lanczos_converged():
+    """A 300-parameter quadratic with λ_min = −0.05: after 10 steps Lanczos reads
+    +0.16, no step lowers the loss, and that must not read as "no saddle"."""
+    d = jnp.concatenate([jnp.array([-0.05]), jnp.linspace(0.1, 100.0, 299)])
+
+    def loss(p):
+        return 0.5 * jnp.sum(d * p ** 2)
+
+    with jax.enable_x64(True):
+        with pytest.warns(UserWarning, match=r"did not converge λ_min in 10 products.*raise num_steps"):
+            short = escape_saddle(loss, jnp.zeros(300), num_steps=10)
+        assert not bool(short.converged) and not bool(short.escaped)
+        assert float(short.eigenvalue) > -0.05 and float(short.residual) > 1e-3
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            full = escape_saddle(loss, jnp.zeros(300), num_steps=300)
+            # Under jit nothing can warn: the fields say it.
+            traced = jax.jit(lambda p: escape_saddle(loss, p, num_steps=10))(jnp.zeros(300))
+        # Lanczos' tolerance: √ε · max|θ| (the top Ritz value reaches 100 after these steps).
+        assert bool(full.converged) and float(full.residual) <= np.sqrt(np.finfo(np.float64).eps) * 100
+        assert float(full.eigenvalue) == pytest.approx(-0.05, rel=1e-7)
+        assert not bool(traced.converged) and float(traced.residual) == pytest.approx(float(short.residual))
+
+
+def test_escape_checks_step_sizes_before_tracing():
+    calls = []
+
+    def loss(p):
+        calls.append(1)
+        return saddle(p)
+
+    for bad, message in [([[0.1, 0.2]], r"step_sizes must be 1-D, got shape \(1, 2\)"),
+                         ([], "step_sizes is empty"),
+                         ([0.1, -1.0], r"step_sizes must be positive and finite, got \[-1.0\]"),
+                         ([float("nan")], "step_sizes must be positive and finite"),
+                         ([True], "step_sizes must be real numbers")]:
+        with pytest.raises(ValueError, match=message):
+            escape_saddle(loss, jnp.zeros(2), step_sizes=bad)
+    with pytest.raises(ValueError, match="params has no entries"):
+        escape_saddle(loss, {"w": jnp.zeros(0)})
+    assert not calls
+
+
+def test_critical_point_settings_are_checked_before_tracing():
+    calls = []
+
+    def loss(p):
+        calls.append(1)
+        return saddle(p)
+
+    for kwargs, message in [
+        ({"gradient_tol": -1.0}, "gradient_tol must be a finite number >= 0, got -1.0; the ‖∇L‖"),
+        ({"gradient_tol": float("nan")}, "gradient_tol must be a finite number >= 0, got nan"),
+        ({"eigenvalue_rtol": -1.0}, "eigenvalue_rtol must be a finite number >= 0"),
+        ({"eigenvalue_atol": -1.0}, "eigenvalue_atol must be a finite number >= 0"),
+        ({"eigenvalue_atol": float("nan")}, "eigenvalue_atol must be a finite number >= 0, got nan"),
+        ({"dense_max_params": -1}, "dense_max_params must be an integer >= 0"),
+        ({"num_steps": 1, "method": "lanczos"}, r"needs num_steps >= 2, got num_steps=1"),
+    ]:
+        for tool in (critical_point_report, critical_point_summary):
+            with pytest.raises(ValueError, match=message):
+                tool(loss, jnp.zeros(2), **kwargs)
+    for empty in ({}, jnp.zeros(0), {"w": jnp.zeros((0, 3))}):
+        for tool in (critical_point_report, critical_point_summary, find_critical_point):
+            with pytest.raises(ValueError, match="params has no entries"):
+                tool(loss, empty)
+    assert not calls
+    with pytest.raises(ValueError, match=r"tolerance must be >= 0.*got \[-5.0\]"):
+        classify_curvature(1.0, 2.0, -5.0)
+    with pytest.raises(ValueError, match="tolerance must be >= 0"):
+        classify_curvature(np.array([1.0, -1.0]), np.array([2.0, 2.0]), np.array([0.1, -0.1]))
+    # Traced tolerances pass the checks (a sweep under jit).
+    with jax.enable_x64(True):
+        s = jax.jit(lambda tol: critical_point_summary(saddle, jnp.zeros(2), gradient_tol=tol,
+                                                       eigenvalue_atol=tol))(1e-8)
+        assert s.class_names() == "saddle" and bool(s.is_critical)

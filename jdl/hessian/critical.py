@@ -189,6 +189,8 @@ def classify_curvature(lambda_min, lambda_max, tolerance, converged=True):
     """``"minimum"``, ``"maximum"``, ``"saddle"``, ``"degenerate"`` or
     ``"unresolved"`` (see the module docstring).
 
+    ``tolerance``: ``τ >= 0`` (``ValueError`` otherwise; a NaN ``τ``, as from
+    a NaN Hessian, gives ``"unresolved"``).
     ``converged``: whether ``lambda_min`` and ``lambda_max`` are converged
     eigenvalues; if not (Ritz values of an unfinished Lanczos run) only a
     saddle can be told, and anything else is ``"unresolved"``.
@@ -199,6 +201,9 @@ def classify_curvature(lambda_min, lambda_max, tolerance, converged=True):
     gives the same classification as an index into :data:`CLASSES`.
     """
     lo, hi, tol = (np.asarray(x, np.float64) for x in (lambda_min, lambda_max, tolerance))
+    if np.any(tol < 0):  # a NaN τ (from a NaN Hessian) passes: it gives "unresolved"
+        raise ValueError(f"tolerance must be >= 0 (the τ within which an eigenvalue counts as zero, e.g. a "
+                         f"report's eigenvalue_tolerance), got {tol[tol < 0][:5].tolist()} among its values")
     names = np.asarray(CLASSES)[_class_code(lo, hi, tol, np.asarray(converged, bool), np)]
     return str(names) if names.ndim == 0 else names
 
@@ -242,7 +247,20 @@ class CriticalPointSummary(NamedTuple):
         return str(names) if names.ndim == 0 else names
 
 
-def _resolve_method(n: int, method: str, dense_max_params: int) -> str:
+def _check_settings(n: int, method: str, *, dense_max_params, num_steps, num_probes, gradient_tol,
+                    eigenvalue_rtol, eigenvalue_atol) -> str:
+    """The method to use, after checking the settings of
+    :func:`critical_point_summary` (concrete tolerances only: traced ones pass)."""
+    if n == 0:
+        raise ValueError("params has no entries (an empty pytree, or only size-0 arrays): there is no gradient "
+                         "or Hessian to read; pass the trainable parameters")
+    dense_max_params = check_count(dense_max_params, "dense_max_params", 0)
+    num_steps = check_count(num_steps, "num_steps")
+    check_count(num_probes, "num_probes")
+    check_number(gradient_tol, "gradient_tol", hint="the ‖∇L‖ at or below which the point is critical, "
+                 "or None for √ε of the dtype")
+    check_number(eigenvalue_rtol, "eigenvalue_rtol", hint="τ relative to max|λ|, or None for √ε of the dtype")
+    check_number(eigenvalue_atol, "eigenvalue_atol", hint="the absolute floor of τ, 0 for none")
     if method == "auto":
         method = "dense" if n <= dense_max_params else "lanczos"
     if method not in ("dense", "lanczos"):
@@ -250,6 +268,9 @@ def _resolve_method(n: int, method: str, dense_max_params: int) -> str:
     if method == "lanczos" and n < 2:
         raise ValueError(f"method='lanczos' reads both ends of the spectrum and needs at least 2 parameters, "
                          f"got {n}; use method='dense'")
+    if method == "lanczos" and num_steps < 2:
+        raise ValueError(f"method='lanczos' reads both ends of the spectrum from one Krylov space and needs "
+                         f"num_steps >= 2, got num_steps={num_steps}; raise num_steps (80 by default)")
     return method
 
 
@@ -290,7 +311,9 @@ def critical_point_summary(
     dtype = flat.dtype
     check_eigensolver_dtype(dtype, "critical_point_summary")
     n = flat.shape[0]
-    method = _resolve_method(n, method, dense_max_params)
+    method = _check_settings(n, method, dense_max_params=dense_max_params, num_steps=num_steps,
+                             num_probes=num_probes, gradient_tol=gradient_tol, eigenvalue_rtol=eigenvalue_rtol,
+                             eigenvalue_atol=eigenvalue_atol)
     if method == "dense":
         check_dense_fits(n, dtype, chunk_size=min(32, n))
     if gradient_tol is None:
@@ -373,6 +396,9 @@ def critical_point_report(
       gradient_tol: ``‖∇L‖`` at or below which the point counts as critical
         (default ``√ε`` of the dtype).
       eigenvalue_rtol, eigenvalue_atol: the zero-eigenvalue tolerance ``τ``.
+        The three tolerances must be finite and ``>= 0`` (``ValueError``,
+        before any tracing, for concrete ones); ``method="lanczos"`` needs
+        ``num_steps >= 2`` (one Krylov space for both ends).
 
     Returns:
       :class:`CriticalPointReport`.
@@ -387,7 +413,9 @@ def critical_point_report(
     dtype = flat.dtype
     check_eigensolver_dtype(dtype, "critical_point_report")
     n = flat.shape[0]
-    method = _resolve_method(n, method, dense_max_params)
+    method = _check_settings(n, method, dense_max_params=dense_max_params, num_steps=num_steps,
+                             num_probes=num_probes, gradient_tol=gradient_tol, eigenvalue_rtol=eigenvalue_rtol,
+                             eigenvalue_atol=eigenvalue_atol)
     if method == "dense":  # before tracing, too
         check_dense_fits(n, dtype, chunk_size=min(32, n))
     settings = dict(method=method, dense_max_params=dense_max_params, num_steps=num_steps,
@@ -528,6 +556,9 @@ def find_critical_point(
                  hint="the initial Levenberg–Marquardt μ relative to ‖H‖², e.g. 1e-3")
     flat0, unflatten = flatten(params)
     n = flat0.shape[0]
+    if n == 0:
+        raise ValueError("params has no entries (an empty pytree, or only size-0 arrays): there is no gradient "
+                         "to drive to zero; pass the trainable parameters")
     dtype = flat0.dtype
     if solver == "auto":
         solver = "dense" if n <= dense_max_params else "cg"

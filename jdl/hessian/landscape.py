@@ -294,14 +294,24 @@ class EscapeResult(NamedTuple):
     """A step along the most negative curvature.
 
     Attributes:
-      params: the new point (``params`` unchanged if no step lowered the loss).
-      direction: the unit direction stepped along (sign chosen so ``gᵀd ≤ 0``).
-      eigenvalue: its curvature ``λ_min`` (< 0 at a saddle).
-      step_size: the step length taken (0 if none).
+      params: the new point, ``params + step_size · direction`` (``params``
+        unchanged if no step lowered the loss).
+      direction: the unit eigenvector ``d`` of ``eigenvalue``, its sign chosen
+        so that ``gᵀd ≤ 0``.
+      eigenvalue: its curvature ``λ_min`` (< 0 at a saddle) — a Ritz value
+        unless ``converged``, with the true ``λ_min`` at or below it.
+      step_size: the step ``α`` taken along ``direction``, 0 if none; negative
+        for a step along ``−direction`` (both signs are tried).
       loss_before, loss_after: the loss at the old and new point.
       predicted_decrease: ``−(α gᵀd + ½ λ α²)`` from the quadratic model.
       escaped: whether the loss went down.
       num_matvecs: Hessian-vector products spent by Lanczos.
+      converged: whether Lanczos converged ``eigenvalue``: its residual is
+        within Lanczos' tolerance (``√ε · max|θ|``). If not, ``λ_min`` may be
+        lower than reported — a positive ``eigenvalue`` with ``escaped``
+        false does not show that ``params`` is no saddle: raise
+        ``num_steps``.
+      residual: ``‖H d − λ d‖``, Lanczos' residual of the pair.
     """
 
     params: PyTree
@@ -313,6 +323,36 @@ class EscapeResult(NamedTuple):
     predicted_decrease: jax.Array
     escaped: jax.Array
     num_matvecs: jax.Array
+    converged: jax.Array
+    residual: jax.Array
+
+
+def _step_sizes(step_sizes) -> jax.Array | None:
+    """``step_sizes`` as a 1-D array, checked before tracing: non-empty and,
+    when concrete, of positive finite lengths (``ValueError`` otherwise)."""
+    if step_sizes is None:
+        return None
+    how = ("pass a 1-D sequence of positive step lengths, e.g. step_sizes=[1.0, 0.5, 0.25] (both signs are "
+           "tried), or None for max_step · 2^-j, j = 0 … num_trials − 1")
+    if isinstance(step_sizes, jax.core.Tracer):
+        values = step_sizes
+    else:
+        try:
+            values = jnp.asarray(step_sizes)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"step_sizes must be numbers, got {step_sizes!r}; {how}") from e
+    if values.ndim != 1:
+        raise ValueError(f"step_sizes must be 1-D, got shape {values.shape}; {how}")
+    if values.size == 0:
+        raise ValueError(f"step_sizes is empty; {how}")
+    if not jnp.issubdtype(values.dtype, jnp.integer) and not jnp.issubdtype(values.dtype, jnp.floating):
+        raise ValueError(f"step_sizes must be real numbers, got {values.dtype}; {how}")
+    if not isinstance(values, jax.core.Tracer):
+        bad = ~(jnp.isfinite(values) & (values > 0))
+        if bool(jnp.any(bad)):
+            raise ValueError(f"step_sizes must be positive and finite, got {[float(x) for x in values[bad][:5]]} "
+                             f"among them; {how}")
+    return values
 
 
 def escape_saddle(
@@ -330,9 +370,20 @@ def escape_saddle(
     The direction ``d`` comes from Lanczos (``which="SA"``), with its sign
     chosen so that ``gᵀd ≤ 0``; along it the quadratic model
     ``L + α gᵀd + ½ λ α²`` decreases for every ``α > 0`` when ``λ < 0``. The
-    step length is the best of ``step_sizes`` (default: ``max_step · 2^{-j}``,
-    ``j = 0 … num_trials−1``), all evaluated in one vmapped call; a step is
-    taken only if it lowers the loss.
+    step is the best of ``±α`` for ``α`` in ``step_sizes`` (default:
+    ``max_step · 2^{-j}``, ``j = 0 … num_trials−1``), all evaluated in one
+    vmapped call (ties go to ``+α``); a step is taken only if it lowers the
+    loss. Both signs, because where ``g ≈ 0`` the sign of ``d`` is arbitrary
+    and the terms beyond the quadratic model decide: at the monkey saddle
+    ``x³ − 3xy²`` (``g = 0``, ``H = 0``) one side of every line through the
+    origin goes up and the other down.
+
+    ``converged`` says whether ``eigenvalue`` is an eigenvalue or still a Ritz
+    value: an unconverged one may miss the negative curvature (a
+    300-parameter quadratic with ``λ_min = −0.05`` read ``+0.16`` after 10
+    steps). Called outside any transformation, a step that did not escape
+    with an unconverged ``eigenvalue`` warns; under ``jax.jit``/``jax.vmap``
+    it cannot, so read ``converged`` there.
 
     Like :func:`~jdl.hessian.dense_spectrum`, each call compiles afresh
     (seconds; nothing of ``loss`` outlives the call); to escape from many
@@ -345,15 +396,24 @@ def escape_saddle(
     num_steps = check_count(num_steps, "num_steps")
     num_trials = check_count(num_trials, "num_trials")
     check_number(max_step, "max_step", positive=True, hint="the longest step along the eigenvector tried")
-    if step_sizes is not None and jnp.size(jnp.asarray(step_sizes)) == 0:
-        raise ValueError("step_sizes is empty; pass at least one step length, or None for "
-                         "max_step · 2^-j, j = 0 … num_trials − 1")
+    step_sizes = _step_sizes(step_sizes)
+    if flatten(params)[0].shape[0] == 0:
+        raise ValueError("params has no entries (an empty pytree, or only size-0 arrays): there is no direction "
+                         "to step along; pass the trainable parameters")
     # A closure jitted for this call: a jit keyed on ``loss`` itself (a static
     # argument) would fail on an unhashable callable and keep every loss, and
     # what it captures, alive in the cache.
-    return jax.jit(lambda params, args, step_sizes, v0: _escape_saddle(
+    result = jax.jit(lambda params, args, step_sizes, v0: _escape_saddle(
         loss, params, args, num_steps, max_step, num_trials, step_sizes, v0))(
-        params, args, None if step_sizes is None else jnp.asarray(step_sizes), random_like(key, params))
+        params, args, step_sizes, random_like(key, params))
+    unresolved = ~(result.converged | result.escaped)
+    if not isinstance(unresolved, jax.core.Tracer) and bool(unresolved):
+        warnings.warn(
+            f"escape_saddle: no step lowered the loss, but Lanczos did not converge λ_min in "
+            f"{int(result.num_matvecs)} products (residual {float(result.residual):.2g}, Ritz value "
+            f"{float(result.eigenvalue):.4g}): the true λ_min is at or below it and may be negative, so this "
+            "does not show that the point is no saddle; raise num_steps", stacklevel=2)
+    return result
 
 
 def _escape_saddle(loss, params, args, num_steps, max_step, num_trials, step_sizes, v0) -> EscapeResult:
@@ -368,9 +428,11 @@ def _escape_saddle(loss, params, args, num_steps, max_step, num_trials, step_siz
     d = jax.tree.map(lambda a: (sign * a).astype(a.dtype), d)
     slope = sign * slope
     if step_sizes is None:
-        alphas = max_step * 0.5 ** jnp.arange(num_trials, dtype=flat.dtype)
+        lengths = max_step * 0.5 ** jnp.arange(num_trials, dtype=flat.dtype)
     else:
-        alphas = jnp.asarray(step_sizes, flat.dtype)
+        lengths = jnp.asarray(step_sizes, flat.dtype)
+    # +α first, so that a tie (a symmetric slice) keeps the descent side.
+    alphas = jnp.concatenate([lengths, -lengths])
     losses = loss_slice(loss, params, d, *args, alphas=alphas, normalize=False)
     losses = jnp.where(jnp.isfinite(losses), losses, jnp.inf)
     best = jnp.argmin(losses)
@@ -388,4 +450,6 @@ def _escape_saddle(loss, params, args, num_steps, max_step, num_trials, step_siz
         predicted_decrease=-(alpha * slope + 0.5 * lam * alpha * alpha),
         escaped=escaped,
         num_matvecs=res.num_matvecs,
+        converged=res.converged[0],
+        residual=res.residuals[0],
     )

@@ -36,8 +36,13 @@ class PowerIterationResult(NamedTuple):
     Attributes:
       eigenvalues: ``(k,)`` Rayleigh quotients, in the order found (descending magnitude).
       eigenvectors: pytree shaped like ``v0`` with a leading axis ``k``.
-      residuals: ``(k,)`` ``‖A v − λ v‖`` at the last iterate (computed from the
-        last product, no extra cost).
+      residuals: ``(k,)`` ``‖A v − λ v‖`` of the returned pair, with ``A``
+        itself, not the deflated operator (computed from the last product, no
+        extra cost: the eigenvector returned is the last iterate whose product
+        was taken, and ``λ`` its Rayleigh quotient). A later pair inherits the
+        error of the earlier ones: deflation against a ``v₁`` with residual
+        ``r₁`` leaves ``A v₂`` a part along ``v₁`` of up to ``‖r₁‖``, which
+        more steps do not remove.
       num_matvecs: total operator products, all ``k`` included.
       converged: ``(k,)`` whether the stopping rule was met within ``max_steps``
         *and* the residual is small, ``‖A v − λ v‖ ≤ max(√tol, √ε) · s`` with
@@ -74,7 +79,8 @@ def power_iteration(
         sign of ``λ₁`` the rule implies the residual test of ``converged`` (a
         relative change ``δ`` comes with a relative residual of about
         ``√(δ (1 − r)/(1 + r))``); of the other sign, about
-        ``√(δ (1 + r)/(1 − r))``, which may fail it.
+        ``√(δ (1 + r)/(1 − r))``, which may fail it. May be traced (a sweep
+        over tolerances under ``jax.jit`` or ``jax.vmap``).
 
     A zero product ``A v = 0`` (a zero operator, or nothing left after
     deflation) gives the eigenvalue 0 with ``v`` itself as its eigenvector.
@@ -100,7 +106,8 @@ def power_iteration(
         # A start with nothing left after deflation (a zero v0, or one in the
         # span of the vectors found) continues from a fixed random vector.
         fallback = jax.random.normal(jax.random.key(0x1A2C05), x0.shape, x0.dtype)
-        residual_tol = max(float(tol), float(jnp.finfo(x0.dtype).eps)) ** 0.5
+        # jnp, not float(): tol may be traced.
+        residual_tol = jnp.sqrt(jnp.maximum(jnp.asarray(tol, x0.dtype), jnp.finfo(x0.dtype).eps))
 
         def one(i, carry):
             found, values, residuals, steps, converged = carry
@@ -109,23 +116,29 @@ def power_iteration(
             v = v / jnp.linalg.norm(v)
 
             def cond(s):
-                t, _, _, _, done = s
+                t, _, _, _, _, done = s
                 return (t < max_steps) & ~done
 
             def body(s):
-                t, v, lam, _, _ = s
-                w = deflate(mv(v), found)
-                new = jnp.vdot(v, w)
-                res = jnp.linalg.norm(w - new * v)
+                t, v, _, lam, _, _ = s
+                av = mv(v)
+                # λ and the residual from A v itself: the deflated product's
+                # residual ‖(I − P) A v − λ v‖ hides A v's part along the
+                # vectors found, which is what an inexact earlier v leaves.
+                new = jnp.vdot(v, av)
+                res = jnp.linalg.norm(av - new * v)
                 done = jnp.abs(new - lam) / (jnp.abs(lam) + 1e-6) < tol
+                w = deflate(av, found)
                 norm = jnp.linalg.norm(w)
                 # A v = 0: v is an eigenvector (eigenvalue 0); keep it rather than divide by 0.
-                v = jnp.where(norm > 0, w / jnp.where(norm > 0, norm, 1), v)
-                return t + 1, v, new, res, done & (t > 0)
+                following = jnp.where(norm > 0, w / jnp.where(norm > 0, norm, 1), v)
+                # Keep v, the iterate λ and the residual belong to; its successor
+                # has no product yet.
+                return t + 1, following, v, new, res, done & (t > 0)
 
-            init = (jnp.zeros((), jnp.int32), v, jnp.zeros((), x0.dtype), jnp.zeros((), x0.dtype),
+            init = (jnp.zeros((), jnp.int32), v, v, jnp.zeros((), x0.dtype), jnp.zeros((), x0.dtype),
                     jnp.zeros((), bool))
-            t, v, lam, res, done = jax.lax.while_loop(cond, body, init)
+            t, _, v, lam, res, done = jax.lax.while_loop(cond, body, init)
             scale = jnp.maximum(jnp.max(jnp.abs(values)), jnp.abs(lam))
             return (found.at[i].set(v), values.at[i].set(lam), residuals.at[i].set(res),
                     steps + t, converged.at[i].set(done & (res <= residual_tol * scale)))

@@ -23,6 +23,7 @@ from jdl.run import (
     read_config,
     write_json_atomic,
 )
+from jdl.training.callbacks import Callback
 from jdl.training.fit import has_checkpoint
 
 
@@ -139,6 +140,17 @@ def _table(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
+class _WriteConfigOnStart(Callback):
+    """Write the run's configuration when ``fit`` starts, after it restored the checkpoint."""
+
+    def __init__(self, path: str, config: dict):
+        self.path, self.config = path, config
+
+    def on_fit_start(self, ctx, state):
+        write_json_atomic(self.path, self.config)
+        return None
+
+
 def cmd_train(args) -> int:
     from jdl.plotting import plot_learning_curves
     from jdl.training import fit, make_evaluate
@@ -157,9 +169,15 @@ def cmd_train(args) -> int:
             print(f"jdl train: --epochs {saved.epochs} -> {config.epochs} stretches the {config.schedule} "
                   f"schedule over {config.epochs} epochs from here on (the rate rises again); "
                   "the epochs already run keep theirs", file=sys.stderr)
-    # Written on resume too: a changed --epochs must reach config.json, or a later plain
-    # --resume (after an interruption) and load_run would go back to the old count.
-    write_json_atomic(os.path.join(out, CONFIG_FILE), config.to_json())
+    config_path = os.path.join(out, CONFIG_FILE)
+    callbacks = []
+    if not args.resume:
+        write_json_atomic(config_path, config.to_json())
+    else:
+        # A changed --epochs must reach config.json, or a later plain --resume (after an
+        # interruption) and load_run would go back to the old count; written once the
+        # checkpoint has been restored, so a run that cannot resume is left as it was.
+        callbacks.append(_WriteConfigOnStart(config_path, config.to_json()))
     print(f"jdl train: {parts.dataset.summary()}")
     hidden = f" {','.join(map(str, config.hidden))}" if config.hidden else ""
     print(
@@ -177,6 +195,7 @@ def cmd_train(args) -> int:
         state=state,
         out_dir=out,
         resume=args.resume,
+        callbacks=callbacks,
         progress=not args.no_progress,
         config=config.to_json(),
     )

@@ -3,9 +3,11 @@ names the problem and the fix, before anything is traced or compiled."""
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -137,3 +139,26 @@ def check_writable_dir(path: str | os.PathLike, *, what: str = "output directory
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {path!r} is not writable; choose a writable path or fix its permissions")
     return path
+
+
+def as_key(key) -> jax.Array:
+    """A typed PRNG key from an integer seed (Python's or NumPy's, or a traced
+    integer scalar, so seeds can be vmapped), a raw ``uint32`` key
+    (``jax.random.PRNGKey``) or a typed key (``jax.random.key``). Anything
+    else — a float, a bool, a string — raises ``TypeError``."""
+    fix = ("pass an integer seed (key=0) or a PRNG key (key=jax.random.key(0)); "
+           "split a key for several uses (jax.random.split)")
+    if isinstance(key, (bool, np.bool_)):
+        raise TypeError(f"key must be an integer seed or a PRNG key, got the bool {key!r}; {fix}")
+    if isinstance(key, numbers.Integral):
+        return jax.random.key(int(key))
+    if not isinstance(key, (jax.Array, np.ndarray)):
+        raise TypeError(f"key must be an integer seed or a PRNG key, got {key!r} ({type(key).__name__}); {fix}")
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if key.ndim == 0 and jnp.issubdtype(key.dtype, jnp.integer):
+        return jax.random.key(key)
+    if key.ndim >= 1 and key.dtype == jnp.uint32:
+        return jax.random.wrap_key_data(key)
+    aval = f"{np.dtype(key.dtype).name}[{','.join(map(str, key.shape))}]"
+    raise TypeError(f"key must be an integer seed or a PRNG key, got an array of {aval}; {fix}")

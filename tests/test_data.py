@@ -129,7 +129,7 @@ def test_batches_take_an_int_seed_or_refuse_a_bad_key_clearly():
     assert by_seed == [b["y"].tolist() for b in batches(data, 4, key=jax.random.key(3), epoch=1)]
     raw = jax.random.key_data(jax.random.key(3))
     assert by_seed == [b["y"].tolist() for b in batches(data, 4, key=raw, epoch=1)]
-    with pytest.raises(ValueError, match="key must be a PRNG key"):
+    with pytest.raises(TypeError, match="key must be an integer seed or a PRNG key"):
         list(batches(data, 4, key=1.5))
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl.validation import check_batch_entries, check_positive_int
+from jdl.validation import as_key, check_batch_entries, check_positive_int
 
 
 def _check_batch_size(batch_size: int, num_examples: int) -> int:
@@ -28,21 +28,6 @@ def _check_batch_size(batch_size: int, num_examples: int) -> int:
             f"use batch_size <= {num_examples}"
         )
     return batch_size
-
-
-def _as_key(key) -> jax.Array:
-    """A typed PRNG key from a typed key, raw key data (``uint32[2]``) or an int seed."""
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    try:
-        return jax.random.wrap_key_data(jnp.asarray(key))
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"key must be a PRNG key (jax.random.key(seed)), its raw data (uint32[2]) or an int seed, "
-            f"got {type(key).__name__} {np.shape(key)}; pass key=None to keep the data order"
-        ) from None
 
 
 def num_batches(num_examples: int, batch_size: int, *, drop_last: bool) -> int:
@@ -106,7 +91,7 @@ def batches(
     check_batch_entries(data)
     n = len(data["y"])
     if key is not None:
-        key = _as_key(key)
+        key = as_key(key)
     full, rest = epoch_indices(key, epoch, n, batch_size, shuffle=key is not None)
     groups = list(np.asarray(full))
     if rest is not None and not drop_last:

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from jdl.validation import as_key as as_key
+
 PyTree = Any
 
 
@@ -204,25 +206,3 @@ def random_like(key: jax.Array, tree: PyTree, *, distribution: str = "normal") -
     else:
         raise ValueError(f"unknown distribution {distribution!r}; use 'normal' or 'rademacher'")
     return unflatten(x)
-
-
-def as_key(key) -> jax.Array:
-    """A typed PRNG key from an integer seed (Python's or NumPy's, or a traced
-    integer scalar, so seeds can be vmapped), a raw ``uint32`` key
-    (``jax.random.PRNGKey``) or a typed key (``jax.random.key``). Anything
-    else — a float, a bool, a string — raises ``TypeError``."""
-    fix = ("pass an integer seed (key=0) or a PRNG key (key=jax.random.key(0)); "
-           "split a key for several uses (jax.random.split)")
-    if isinstance(key, (bool, np.bool_)):
-        raise TypeError(f"key must be an integer seed or a PRNG key, got the bool {key!r}; {fix}")
-    if isinstance(key, numbers.Integral):
-        return jax.random.key(int(key))
-    if not isinstance(key, (jax.Array, np.ndarray)):
-        raise TypeError(f"key must be an integer seed or a PRNG key, got {key!r} ({type(key).__name__}); {fix}")
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    if key.ndim == 0 and jnp.issubdtype(key.dtype, jnp.integer):
-        return jax.random.key(key)
-    if key.ndim >= 1 and key.dtype == jnp.uint32:
-        return jax.random.wrap_key_data(key)
-    raise TypeError(f"key must be an integer seed or a PRNG key, got an array of {_aval(key)}; {fix}")

@@ -111,10 +111,18 @@ def check_batch(batch_spec, batch, *, where: str = "batch", leading_axes: int = 
             )
 
 
-def check_positive_int(value, name: str, *, hint: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}{'; ' + hint if hint else ''}")
+def check_count(value, name: str, minimum: int = 1, *, hint: str = "") -> int:
+    """``value`` as a Python ``int`` if it is an integer (Python's or NumPy's,
+    not a bool) of at least ``minimum``; else ``ValueError`` naming ``name``
+    (with ``hint``, the way out). ``2.9`` is refused, not truncated."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
+        need = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {need}, got {value!r}{'; ' + hint if hint else ''}")
     return int(value)
+
+
+def check_positive_int(value, name: str, *, hint: str = "") -> int:
+    return check_count(value, name, 1, hint=hint)
 
 
 def check_positive_float(value, name: str, *, hint: str = "") -> float:

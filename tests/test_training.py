@@ -415,3 +415,41 @@ def test_fused_step_evaluate_and_fit_refuse_bad_indices_and_empty_data(data):
     with pytest.raises(ValueError, match="validation data is empty"):
         fit(model, cross_entropy, opt, ds.train, val_data={k: v[:0] for k, v in ds.train.items()}, epochs=1,
             batch_size=64, progress=False)
+
+
+def test_fit_refuses_bad_settings_before_touching_the_run_directory(data, tmp_path):
+    """epochs=2.9 trained 2 epochs and True 1; a generator of callbacks was spent
+    after the first epoch's hooks; a mesh without a "data" axis gave KeyError;
+    empty training data asked for a batch size of "at most 0"; and the
+    checkpoint directory was created (and its manager left open) before a
+    failing label check."""
+    ds, _ = data
+    model = get_model("mlp", ds.input_shape, 10, hidden=(4,))
+    opt = optax.sgd(0.1)
+    small = {k: v[:128] for k, v in ds.train.items()}
+    run = dict(batch_size=64, progress=False)
+    for bad in (2.9, True, "3", -1):
+        with pytest.raises(ValueError, match="epochs must be an integer >= 0"):
+            fit(model, cross_entropy, opt, small, epochs=bad, **run)
+    with pytest.raises(TypeError, match="must be jdl.training.Callback objects"):
+        fit(model, cross_entropy, opt, small, epochs=1, callbacks=[lambda *a: None], **run)
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("batch",))
+    with pytest.raises(ValueError, match="no 'data' axis"):
+        fit(model, cross_entropy, opt, small, epochs=1, mesh=mesh, **run)
+    with pytest.raises(ValueError, match="training data is empty"):
+        fit(model, cross_entropy, opt, {k: v[:0] for k, v in small.items()}, epochs=1, **run)
+    five = get_model("mlp", ds.input_shape, 5, hidden=(4,))
+    with pytest.raises(ValueError, match="labels in"):
+        fit(five, cross_entropy, opt, small, epochs=1, out_dir=tmp_path / "run", **run)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+    from jdl.training import Callback
+
+    class Epochs(Callback):
+        seen = 0
+
+        def on_epoch_end(self, ctx, state, logs):
+            Epochs.seen += 1
+
+    fit(model, cross_entropy, opt, small, epochs=2, callbacks=(cb for cb in [Epochs()]), **run)
+    assert Epochs.seen == 2

@@ -18,6 +18,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jdl.validation import as_key as as_key
+from jdl.validation import check_count as check_count
 
 PyTree = Any
 
@@ -107,15 +108,6 @@ def check_eigensolver_dtype(dtype, what: str) -> None:
             f"{what} needs an eigensolver (or QR), which works in float32 or float64 only, but the numbers are "
             f"{jnp.dtype(dtype)}; cast the params (and any start vector) first: "
             "jax.tree.map(lambda a: a.astype(jnp.float32), params)")
-
-
-def check_count(value, name: str, minimum: int = 1) -> int:
-    """``value`` as a Python ``int`` if it is an integer (Python's or NumPy's,
-    not a bool) of at least ``minimum``; else ``ValueError``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
-        need = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {need}, got {value!r}")
-    return int(value)
 
 
 def check_number(value, name: str, *, positive: bool = False, hint: str = "") -> None:

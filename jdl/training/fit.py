@@ -34,6 +34,7 @@ from jdl.training.step import LoopKind, make_evaluate, make_fused_train_step, ma
 from jdl.validation import (
     check_batch,
     check_batch_entries,
+    check_count,
     check_no_silent_downcast,
     check_positive_int,
     check_writable_dir,
@@ -150,9 +151,8 @@ def fit(
       ``epoch``, ``step``, ``train_loss``, ``val_*``, ``train_grad_norm`` (if asked for) and
       ``time`` (plus ``*_accuracy`` for classification and what callbacks add).
     """
-    epochs = int(epochs)
-    if epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    epochs = check_count(epochs, "epochs", 0, hint="the total number of epochs, e.g. epochs=10")
+    callbacks = _check_callbacks(callbacks)
     batch_size = check_positive_int(batch_size, "batch_size", hint="e.g. --batch-size 128")
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
     if isinstance(data, Dataset):
@@ -167,13 +167,15 @@ def fit(
         if not np.shape(val["y"])[0]:
             raise ValueError("validation data is empty; pass at least one example, or val_data=None for none")
     n = int(np.shape(train["y"])[0])
+    if not n:
+        raise ValueError("the training data is empty; pass at least one example")
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the {n} training examples; use at most {n}")
     if mesh is not None:
         shd.check_divisible(batch_size, mesh)
 
     # The output directory: checked before any work, never overwritten.
-    checkpointer = None
+    ckpt_dir = None
     if out_dir is not None:
         out_dir = check_writable_dir(out_dir)
         ckpt_dir = os.path.join(out_dir, CHECKPOINT_DIR)
@@ -182,7 +184,6 @@ def fit(
                 f"{out_dir} already holds a run (checkpoints in {ckpt_dir}); pass resume=True "
                 "(--resume) to continue it, or choose another output directory"
             )
-        checkpointer = Checkpointer(ckpt_dir)
     elif resume:
         raise ValueError("resume=True needs out_dir, the directory of the run to continue")
 
@@ -197,66 +198,70 @@ def fit(
     if val is not None:
         check_labels(model, state, val, where="the validation data")
 
-    history: list[dict] = []
-    start_epoch = 0
-    stopped = False
-    if resume and checkpointer is not None and checkpointer.latest_epoch() is not None:
-        state, meta = checkpointer.restore(state)
-        history = list(meta.get("history", []))
-        start_epoch = int(meta["epoch"]) + 1
-        stopped = bool(meta.get("stopped", False))  # a run that stopped early stays stopped
-        saved = meta.get("extra_states", [])
-        for i, (cb, cb_state) in enumerate(zip(callbacks, meta.get("callbacks", []))):
-            cb.set_state(cb_state)
-            prefix = f"callback{i}_"
-            cb.set_train_states({name[len(prefix):]: checkpointer.restore_extra(state, name)
-                                 for name in saved if name.startswith(prefix)})
-
-    data_sharding = shd.replicated(mesh) if mesh is not None else None
-    if mesh is not None:
-        state = shd.replicate(state, mesh)
-    train_dev = _to_device(train, data_sharding)
-    val_dev = _to_device(val, data_sharding) if val is not None else None
-
-    fused = make_fused_train_step(
-        model,
-        loss_fn,
-        optimizer,
-        metrics_fn=metrics_fn,
-        grad_norm=grad_norm,
-        loop=loop,
-        batch_sharding=shd.batch_sharding(mesh) if mesh is not None else None,
-    )
-    single = make_train_step(model, loss_fn, optimizer, metrics_fn=metrics_fn, grad_norm=grad_norm)
-    evaluate = make_evaluate(model, loss_fn, metrics_fn=metrics_fn)
-
-    steps_per_epoch = n // batch_size
-    chunk = steps_per_epoch if steps_per_call is None else check_positive_int(steps_per_call, "steps_per_call")
-    ctx = FitContext(
-        model=model,
-        loss_fn=loss_fn,
-        optimizer=optimizer,
-        train_data=train_dev,
-        val_data=val_dev,
-        batch_size=batch_size,
-        epochs=epochs,
-        epoch=start_epoch,
-        step=int(state.step),
-        history=history,
-        callbacks=tuple(callbacks),
-        out_dir=out_dir,
-    )
-    if out_dir is not None:
-        _write_history(out_dir, history)
-    for cb in callbacks:
-        state = cb.on_fit_start(ctx, state) or state
-
-    _, data_key = step_keys(state.key)
-    remaining_steps = (epochs - start_epoch) * (steps_per_epoch + (0 if drop_last or n % batch_size == 0 else 1))
-    show = _is_terminal() if progress is None else bool(progress)
-    bar = tqdm(total=max(remaining_steps, 0), disable=not show, unit="step", dynamic_ncols=True, leave=False)
-    finished = False  # on_fit_end has run (it runs before the final checkpoint)
+    # Opened once the inputs have passed their checks, and closed however the
+    # run ends (an Orbax manager left open keeps its threads and file handles).
+    checkpointer = Checkpointer(ckpt_dir) if ckpt_dir is not None else None
+    bar = None
     try:
+        history: list[dict] = []
+        start_epoch = 0
+        stopped = False
+        if resume and checkpointer is not None and checkpointer.latest_epoch() is not None:
+            state, meta = checkpointer.restore(state)
+            history = list(meta.get("history", []))
+            start_epoch = int(meta["epoch"]) + 1
+            stopped = bool(meta.get("stopped", False))  # a run that stopped early stays stopped
+            saved = meta.get("extra_states", [])
+            for i, (cb, cb_state) in enumerate(zip(callbacks, meta.get("callbacks", []))):
+                cb.set_state(cb_state)
+                prefix = f"callback{i}_"
+                cb.set_train_states({name[len(prefix):]: checkpointer.restore_extra(state, name)
+                                     for name in saved if name.startswith(prefix)})
+
+        data_sharding = shd.replicated(mesh) if mesh is not None else None
+        if mesh is not None:
+            state = shd.replicate(state, mesh)
+        train_dev = _to_device(train, data_sharding)
+        val_dev = _to_device(val, data_sharding) if val is not None else None
+
+        fused = make_fused_train_step(
+            model,
+            loss_fn,
+            optimizer,
+            metrics_fn=metrics_fn,
+            grad_norm=grad_norm,
+            loop=loop,
+            batch_sharding=shd.batch_sharding(mesh) if mesh is not None else None,
+        )
+        single = make_train_step(model, loss_fn, optimizer, metrics_fn=metrics_fn, grad_norm=grad_norm)
+        evaluate = make_evaluate(model, loss_fn, metrics_fn=metrics_fn)
+
+        steps_per_epoch = n // batch_size
+        chunk = steps_per_epoch if steps_per_call is None else check_positive_int(steps_per_call, "steps_per_call")
+        ctx = FitContext(
+            model=model,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            train_data=train_dev,
+            val_data=val_dev,
+            batch_size=batch_size,
+            epochs=epochs,
+            epoch=start_epoch,
+            step=int(state.step),
+            history=history,
+            callbacks=tuple(callbacks),
+            out_dir=out_dir,
+        )
+        if out_dir is not None:
+            _write_history(out_dir, history)
+        for cb in callbacks:
+            state = cb.on_fit_start(ctx, state) or state
+
+        _, data_key = step_keys(state.key)
+        remaining_steps = (epochs - start_epoch) * (steps_per_epoch + (0 if drop_last or n % batch_size == 0 else 1))
+        show = _is_terminal() if progress is None else bool(progress)
+        bar = tqdm(total=max(remaining_steps, 0), disable=not show, unit="step", dynamic_ncols=True, leave=False)
+        finished = False  # on_fit_end has run (it runs before the final checkpoint)
         for epoch in range(start_epoch, epochs if not stopped else start_epoch):
             ctx.epoch = epoch
             t0 = time.perf_counter()
@@ -325,10 +330,28 @@ def fit(
             for cb in callbacks:
                 state = cb.on_fit_end(ctx, state) or state
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if checkpointer is not None:
             checkpointer.close()
     return FitResult(state, history)
+
+
+def _check_callbacks(callbacks) -> tuple[Callback, ...]:
+    """The callbacks as a tuple (a generator would be spent after one pass),
+    each a :class:`Callback`."""
+    if isinstance(callbacks, Callback):
+        return (callbacks,)
+    try:
+        callbacks = tuple(callbacks)
+    except TypeError:
+        raise TypeError(f"callbacks must be a sequence of jdl.training.Callback objects, "
+                        f"got {type(callbacks).__name__}") from None
+    bad = [cb for cb in callbacks if not isinstance(cb, Callback)]
+    if bad:
+        raise TypeError(f"callbacks must be jdl.training.Callback objects, got {bad[0]!r} "
+                        f"({type(bad[0]).__name__}); subclass Callback and override the hooks you need")
+    return callbacks
 
 
 def _call_size(callbacks, step: int, most: int) -> int:

@@ -36,7 +36,19 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def check_data_axis(mesh) -> None:
+    """``mesh`` must be a :class:`~jax.sharding.Mesh` with a ``"data"`` axis."""
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}; "
+                        "build one with jdl.training.data_parallel_mesh()")
+    if DATA_AXIS not in mesh.shape:
+        raise ValueError(f"the mesh has axes {tuple(mesh.axis_names)} but no {DATA_AXIS!r} axis to split "
+                         f"batches over; name the batch axis {DATA_AXIS!r}, e.g. "
+                         "jdl.training.data_parallel_mesh()")
+
+
 def check_divisible(batch_size: int, mesh: Mesh) -> None:
+    check_data_axis(mesh)
     n = mesh.shape[DATA_AXIS]
     if batch_size % n:
         raise ValueError(

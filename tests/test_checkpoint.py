@@ -150,3 +150,15 @@ def test_fit_refuses_to_overwrite_an_existing_run(ds, tmp_path):
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert before == after
     assert os.path.isdir(tmp_path / "checkpoints" / "0")
+
+
+def test_python_scalar_leaves_are_saved_and_compared(tmp_path):
+    """A Python int or float leaf (a count some optimizer states keep) had no
+    ``.dtype``, so saving any state holding one raised AttributeError."""
+    tree = {"w": np.ones(3, np.float32), "count": 3, "rate": 0.5}
+    with Checkpointer(tmp_path / "ck") as ck:
+        ck.save(0, tree, {})
+        restored, _ = ck.restore(tree)
+        assert restored["count"] == 3 and restored["rate"] == 0.5 and np.array_equal(restored["w"], tree["w"])
+        with pytest.raises(ValueError, match=r"\['count'\] is int32\(\) in the checkpoint but float32\(\) now"):
+            ck.restore(dict(tree, count=3.0))

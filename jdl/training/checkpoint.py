@@ -23,7 +23,15 @@ from jdl.training.state import TrainState
 def tree_spec(tree: Any) -> list[list]:
     """``[[path, shape, dtype], ...]`` for each leaf, as JSON-friendly lists."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return [[jax.tree_util.keystr(path), list(np.shape(leaf)), str(leaf.dtype)] for path, leaf in flat]
+    return [[jax.tree_util.keystr(path), list(np.shape(leaf)), _dtype_name(leaf)] for path, leaf in flat]
+
+
+def _dtype_name(leaf) -> str:
+    """An array's dtype, or for a Python scalar leaf (a count kept in some
+    optimizer states) the dtype JAX gives it."""
+    if hasattr(leaf, "dtype"):
+        return str(leaf.dtype)
+    return str(jax.dtypes.canonicalize_dtype(np.result_type(leaf)))
 
 
 def _first_difference(saved: list, current: list) -> str | None:

@@ -22,6 +22,13 @@ def check_batch_entries(batch) -> None:
     missing = [k for k in ("x", "y") if k not in batch]
     if missing:
         raise ValueError(f"batch is missing {missing}; it has keys {sorted(batch)}. Pass {{'x': inputs, 'y': targets}}")
+    loose = [k for k, v in batch.items() if not isinstance(v, (np.ndarray, jax.Array))]
+    if loose:
+        k = loose[0]
+        raise TypeError(
+            f"batch entry {k!r} is a {type(batch[k]).__name__}, not an array; convert it once, with its "
+            f"dtype, e.g. {k}=np.asarray({k}, dtype=np.float32) (np.int32 for labels)"
+        )
     lengths = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in batch.items()}
     if None in lengths.values():
         scalars = [k for k, n in lengths.items() if n is None]
@@ -60,6 +67,16 @@ def check_no_silent_downcast(batch, *, where: str = "batch") -> None:
                 f"{name}.astype(np.{narrow}), or enable 64-bit with "
                 "jax.config.update('jax_enable_x64', True) before creating the model"
             )
+
+
+def check_step_batch(batch) -> None:
+    """What a compiled train or eval step checks before the call, where a trace
+    cannot: the batch is a dict of arrays with at least one example, and
+    nothing in it would be silently rounded down (:func:`check_no_silent_downcast`)."""
+    check_batch_entries(batch)
+    if not np.shape(batch["y"])[0]:
+        raise ValueError("the batch holds no examples; a step needs at least one (drop empty batches)")
+    check_no_silent_downcast(batch)
 
 
 def _raw_dtype(a) -> np.dtype:

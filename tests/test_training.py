@@ -453,3 +453,20 @@ def test_fit_refuses_bad_settings_before_touching_the_run_directory(data, tmp_pa
 
     fit(model, cross_entropy, opt, small, epochs=2, callbacks=(cb for cb in [Epochs()]), **run)
     assert Epochs.seen == 2
+
+
+def test_steps_refuse_lists_and_empty_batches_before_tracing(data):
+    """Lists reached the trace and failed there with TracerArrayConversionError;
+    an empty batch failed with ZeroDivisionError."""
+    ds, _ = data
+    model = get_model("mlp", ds.input_shape, 10, hidden=(4,))
+    opt = optax.sgd(0.1)
+    state = create_train_state(model, opt, key=0, batch=ds.train)
+    x, y = ds.train["x"][:4], ds.train["y"][:4]
+    for step in (make_train_step(model, cross_entropy, opt), make_eval_step(model, cross_entropy)):
+        with pytest.raises(TypeError, match=r"batch entry 'x' is a list, not an array"):
+            step(state, {"x": x.tolist(), "y": y})
+        with pytest.raises(TypeError, match=r"batch entry 'y' is a list"):
+            step(state, {"x": x, "y": list(y)})
+        with pytest.raises(ValueError, match="the batch holds no examples"):
+            step(state, {"x": x[:0], "y": y[:0]})

@@ -22,7 +22,7 @@ import optax
 
 from jdl.training.model import Model, Variables
 from jdl.training.state import TrainState, step_keys
-from jdl.validation import check_batch, check_no_silent_downcast, check_positive_int
+from jdl.validation import check_batch, check_positive_int, check_step_batch
 
 PyTree = Any
 Batch = dict
@@ -108,15 +108,17 @@ def _checked(fn, *, leading_axes=1):
 
 
 def _jit_checked(fn, **jit_kwargs):
-    """``jax.jit(fn)`` behind the one check a trace cannot make: JAX rounds
+    """``jax.jit(fn)`` behind the checks a trace cannot make: JAX rounds
     float64 NumPy input to float32 (x64 off) before the traced function sees
-    it (:func:`~jdl.validation.check_no_silent_downcast`). The jitted
+    it (:func:`~jdl.validation.check_no_silent_downcast`), turns lists into
+    arrays of its own choosing, and traces an empty batch into a failure deep
+    inside (:func:`~jdl.validation.check_step_batch`). The jitted
     function's ``lower``, ``trace``, ``eval_shape`` and cache stay reachable."""
     jitted = jax.jit(fn, **jit_kwargs)
 
     @functools.wraps(fn)
     def step(state, batch, *args):
-        check_no_silent_downcast(batch)
+        check_step_batch(batch)
         return jitted(state, batch, *args)
 
     step.jitted = jitted

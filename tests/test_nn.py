@@ -246,6 +246,26 @@ def test_perceptron_loss_sgd_step_is_the_perceptron_rule():
     np.testing.assert_allclose(new["linear"]["bias"][...] - v.params["linear"]["bias"][...], [eta * t], rtol=1e-6)
 
 
+def test_perceptron_loss_counts_a_tie_as_a_mistake():
+    """From zero weights every score is 0: Rosenblatt's rule updates (t·net ≤ 0),
+    but the gradient of max_j s_j − s_y split the tie and took half a step
+    (binary) or none at all (three tied classes, label 0: −1 + ⅓·3 … ≠ the rule)."""
+    x = jnp.array([[0.5, -1.0]])
+    for t in (1.0, -1.0):
+        label = jnp.array([int(t > 0)])
+
+        def loss(w):  # the binary perceptron's scores (0, w·x)
+            scores = jnp.concatenate([jnp.zeros((1, 1)), x @ w], axis=1)
+            return jnp.mean(jnn.perceptron_loss(scores, label))
+
+        g = jax.grad(loss)(jnp.zeros((2, 1)))
+        np.testing.assert_allclose(-g, t * np.asarray(x).T)  # a full step w ← w + η t x
+    tied = jax.grad(lambda s: jnn.perceptron_loss(s, jnp.array([0])).sum())(jnp.zeros((1, 3)))
+    assert float(tied[0, 0]) == -1.0 and float(tied.sum()) == 0.0
+    right = jax.grad(lambda s: jnn.perceptron_loss(s, jnp.array([1])).sum())(jnp.array([[0.0, 1.0]]))
+    assert not np.any(np.asarray(right))  # a right prediction takes no step
+
+
 def test_losses_refuse_outputs_and_targets_of_different_shapes():
     # a one-output model's (N, 1) against (N,) targets used to broadcast to (N, N): loss 7 for every example
     pred, t = jnp.zeros((4, 1)), jnp.arange(4.0)

@@ -168,13 +168,23 @@ def perceptron_loss(scores: jax.Array, labels: jax.Array) -> jax.Array:
     ``2 η t x`` — the same rule with the rate doubled). With more classes it is
     the multiclass perceptron. A label outside ``[0, k)`` gives a NaN loss.
 
+    A tie (``max_{j≠y} s_j = s_y``, e.g. every score 0 from a zero
+    initialisation) counts as a mistake, as in Rosenblatt's rule, which
+    updates whenever ``t (w·x + b) ≤ 0``: the loss is written
+    ``max(0, max_{j≠y} s_j − s_y)`` with the gradient of the margin taken at
+    0, not ``max_j s_j − s_y``, whose gradient JAX splits among tied maxima
+    (half a step, or none for ``k`` tied classes).
+
     References:
       Rosenblatt (1958); Duda, Hart & Stork, "Pattern classification", §5.5.
     """
     _check_label_shape("perceptron_loss", scores, labels)
     labels = jnp.asarray(labels).astype(jnp.int32)
+    k = scores.shape[-1]
     true_score = jnp.take_along_axis(scores, labels[..., None], axis=-1)[..., 0]
-    return _nan_where_out_of_range(jnp.max(scores, axis=-1) - true_score, labels, scores.shape[-1])
+    others = jnp.where(jax.nn.one_hot(labels, k, dtype=bool), -jnp.inf, scores)
+    margin = jnp.max(others, axis=-1) - true_score
+    return _nan_where_out_of_range(jnp.where(margin >= 0, margin, 0), labels, k)
 
 
 def l1_penalty(params: PyTree) -> jax.Array:

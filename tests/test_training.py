@@ -470,3 +470,19 @@ def test_steps_refuse_lists_and_empty_batches_before_tracing(data):
             step(state, {"x": x, "y": list(y)})
         with pytest.raises(ValueError, match="the batch holds no examples"):
             step(state, {"x": x[:0], "y": y[:0]})
+
+
+def test_fit_warns_of_a_final_minibatch_of_one_for_batch_statistics(data):
+    """BatchNorm's variance over a final minibatch of one example is 0; nothing said so."""
+    ds, _ = data
+    small = {k: v[:129] for k, v in ds.train.items()}
+    bn = get_model("mlp", ds.input_shape, 10, hidden=(4,), batch_norm=True)
+    with pytest.warns(UserWarning, match="final minibatch of one example"):
+        fit(bn, cross_entropy, optax.sgd(0.1), small, epochs=1, batch_size=64, progress=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit(bn, cross_entropy, optax.sgd(0.1), small, epochs=1, batch_size=64, drop_last=True, progress=False)
+        plain = get_model("mlp", ds.input_shape, 10, hidden=(4,))
+        fit(plain, cross_entropy, optax.sgd(0.1), small, epochs=1, batch_size=64, progress=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -197,6 +198,14 @@ def fit(
     check_labels(model, state, train, where="the training data")  # all of them, not the sample's
     if val is not None:
         check_labels(model, state, val, where="the validation data")
+
+    if n % batch_size == 1 and not drop_last and jax.tree.leaves(state.model_state):
+        warnings.warn(
+            f"{n} examples in minibatches of {batch_size} leave a final minibatch of one example each "
+            "epoch; the model keeps batch statistics (BatchNorm), whose variance over one example is 0. "
+            "Pass drop_last=True or pick a batch size that does not leave one example over",
+            stacklevel=2,
+        )
 
     # Opened once the inputs have passed their checks, and closed however the
     # run ends (an Orbax manager left open keeps its threads and file handles).

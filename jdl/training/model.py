@@ -79,7 +79,10 @@ def from_nnx(module: nnx.Module, *, name: str | None = None) -> Model:
     Random streams: the module's streams (create it with e.g.
     ``rngs=nnx.Rngs(0, dropout=1)`` so ``nnx.Dropout`` has one) are reseeded on
     every call from the explicit ``key``, so dropout masks depend only on the
-    key that the train step passes in.
+    key that the train step passes in. Called without a key (evaluation), they
+    are seeded from a fixed key, ``jax.random.key(0)``: a module that draws in
+    eval mode (a VAE sampling ``z``) then draws the same noise on every call,
+    which keeps evaluation reproducible; pass ``key`` for fresh draws.
 
     ``init(key, sample)`` returns the module's own initial values (NNX
     modules are initialised eagerly when constructed); pass different seeds to

@@ -162,3 +162,23 @@ def test_python_scalar_leaves_are_saved_and_compared(tmp_path):
         assert restored["count"] == 3 and restored["rate"] == 0.5 and np.array_equal(restored["w"], tree["w"])
         with pytest.raises(ValueError, match=r"\['count'\] is int32\(\) in the checkpoint but float32\(\) now"):
             ck.restore(dict(tree, count=3.0))
+
+
+def test_resume_matches_callback_states_by_type_not_only_position(ds, tmp_path):
+    """Callback states were restored by position alone: callbacks passed in
+    another order on resume took each other's counters."""
+    from jdl.training import Callback, EarlyStopping
+
+    class Quiet(Callback):  # no state: may be added or left out on resume
+        pass
+
+    opt = optax.sgd(0.5)
+    fit(_model(ds), cross_entropy, opt, ds, epochs=1, out_dir=tmp_path / "a",
+        callbacks=[EarlyStopping(patience=50), Quiet()], **RUN)
+    with pytest.raises(ValueError, match=r"callback 0 \(jdl.training.callbacks.EarlyStopping\) kept state"):
+        fit(_model(ds), cross_entropy, opt, ds, epochs=2, out_dir=tmp_path / "a", resume=True,
+            callbacks=[Quiet(), EarlyStopping(patience=50)], **RUN)
+    stopper = EarlyStopping(patience=50)
+    resumed = fit(_model(ds), cross_entropy, opt, ds, epochs=2, out_dir=tmp_path / "a", resume=True,
+                  callbacks=[stopper], **RUN)
+    assert stopper.best_epoch in (0, 1) and len(resumed.history) == 2

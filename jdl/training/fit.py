@@ -221,8 +221,8 @@ def fit(
             start_epoch = int(meta["epoch"]) + 1
             stopped = bool(meta.get("stopped", False))  # a run that stopped early stays stopped
             saved = meta.get("extra_states", [])
-            for i, (cb, cb_state) in enumerate(zip(callbacks, meta.get("callbacks", []))):
-                cb.set_state(cb_state)
+            for i, cb in _matched_callbacks(callbacks, meta, saved):
+                cb.set_state(meta["callbacks"][i])
                 prefix = f"callback{i}_"
                 cb.set_train_states({name[len(prefix):]: checkpointer.restore_extra(state, name)
                                      for name in saved if name.startswith(prefix)})
@@ -327,6 +327,7 @@ def fit(
                             "history": history,
                             "config": config or {},
                             "callbacks": [cb.get_state() for cb in callbacks],
+                            "callback_types": [_callback_type(cb) for cb in callbacks],
                             "model": model.name,
                             "stopped": bool(ctx.stop_training),
                         },
@@ -361,6 +362,38 @@ def _check_callbacks(callbacks) -> tuple[Callback, ...]:
         raise TypeError(f"callbacks must be jdl.training.Callback objects, got {bad[0]!r} "
                         f"({type(bad[0]).__name__}); subclass Callback and override the hooks you need")
     return callbacks
+
+
+def _callback_type(cb: Callback) -> str:
+    return f"{type(cb).__module__}.{type(cb).__qualname__}"
+
+
+def _matched_callbacks(callbacks: tuple[Callback, ...], meta: dict, extra_states: list[str]):
+    """``(i, callback)`` for each saved callback state ``i`` to restore.
+
+    States are saved by position. A callback whose saved state is not empty
+    (counters, a best state) must find a callback of the same type at its
+    position when the run resumes — callbacks passed in another order would
+    otherwise take each other's state; stateless ones may come and go.
+    Checkpoints from before types were recorded are matched by position.
+    """
+    states = meta.get("callbacks", [])
+    types = meta.get("callback_types")
+    if types is None:
+        return list(enumerate(callbacks[: len(states)]))
+    now = [_callback_type(cb) for cb in callbacks]
+    matched = []
+    for i, (kind, cb_state) in enumerate(zip(types, states)):
+        if i < len(callbacks) and now[i] == kind:
+            matched.append((i, callbacks[i]))
+            continue
+        if cb_state or any(name.startswith(f"callback{i}_") for name in extra_states):
+            found = now[i] if i < len(callbacks) else "no callback"
+            raise ValueError(
+                f"the run was checkpointed with callbacks {types}; callback {i} ({kind}) kept state that the "
+                f"resumed run needs, but callback {i} now is {found}. Pass the same callbacks in the same "
+                "order to resume (callbacks without state may be added or left out)")
+    return matched
 
 
 def _call_size(callbacks, step: int, most: int) -> int:

@@ -363,6 +363,25 @@ def test_operator_of_the_wrong_size_is_named_by_the_trace_estimators():
             estimator(lambda v: v[:3], jnp.ones(5), key=0)
 
 
+def test_operator_of_the_wrong_size_is_named_by_the_eigensolvers():
+    """SLQ, Lanczos and power iteration failed deep in tracing ("sub got
+    incompatible shapes", "dot_general requires contracting dimensions")."""
+    wrong = lambda v: v[:3]  # noqa: E731
+    for run in (lambda: jh.lanczos(4)(wrong, jnp.ones(5)),
+                lambda: jh.power_iteration(max_steps=4)(wrong, jnp.ones(5)),
+                lambda: jh.stochastic_lanczos_quadrature(4, num_probes=2)(wrong, jnp.ones(5), key=0)):
+        with pytest.raises(ValueError, match=r"vectors of 5 numbers .* returned 3"):
+            run()
+
+
+def test_density_from_quadrature_asks_for_sigma_and_condition_number_for_a_concrete_rtol():
+    quad = jh.stochastic_lanczos_quadrature(4, num_probes=2)(lambda v: jnp.arange(1.0, 5.0) * v, jnp.ones(4), key=0)
+    with pytest.raises(ValueError, match="needs the kernel width sigma"):
+        jh.density_from_quadrature(quad, jnp.linspace(0.0, 5.0, 6), None)
+    with pytest.raises(TypeError, match="rtol must be a concrete number"):
+        jax.vmap(lambda r: jh.condition_number(jnp.array([1.0, 2.0]), rtol=r).value)(jnp.array([0.1, 0.2]))
+
+
 def test_density_grid_and_probe_batch_are_checked():
     def never(v):
         raise AssertionError("no product should run")

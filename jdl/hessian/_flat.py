@@ -147,9 +147,19 @@ def flat_matvec(matvec: Callable, unflatten: Callable, params: tuple) -> Callabl
     def mv(x: jax.Array) -> jax.Array:
         tree = jax.lax.optimization_barrier(unflatten(x))
         out, _ = ravel_pytree(matvec(tree, *params))
+        check_product_size(out, x)
         return out.astype(x.dtype)
 
     return mv
+
+
+def check_product_size(out: jax.Array, x: jax.Array) -> None:
+    """An operator's flattened product must have as many numbers as its input
+    (``ValueError`` otherwise; shapes are static, so this runs at trace time)."""
+    if out.shape != x.shape:
+        raise ValueError(f"the operator must map vectors of {x.shape[0]} numbers (shaped like its input: `like`, "
+                         f"`v0` or the params) to vectors of as many, but returned {out.shape[0]}; pass the "
+                         "pytree the operator is applied to (the params for a Hessian)")
 
 
 def unflatten_rows(unflatten: Callable, rows: jax.Array) -> PyTree:

@@ -131,6 +131,9 @@ def condition_number(
         raise ValueError(
             f"unknown definition {definition!r}; use 'auto', 'definite', 'magnitude' or 'positive'"
         )
+    if isinstance(rtol, jax.core.Tracer):
+        raise TypeError("rtol must be a concrete number (it is a static field of the result), not a traced "
+                        "value; pass it from outside jax.jit / jax.vmap, or vmap over the eigenvalues instead")
     check_number(rtol, "rtol", hint="a threshold relative to max|λ|; None is n·ε of the dtype")
     if rtol is None:
         rtol = float(lam.shape[0] * jnp.finfo(lam.dtype).eps)

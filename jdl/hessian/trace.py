@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jdl.hessian._flat import as_key, check_count, check_eigensolver_dtype, flatten
+from jdl.hessian._flat import as_key, check_count, check_eigensolver_dtype, check_product_size, flatten
 
 PyTree = Any
 Distribution = Literal["rademacher", "normal"]
@@ -74,10 +74,7 @@ def _batched(matvec: Callable, unflatten: Callable, params: tuple) -> Callable:
 
     def one(x):
         out, _ = ravel_pytree(matvec(unflatten(x), *params))
-        if out.shape != x.shape:
-            raise ValueError(f"the operator must map vectors of {x.shape[0]} numbers (shaped like `like`) to "
-                             f"vectors of as many, but returned {out.shape[0]}: pass as `like` the pytree the "
-                             "operator is applied to (the params for a Hessian)")
+        check_product_size(out, x)
         return out.astype(x.dtype)
 
     return jax.vmap(one)

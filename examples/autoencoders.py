@@ -207,9 +207,9 @@ def plot_denoising(results: dict, path: Path, *, count: int = 12) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(**options) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = run()
+    results = run(**options)
     text = table(results)
     print(text)
     (RESULTS / "autoencoders.md").write_text("# Autoencoders on the digits\n\n" + text + "\n")
@@ -219,4 +219,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import options
+
+    main(**options(run, __doc__))

@@ -105,9 +105,9 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(**options) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = run()
+    results = run(**options)
     text = table(results)
     print(text)
     n_test = next(iter(results.values()))["test_size"]
@@ -120,4 +120,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import options
+
+    main(**options(run, __doc__))

@@ -172,9 +172,9 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(**options) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = run()
+    results = run(**options)
     text = table(results)
     print(text)
     (RESULTS / "gan_mixture.md").write_text(
@@ -188,4 +188,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import options
+
+    main(**options(run, __doc__))

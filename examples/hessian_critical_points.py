@@ -171,8 +171,8 @@ def plot(results: dict, path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    results = run()
+def main(**options) -> None:
+    results = run(**options)
     print(table(results))
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "hessian_index_vs_loss.png"
@@ -181,4 +181,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import options
+
+    main(**options(run, __doc__))

@@ -192,8 +192,8 @@ def plot(results: dict, directory) -> list[Path]:
     return paths
 
 
-def main() -> None:
-    results = run()
+def main(**options) -> None:
+    results = run(**options)
     print(table(results))
     RESULTS.mkdir(exist_ok=True)
     for path in plot(results, RESULTS):
@@ -201,4 +201,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import options
+
+    main(**options(run, __doc__))

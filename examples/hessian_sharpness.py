@@ -74,8 +74,8 @@ def plot(results: dict, path) -> None:
                    title=f"full-batch GD, η = {results['learning_rate']}: sharpness vs 2/η")
 
 
-def main(learning_rate: float = 0.5, epochs: int = 400) -> None:
-    results = run(learning_rate=learning_rate, epochs=epochs)
+def main(**options) -> None:
+    results = run(**options)
     print(table(results))
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "hessian_sharpness.png"
@@ -84,4 +84,6 @@ def main(learning_rate: float = 0.5, epochs: int = 400) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import options
+
+    main(**options(run, __doc__))

@@ -131,10 +131,10 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(**options) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     ds = mnist1d()
-    results = run(dataset=ds)
+    results = run(dataset=ds, **options)
     text = table(results)
     print(text)
     seconds = sum(v["seconds"] for r in results.values() for v in r.values())
@@ -150,4 +150,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import options
+
+    main(**options(run, __doc__))

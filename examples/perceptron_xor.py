@@ -145,9 +145,9 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(**options) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = run()
+    results = run(**options)
     text = table(results)
     print(text)
     (RESULTS / "perceptron_xor.md").write_text("# Perceptron vs MLP on XOR\n\n" + text + "\n")
@@ -156,4 +156,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import options
+
+    main(**options(run, __doc__))

@@ -204,9 +204,9 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(**options) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    results = run()
+    results = run(**options)
     text = table(results)
     print(text)
     seconds = sum(r["seconds"] for by in results.values() for r in by.values())
@@ -222,4 +222,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _cli import options
+
+    main(**options(run, __doc__))

@@ -182,3 +182,20 @@ def test_resume_matches_callback_states_by_type_not_only_position(ds, tmp_path):
     resumed = fit(_model(ds), cross_entropy, opt, ds, epochs=2, out_dir=tmp_path / "a", resume=True,
                   callbacks=[stopper], **RUN)
     assert stopper.best_epoch in (0, 1) and len(resumed.history) == 2
+
+
+def test_damaged_state_arrays_give_a_short_message_that_names_the_other_epochs(ds, tmp_path):
+    """With the arrays' store damaged, the message carried kilobytes of
+    TensorStore specification and advised only deleting the checkpoint."""
+    with Checkpointer(tmp_path) as ckpt:
+        for epoch in (0, 1):
+            ckpt.save(epoch, _state(ds), {"history": []})
+    for p in (tmp_path / "1" / "state").rglob("*"):
+        if p.is_file() and p.name != "_METADATA":
+            p.write_bytes(b"")
+    with Checkpointer(tmp_path) as ckpt:
+        with pytest.raises(ValueError) as error:
+            ckpt.restore(_state(ds), 1)
+    message = str(error.value)
+    assert "corrupt" in message and "epochs [0]" in message and "--epoch 0" in message
+    assert len(message) < 700, message

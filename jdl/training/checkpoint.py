@@ -49,6 +49,14 @@ def _first_difference(saved: list, current: list) -> str | None:
     return None
 
 
+def _brief(error: Exception, limit: int = 200) -> str:
+    """The first line of an error, at most ``limit`` characters: Orbax and
+    TensorStore errors can carry kilobytes of store specification."""
+    lines = str(error).strip().splitlines() or [""]
+    first = lines[0] if len(lines[0]) <= limit else lines[0][: limit - 1] + "…"
+    return f"{type(error).__name__}: {first}"
+
+
 class Checkpointer:
     """Save and restore :class:`TrainState` plus metadata in one directory.
 
@@ -108,9 +116,7 @@ class Checkpointer:
         except Exception as e:  # orbax raises many kinds on damaged files
             raise ValueError(
                 f"the checkpoint {os.path.join(self.directory, str(epoch))} is unreadable "
-                f"({type(e).__name__}: {e}); it is corrupt or incomplete. Earlier checkpoints: "
-                f"{[s for s in self.all_epochs() if s != epoch] or 'none'}; delete the damaged one "
-                "to resume from an earlier one, or start a new run in another directory"
+                f"({_brief(e)}); it is corrupt or incomplete. {self._way_out(epoch)}"
             ) from None
 
     def restore(self, template: TrainState, epoch: int | None = None) -> tuple[TrainState, dict]:
@@ -149,10 +155,16 @@ class Checkpointer:
         except Exception as e:
             raise ValueError(
                 f"the checkpoint {os.path.join(self.directory, str(epoch))} could not be read "
-                f"({type(e).__name__}: {e}); it is corrupt. Delete it to resume from an earlier "
-                "one, or start a new run in another directory"
+                f"({_brief(e)}); it is corrupt. {self._way_out(epoch)}"
             ) from None
         return restored
+
+    def _way_out(self, epoch: int) -> str:
+        others = [s for s in self.all_epochs() if s != epoch]
+        if not others:
+            return "No other checkpoint is kept: start a new run in another directory"
+        return (f"Other checkpoints: epochs {others}. To resume training, delete the damaged one; "
+                f"to analyse one (jdl hessian), pass --epoch {others[-1]}")
 
     def close(self) -> None:
         self._manager.close()

@@ -466,3 +466,19 @@ def test_power_iteration_takes_a_traced_tolerance():
         swept = jax.vmap(top)(jnp.array([1e-3, 1e-8]))
         assert int(swept.num_matvecs[0]) < int(swept.num_matvecs[1])
         assert float(swept.eigenvalues[1, 0]) == pytest.approx(10.0, rel=1e-7)
+
+
+def test_auto_method_falls_back_to_lanczos_when_the_dense_hessian_would_not_fit(monkeypatch):
+    """method="auto" was documented as dense "if it fits in memory" but chose by
+    parameter count alone, then raised MemoryError."""
+    import jdl.hessian.operators as operators
+
+    monkeypatch.setattr(operators, "available_memory", lambda *a: 10_000)  # 2·40²·4 bytes do not fit
+    w = jnp.linspace(-1.0, 1.0, 40)
+    loss = lambda p, batch: jnp.mean((batch["x"] @ p) ** 2) + 0.5 * jnp.sum(p**2)  # noqa: E731
+    data = {"x": jnp.eye(40)[:8] * 3.0, "y": jnp.zeros(8)}
+    result = jh.hessian_analysis(loss, w, data, top_k=1, num_steps=40, num_probes=2, trace_matvecs=6,
+                                 method="auto", dense_max_params=10**6)
+    assert result.method == "lanczos"
+    with pytest.raises(MemoryError):
+        jh.hessian_analysis(loss, w, data, top_k=1, num_steps=40, num_probes=2, trace_matvecs=6, method="dense")

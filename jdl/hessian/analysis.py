@@ -148,6 +148,14 @@ def _value_and_grad(loss: Callable, params: PyTree, data, batch_size: int | None
     return accumulate(params, data)
 
 
+def _dense_fits(n: int, dtype) -> bool:
+    try:
+        check_dense_fits(n, dtype, chunk_size=min(32, n))
+    except MemoryError:
+        return False
+    return True
+
+
 def hessian_analysis(
     loss: Callable[[PyTree, Any], jax.Array],
     params: PyTree,
@@ -177,7 +185,8 @@ def hessian_analysis(
       num_probes: SLQ probes for the density (and the index, matrix-free).
       trace_matvecs: Hessian-vector products for Hutch++.
       method: ``"dense"``, ``"lanczos"`` or ``"auto"`` (dense up to
-        ``dense_max_params`` parameters, if it fits in memory).
+        ``dense_max_params`` parameters if it fits in memory by
+        :func:`~jdl.hessian.operators.check_dense_fits`' estimate, Lanczos otherwise).
       batch_size: accumulate products over the data this many examples at a
         time (``None``: the whole data as one batch).
       key: seed or PRNG key for the random probes.
@@ -201,7 +210,7 @@ def hessian_analysis(
     dtype = flat.dtype
     num_examples = _num_examples(data)
     if method == "auto":
-        method = "dense" if n <= dense_max_params else "lanczos"
+        method = "dense" if n <= dense_max_params and _dense_fits(n, dtype) else "lanczos"
     if method not in ("dense", "lanczos"):
         raise ValueError(f"unknown method {method!r}; use 'auto', 'dense' or 'lanczos'")
     # Every count is checked here, before the first stage's work: a bad

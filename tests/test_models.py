@@ -287,3 +287,97 @@ def test_models_train_state_vmaps_over_keys():
     kernel = cell["dense_i"]["kernel"][...]
     assert not np.array_equal(kernel[0], kernel[1])  # each key its own initialisation
     np.testing.assert_array_equal(cell["dense_h"]["bias"][...][:, 3:6], 1.0)  # forget-gate bias 1 in every member
+
+
+# --- float64: what `jdl hessian --float64` runs (params and data cast to float64) -------------
+
+FLOAT64_MODELS = {
+    "rnn": {"hidden": (4,)},
+    "lstm": {"hidden": (4,)},
+    "gru": {"hidden": (4,)},
+    "bilstm": {"hidden": (4,)},
+    "bigru": {"hidden": (4,)},
+    "transformer": {"width": 8, "num_heads": 2, "num_layers": 1},
+}
+
+
+def _to_float64(tree):
+    return jax.tree.map(lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a, tree)
+
+
+def _float32_lines(jaxpr):
+    """Lines of a jaxpr's text (sub-jaxprs of scans and custom derivatives included) with a float32 value."""
+    return [line.strip() for line in str(jaxpr).splitlines() if "f32" in line]
+
+
+@pytest.mark.parametrize("name", list(FLOAT64_MODELS))
+def test_sequence_models_compute_in_float64_with_float64_params_and_inputs(name):
+    """The recurrent layers start their state in the computation dtype (not the cells'
+    float32 param_dtype, which scan rejected), the plain RNN cell has no fixed float32
+    dtype, and attention's softmax is not done in float32: no float32 anywhere in the
+    loss, its gradient or a Hessian-vector product."""
+    model = get_model(name, (12,), NUM_CLASSES, **FLOAT64_MODELS[name])
+    variables = model.init(_keydata(0), jnp.ones((BATCH, 12), jnp.float32))  # float32, as trained
+    with jax.enable_x64(True):
+        v64 = _to_float64(variables)
+        x = jnp.asarray(np.random.default_rng(8).normal(size=(BATCH, 12)), jnp.float64)
+
+        def forward(params):
+            return model.apply(Variables(params, v64.model_state), x, train=False, key=None)[0]
+
+        def loss(params):
+            return jnp.sum(forward(params) ** 2)
+
+        out = jax.eval_shape(forward, v64.params)
+        assert out.shape == (BATCH, NUM_CLASSES) and out.dtype == jnp.float64
+        hvp = jax.make_jaxpr(lambda p, t: jax.jvp(jax.grad(loss), (p,), (t,)))(v64.params, v64.params)
+        assert all(v.aval.dtype == jnp.float64 for v in hvp.jaxpr.outvars)
+        assert not _float32_lines(hvp), "\n".join(_float32_lines(hvp)[:5])
+
+
+def test_plain_rnn_in_float64_matches_a_numpy_float64_loop():
+    model = get_model("rnn", (12,), NUM_CLASSES, hidden=(5,))
+    variables = model.init(_keydata(1), jnp.ones((BATCH, 12), jnp.float32))
+    x = np.random.default_rng(9).normal(size=(3, 12))
+    with jax.enable_x64(True):
+        v64 = _to_float64(variables)
+        out, _ = model.apply(v64, jnp.asarray(x), train=False, key=None)
+    assert out.dtype == jnp.float64
+    params = jax.tree.map(np.asarray, v64.params)
+    cell = params["layers"][0]["cell"]
+    w_i, b, w_h = cell["dense_i"]["kernel"], cell["dense_i"]["bias"], cell["dense_h"]["kernel"]
+    h = np.zeros((3, 5))
+    for t in range(12):  # h' = tanh(W_i x_t + b + W_h h), in numpy float64
+        h = np.tanh(x[:, t : t + 1] @ w_i + b + h @ w_h)
+    expected = h @ params["head"]["kernel"] + params["head"]["bias"]
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=0, atol=1e-12)  # float32 steps: ~1e-7
+
+
+def test_transformer_attention_keeps_the_input_dtype_and_matches_flax_in_float32():
+    from jdl.models.transformer import dot_product_attention as attention_fn
+
+    rng = np.random.default_rng(10)
+    q, k, v = (rng.normal(size=(2, 5, 3, 4)) for _ in range(3))  # [batch, length, heads, depth]
+    mask = np.tril(np.ones((5, 5), bool))[None, None]  # causal, broadcast over batch and heads
+    expected_f32 = nnx.dot_product_attention(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)), mask=jnp.asarray(mask))
+    got_f32 = attention_fn(*(jnp.asarray(a, jnp.float32) for a in (q, k, v)), mask=jnp.asarray(mask))
+    assert got_f32.dtype == jnp.float32
+    np.testing.assert_allclose(got_f32, expected_f32, rtol=1e-5, atol=1e-6)
+    # float64 against numpy: softmax(q·k/√d, masked) v per head
+    logits = np.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(4.0)
+    logits = np.where(mask, logits, -np.inf)
+    weights = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    weights /= weights.sum(axis=-1, keepdims=True)
+    expected = np.einsum("bhqk,bkhd->bqhd", weights, v)
+    with jax.enable_x64(True):
+        got = attention_fn(*(jnp.asarray(a) for a in (q, k, v)), mask=jnp.asarray(mask))
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-12)
+    # with attention dropout, in training: still no float32 anywhere
+    model = get_model("transformer", (12,), NUM_CLASSES, width=8, num_heads=2, num_layers=1, dropout_rate=0.3)
+    variables = model.init(_keydata(2), jnp.ones((BATCH, 12), jnp.float32))
+    with jax.enable_x64(True):
+        v64 = _to_float64(variables)
+        x = jnp.ones((BATCH, 12), jnp.float64)
+        train = jax.make_jaxpr(lambda p: model.apply(Variables(p, v64.model_state), x, train=True, key=_keydata(3)))
+        assert not _float32_lines(train(v64.params))

@@ -80,10 +80,20 @@ class RecurrentClassifier(nnx.Module):
         self.head = nnx.Linear(width, num_classes, rngs=rngs)
 
     def sequence_features(self, x: jax.Array) -> jax.Array:
-        """Hidden states of the last layer at every step, ``(N, T, width)``."""
+        """Hidden states of the last layer at every step, ``(N, T, width)``.
+
+        Each layer starts from a zero state in its computation dtype (that of its
+        input and params): Flax's ``nnx.RNN`` would start it in the cell's
+        ``param_dtype`` (float32), which ``lax.scan`` rejects as a carry when the
+        params and inputs are float64.
+        """
         x = as_sequence(x)
         for layer in self.layers:
-            x = layer(x)
+            if self.bidirectional:
+                carry = (_zero_carry(layer.forward_rnn, x), _zero_carry(layer.backward_rnn, x))
+            else:
+                carry = _zero_carry(layer, x)
+            x = layer(x, initial_carry=carry)
         return x
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -96,3 +106,18 @@ class RecurrentClassifier(nnx.Module):
         else:
             features = h[:, -1]
         return self.head(features)
+
+
+def _zero_carry(rnn: nnx.RNN, x: jax.Array):
+    """A zero initial state for ``rnn`` over the batch-major sequence ``x`` ``(N, T, C)``,
+    in the dtype the cell computes in: ``jnp.result_type`` of ``x`` and the cell's params.
+
+    The carry's structure (``(c, h)`` for an LSTM, ``h`` otherwise) and shapes come
+    from the cell's own ``initialize_carry``, evaluated abstractly, so no float32
+    array enters the computation.
+    """
+    cell = rnn.cell
+    dtype = jnp.result_type(x, *jax.tree.leaves(nnx.state(cell, nnx.Param)))
+    step_shape = x.shape[:1] + x.shape[2:]  # one time step: (N, C)
+    shapes = jax.eval_shape(lambda: cell.initialize_carry(step_shape, nnx.Rngs(0)))
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, dtype), shapes)

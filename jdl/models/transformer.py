@@ -8,7 +8,8 @@ learned position embeddings. Each block is pre-norm:
     x ← x + MHSA(LN(x)),    x ← x + MLP(LN(x))
 
 with multi-head self-attention ``softmax(QKᵀ/√d_k) V`` per head (Flax's
-``nnx.MultiHeadAttention``). The encoded tokens are averaged and classified.
+``nnx.MultiHeadAttention`` with :func:`dot_product_attention`, which computes in
+the inputs' dtype, float64 included). The encoded tokens are averaged and classified.
 
 References:
   Vaswani et al. (2017), "Attention is all you need", NeurIPS;
@@ -20,8 +21,54 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.nnx.nn.attention import dot_product_attention_weights
+from flax.nnx.nn.dtypes import promote_dtype
 
 from jdl.models.sequence import as_sequence
+
+
+def dot_product_attention(
+    query: jax.Array,
+    key: jax.Array,
+    value: jax.Array,
+    bias: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    broadcast_dropout: bool = True,
+    dropout_rng: jax.Array | None = None,
+    dropout_rate: float = 0.0,
+    deterministic: bool = False,
+    dtype=None,
+    precision=None,
+    module: nnx.Module | None = None,
+    is_causal: bool = False,
+) -> jax.Array:
+    """``softmax(QKᵀ/√d_k + bias, masked) V`` per head, computed in the inputs' dtype.
+
+    A drop-in ``attention_fn`` for ``nnx.MultiHeadAttention`` (same arguments as
+    Flax's ``nnx.dot_product_attention``; shapes ``[batch..., length, heads,
+    depth]``). Flax's version hands dropout-free attention to
+    ``jax.nn.dot_product_attention``, whose softmax runs in float32 even for
+    float64 inputs; this one always takes Flax's explicit path
+    (``dot_product_attention_weights``: ``jax.nn.softmax``, masking and attention
+    dropout exactly as Flax does them), so float64 stays float64 and float32
+    results are unchanged.
+    """
+    query, key, value = promote_dtype((query, key, value), dtype=dtype)
+    weights = dot_product_attention_weights(
+        query,
+        key,
+        bias,
+        mask,
+        broadcast_dropout,
+        dropout_rng,
+        dropout_rate,
+        deterministic,
+        query.dtype,
+        precision,
+        module,
+        is_causal=is_causal,
+    )
+    return jnp.einsum("...hqk,...khd->...qhd", weights, value, precision=precision)
 
 
 class TransformerBlock(nnx.Module):
@@ -39,7 +86,14 @@ class TransformerBlock(nnx.Module):
         if width % num_heads:
             raise ValueError(f"width {width} must be divisible by num_heads {num_heads}")
         self.norm1 = nnx.LayerNorm(width, rngs=rngs)
-        self.attention = nnx.MultiHeadAttention(num_heads, width, dropout_rate=dropout_rate, decode=False, rngs=rngs)
+        self.attention = nnx.MultiHeadAttention(
+            num_heads,
+            width,
+            dropout_rate=dropout_rate,
+            decode=False,
+            attention_fn=dot_product_attention,
+            rngs=rngs,
+        )
         self.norm2 = nnx.LayerNorm(width, rngs=rngs)
         self.mlp_in = nnx.Linear(width, mlp_ratio * width, rngs=rngs)
         self.mlp_out = nnx.Linear(mlp_ratio * width, width, rngs=rngs)

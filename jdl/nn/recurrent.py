@@ -49,10 +49,13 @@ def simple_rnn_cell(
 
     ``radius=None`` initialises ``W_h`` orthogonal (all eigenvalues on the unit
     circle); a number rescales a Gaussian ``W_h`` to that spectral radius
-    (:func:`jdl.nn.initializers.spectral_radius`; seed 003 suggests 1.2).
+    (:func:`jdl.nn.initializers.spectral_radius`; seed 003 suggests 1.2). The step
+    computes in the dtype of its inputs and params (float64 ones give float64).
     """
     init = orthogonal() if radius is None else spectral_radius(radius)
-    return nnx.SimpleCell(in_features, hidden_features, recurrent_kernel_init=init, rngs=rngs)
+    # dtype=None: compute in the dtype of the inputs and params, as Flax's LSTM and GRU
+    # cells do (SimpleCell's own default, float32, would run a float64 model in float32).
+    return nnx.SimpleCell(in_features, hidden_features, recurrent_kernel_init=init, dtype=None, rngs=rngs)
 
 
 def gru_cell(in_features: int, hidden_features: int, *, rngs: nnx.Rngs) -> nnx.GRUCell:

@@ -24,6 +24,7 @@ import optax
 
 from jdl.data import Dataset, load_dataset, standardize
 from jdl.models import get_model, model_entry
+from jdl.models.registry import model_options
 from jdl.nn import cross_entropy
 from jdl.optim import get_optimizer
 from jdl.training.checkpoint import Checkpointer
@@ -44,8 +45,10 @@ class RunConfig:
     Attributes:
       dataset: a name from :data:`jdl.data.DATASETS`.
       model: a name from :data:`jdl.models.MODELS`.
-      hidden: hidden widths for models that take them (``None``: the model's default).
-      dropout: dropout rate for models that take it.
+      hidden: hidden widths (``None``: the model's default); a model without hidden
+        widths refuses them.
+      dropout: dropout rate (``0``: none, which every model has); a model without
+        dropout layers refuses a positive rate.
       optimizer: a jdl or Optax optimizer name.
       learning_rate: peak learning rate η.
       schedule: ``"constant"`` or ``"cosine"`` (η·½(1 + cos(π t/T)) over the run).
@@ -90,6 +93,7 @@ class RunConfig:
                 f"model {self.model!r} is a {entry.task} model, and `jdl train` trains classifiers; "
                 f"choose one of {classifier_names()}, or see examples/ for training {self.model}"
             )
+        check_model_takes(self.model, [name for name, value in model_settings(self).items() if value is not None])
         get_optimizer(self.optimizer, self.learning_rate)  # raises for an unknown name
         return self
 
@@ -106,6 +110,42 @@ class RunConfig:
         if d.get("hidden") is not None:
             d["hidden"] = tuple(d["hidden"])
         return cls(**d)
+
+
+# RunConfig fields that set a model option: field -> (registry option, CLI flag)
+MODEL_FIELDS = {"hidden": ("hidden", "--hidden"), "dropout": ("dropout_rate", "--dropout")}
+
+
+def model_settings(config: RunConfig) -> dict[str, Any]:
+    """The RunConfig fields that set a model option, ``None`` where the model's default
+    stands: no ``hidden`` given, and dropout ``0`` (no dropout: every model's default)."""
+    return {"hidden": config.hidden, "dropout": config.dropout or None}
+
+
+def check_model_takes(model: str, fields) -> None:
+    """Raise a ``ValueError`` if ``model`` does not take the option that each RunConfig field
+    in ``fields`` (``"hidden"``, ``"dropout"``) sets, naming the classifiers that do."""
+    accepted = model_options(model)
+    if accepted is None:  # a registered builder that checks its own options
+        return
+    for field in fields:
+        option, flag = MODEL_FIELDS[field]
+        if option not in accepted:
+            raise ValueError(
+                f"model {model!r} does not take {flag} (it has no {option!r} option); "
+                f"the models that take {flag}: {', '.join(models_taking(field))}"
+            )
+
+
+def models_taking(field: str) -> list[str]:
+    """The classifiers that take the option a RunConfig field (``"hidden"``, ``"dropout"``) sets."""
+    option = MODEL_FIELDS[field][0]
+    takers = []
+    for name in classifier_names():
+        accepted = model_options(name)
+        if accepted is None or option in accepted:  # None: a builder that checks its own options
+            takers.append(name)
+    return takers
 
 
 def classifier_names() -> list[str]:
@@ -159,9 +199,7 @@ def build_run(config: RunConfig) -> RunParts:
     """Dataset, model, loss and optimizer for ``config``."""
     config.validate()
     ds = build_dataset(config)
-    options = {"dropout_rate": config.dropout}
-    if config.hidden is not None:
-        options["hidden"] = config.hidden
+    options = {MODEL_FIELDS[k][0]: v for k, v in model_settings(config).items() if v is not None}
     num_examples = len(ds.train["y"])
     if config.batch_size > num_examples:
         raise ValueError(

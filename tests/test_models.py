@@ -30,6 +30,7 @@ from jdl.models import (
     init_gan,
     make_gan_step,
     model_entry,
+    model_options,
     register_model,
     vae_loss,
 )
@@ -38,7 +39,7 @@ from jdl.training import Variables, from_nnx_factory
 NUM_CLASSES = 3
 BATCH = 2
 SHAPES = {"vector": (64,), "image": (8, 8, 1), "sequence": (12,)}
-CLI = {"hidden": (4,), "dropout_rate": 0.0}  # what the CLI passes to every builder
+CLI = {"hidden": (4,), "dropout_rate": 0.0}  # the CLI's options, passed to the builders that take them
 # tiny widths: compile time, not arithmetic, dominates these tests
 TINY = {
     "cnn": {"channels": (4,), "dense_width": 4},
@@ -56,11 +57,21 @@ CNN_TINY = {"channels": (4, 4), "dense_width": 4}
 # (name, input shape, options): every registry entry with its own input kind, plus a
 # sequence model on images read row by row (what the CLI feeds it for the digits).
 # Stochastic pooling in 1-D is tested in test_nn.py.
-CONFIGS = [
-    (name, SHAPES[entry.input_kind], {**CLI, **TINY.get(name, CNN_TINY if name.startswith("cnn_") else {})})
-    for name, entry in MODELS.items()
-] + [
-    ("gru", (8, 8, 1), CLI),
+
+
+def _options(name: str) -> dict:
+    """The tiny widths, plus the CLI options the model takes (``hidden`` sets a
+    CNN's dense width, so it replaces ``dense_width`` there)."""
+    taken = set(model_options(name))
+    options = dict(TINY.get(name, CNN_TINY if name.startswith("cnn_") else {}))
+    options.update({k: v for k, v in CLI.items() if k in taken})
+    if "hidden" in options:
+        options.pop("dense_width", None)
+    return {k: v for k, v in options.items() if k in taken}
+
+
+CONFIGS = [(name, SHAPES[entry.input_kind], _options(name)) for name, entry in MODELS.items()] + [
+    ("gru", (8, 8, 1), _options("gru")),
 ]
 
 

@@ -37,6 +37,7 @@ from jdl.models.registry import bind as bind
 from jdl.models.registry import build_module as build_module
 from jdl.models.registry import get_model as get_model
 from jdl.models.registry import model_entry as model_entry
+from jdl.models.registry import model_options as model_options
 from jdl.models.registry import register_model as register_model
 from jdl.models.resnet import ResidualBlock as ResidualBlock
 from jdl.models.resnet import ResNet as ResNet
@@ -44,6 +45,7 @@ from jdl.models.rnn import RecurrentClassifier as RecurrentClassifier
 from jdl.models.sequence import as_sequence as as_sequence
 from jdl.models.transformer import TransformerBlock as TransformerBlock
 from jdl.models.transformer import TransformerEncoder as TransformerEncoder
+from jdl.models.transformer import dot_product_attention as dot_product_attention
 from jdl.models.vae import VAE as VAE
 from jdl.models.vae import VAEOutput as VAEOutput
 from jdl.models.vae import vae_loss as vae_loss
@@ -72,11 +74,13 @@ __all__ = [
     "as_sequence",
     "bind",
     "build_module",
+    "dot_product_attention",
     "generate",
     "get_model",
     "init_gan",
     "make_gan_step",
     "model_entry",
+    "model_options",
     "register_model",
     "vae_loss",
 ]

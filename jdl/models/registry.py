@@ -5,8 +5,15 @@ returning an NNX module, the input layout it expects (``"vector"`` (N, d),
 ``"image"`` (N, H, W, C), ``"sequence"`` (N, T) or (N, T, C)), a one-line
 description and its task (``"classification"``: logits, train with
 cross-entropy; ``"reconstruction"``: outputs shaped like the input, train on
-``{"x": x, "y": x}``). Builders take ``hidden=(...)`` and ``dropout_rate=`` from
-the CLI; models without hidden widths or dropout ignore them.
+``{"x": x, "y": x}``).
+
+Options are the model's own constructor arguments (``hidden=(...)``,
+``dropout_rate=``, ``batch_norm=``, ``forget_bias=``, …): each builder forwards
+every one its model takes, and :func:`get_model` / :func:`build_module` refuse any
+other with a ``ValueError`` naming it and the options the model does take
+(:func:`model_options`). A misspelt option, or one the model has no use for
+(``dropout_rate`` for a model without dropout layers, ``hidden`` for one without
+hidden widths), is an error, never silently ignored.
 
 Sequence models also take images, read row by row as time steps
 (``(8, 8, 1)`` digits → 8 steps of 8 features); the convolutional and residual
@@ -15,8 +22,11 @@ builders are 2-D for image shapes ``(H, W, C)`` and 1-D for ``(T,)`` / ``(T, C)`
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Literal, NamedTuple
 
 from flax import nnx
@@ -40,7 +50,9 @@ class ModelEntry(NamedTuple):
     """A registered model.
 
     Attributes:
-      build: ``build(input_shape, num_classes, *, rngs, **options) -> nnx.Module``.
+      build: ``build(input_shape, num_classes, *, rngs, **options) -> nnx.Module``;
+        its keyword parameters (or the names in ``build.options``) are the options
+        it takes.
       input_kind: the input layout it expects: ``"vector"`` (N, d), ``"image"``
         (N, H, W, C) or ``"sequence"`` (N, T) / (N, T, C).
       description: one line for ``--help``.
@@ -52,6 +64,65 @@ class ModelEntry(NamedTuple):
     input_kind: InputKind
     description: str
     task: Task = "classification"
+
+
+# --- options -----------------------------------------------------------------------
+
+
+def _keyword_options(cls: type, *, exclude: Sequence[str] = ()) -> frozenset[str]:
+    """The keyword-only arguments of ``cls``'s constructor (its options), less ``rngs`` and ``exclude``."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    return frozenset(p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("rngs", *exclude))
+
+
+def _unknown_options_message(what: str, given: Sequence[str], accepted: Sequence[str]) -> str:
+    unknown = sorted(given)
+    takes = f"it takes {sorted(accepted)}" if accepted else "it takes no options"
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, list(accepted), n=1)
+        if close:
+            hints.append(f"{name!r}: did you mean {close[0]!r}?")
+    return f"{what} does not take option(s) {unknown}; {takes}" + (f" ({'; '.join(hints)})" if hints else "")
+
+
+def _takes(accepted: Collection[str]) -> Callable[[Callable[..., nnx.Module]], Callable[..., nnx.Module]]:
+    """Declare the options of a builder that takes ``**options`` (read by :func:`model_options`),
+    and refuse any other when the builder is called directly."""
+    accepted = frozenset(accepted)
+
+    def mark(build: Callable[..., nnx.Module]) -> Callable[..., nnx.Module]:
+        @functools.wraps(build)
+        def checked(input_shape, num_classes, *, rngs, **options):
+            unknown = set(options) - accepted
+            if unknown:
+                raise ValueError(_unknown_options_message("this model", unknown, accepted))
+            return build(input_shape, num_classes, rngs=rngs, **options)
+
+        checked.options = accepted
+        return checked
+
+    return mark
+
+
+def _builder_options(build: Callable[..., nnx.Module]) -> tuple[str, ...] | None:
+    """The options ``build`` takes: those it declares (``build.options``), else its keyword
+    parameters after ``input_shape`` and ``num_classes`` (less ``rngs``); ``None`` for a builder
+    that takes ``**options`` without declaring them (it checks its own)."""
+    declared = getattr(build, "options", None)
+    if declared is not None:
+        return tuple(sorted(declared))
+    try:
+        params = list(inspect.signature(build).parameters.values())
+    except (TypeError, ValueError):  # no signature to read (a builtin): trust the builder
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    skip = {p.name for p in positional[:2]} | {"rngs"}
+    return tuple(
+        sorted(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in skip)
+    )
 
 
 # --- builders ----------------------------------------------------------------------
@@ -69,41 +140,46 @@ def _spatial(input_shape: Sequence[int], name: str) -> tuple[int, tuple[int, ...
     raise ValueError(f"{name} takes images (H, W, C) or sequences (T,) / (T, C), got input shape {shape}")
 
 
-def _perceptron(input_shape, num_classes, *, rngs, **_):
+def _dense_width(hidden: int | Sequence[int] | None, dense_width: int | None) -> int | None:
+    """The width of a CNN's one dense hidden layer from ``hidden=(w,)`` (the CLI's
+    ``--hidden w``) or ``dense_width=w``; ``None`` where neither is given."""
+    if hidden is None:
+        return dense_width
+    if dense_width is not None:
+        raise ValueError(
+            f"hidden={hidden!r} and dense_width={dense_width!r} both set the width of the CNN's dense layer; give one"
+        )
+    widths = (hidden,) if isinstance(hidden, int) else tuple(hidden)
+    if len(widths) != 1:
+        raise ValueError(
+            f"the CNN's dense head has one hidden layer, so hidden takes one width (e.g. (128,)), got {tuple(widths)}"
+        )
+    return widths[0]
+
+
+def _perceptron(input_shape, num_classes, *, rngs):
     return Perceptron(math.prod(input_shape), num_classes, rngs=rngs)
 
 
-def _logistic(input_shape, num_classes, *, rngs, **_):
+def _logistic(input_shape, num_classes, *, rngs):
     return LogisticRegression(math.prod(input_shape), num_classes, rngs=rngs)
 
 
-_MLP_OPTIONS = (
-    "activation",
-    "dropout",
-    "input_keep_prob",
-    "hidden_keep_prob",
-    "dropout_rate",
-    "batch_norm",
-    "batch_norm_momentum",
-    "residual",
-    "kernel_init",
-)
-
-
+@_takes({"hidden"} | _keyword_options(MLP))
 def _mlp(input_shape, num_classes, *, rngs, hidden=(256, 256), **options):
-    options = {k: v for k, v in options.items() if k in _MLP_OPTIONS}
     return MLP(math.prod(input_shape), tuple(hidden), num_classes, rngs=rngs, **options)
 
 
-def _small_cnn(input_shape, num_classes, *, rngs, channels=(16, 32), dense_width=64, **_):
+def _small_cnn(input_shape, num_classes, *, rngs, channels=(16, 32), hidden=None, dense_width=None):
     in_channels, size = _spatial(input_shape, "cnn")
     if len(size) == 2 and size[0] != size[1]:
         raise ValueError(f"cnn expects square images, got input shape {tuple(input_shape)}")
+    width = _dense_width(hidden, dense_width)
     return SmallCNN(
         in_channels,
         num_classes,
         channels=tuple(channels),
-        hidden=dense_width,
+        **({} if width is None else {"hidden": width}),
         image_size=size[0],
         spatial_dims=len(size),
         rngs=rngs,
@@ -111,39 +187,49 @@ def _small_cnn(input_shape, num_classes, *, rngs, channels=(16, 32), dense_width
 
 
 def _cnn(**fixed) -> Callable[..., nnx.Module]:
-    def build(input_shape, num_classes, *, rngs, hidden=None, dropout_rate=0.0, **options):
-        del hidden, dropout_rate
+    """A :class:`CNN` builder with ``fixed`` defaults (which options may override, all but
+    ``head``). A dense head's width is ``hidden=(w,)`` or ``dense_width=w``; a global-pooling
+    head has no dense layer, so it takes neither."""
+    dense_head = fixed.get("head", "dense") == "dense"
+    accepted = _keyword_options(CNN, exclude=("input_size", "head", "dense_width"))
+    if dense_head:
+        accepted |= {"hidden", "dense_width"}
+
+    @_takes(accepted)
+    def build(input_shape, num_classes, *, rngs, **options):
         channels, size = _spatial(input_shape, "this CNN")
+        if dense_head:
+            width = _dense_width(options.pop("hidden", None), options.pop("dense_width", None))
+            if width is not None:
+                options["dense_width"] = width
         return CNN(channels, num_classes, input_size=size, rngs=rngs, **{**fixed, **options})
 
     return build
 
 
-def _resnet(input_shape, num_classes, *, rngs, stages=(16, 32), blocks_per_stage=1, **_):
+@_takes(_keyword_options(ResNet, exclude=("spatial_dims",)))
+def _resnet(input_shape, num_classes, *, rngs, **options):
     channels, size = _spatial(input_shape, "resnet")
-    return ResNet(
-        channels,
-        num_classes,
-        stages=tuple(stages),
-        blocks_per_stage=blocks_per_stage,
-        spatial_dims=len(size),
-        rngs=rngs,
-    )
+    if "stages" in options:
+        options["stages"] = tuple(options["stages"])
+    return ResNet(channels, num_classes, spatial_dims=len(size), rngs=rngs, **options)
+
+
+# RecurrentClassifier options that only one kind of cell uses.
+_CELL_OPTIONS = {"rnn": ("radius",), "lstm": ("forget_bias",), "gru": ()}
 
 
 def _recurrent(cell: str, bidirectional: bool = False) -> Callable[..., nnx.Module]:
-    def build(input_shape, num_classes, *, rngs, hidden=(64,), readout="last", radius=None, **_):
+    cell_specific = [name for names in _CELL_OPTIONS.values() for name in names]
+    accepted = _keyword_options(RecurrentClassifier, exclude=("cell", "bidirectional", *cell_specific))
+    accepted |= set(_CELL_OPTIONS[cell])
+
+    @_takes(accepted)
+    def build(input_shape, num_classes, *, rngs, **options):
         _, features = sequence_shape(input_shape)
-        return RecurrentClassifier(
-            features,
-            num_classes,
-            cell=cell,
-            hidden=tuple(hidden),
-            bidirectional=bidirectional,
-            readout=readout,
-            radius=radius,
-            rngs=rngs,
-        )
+        if "hidden" in options:
+            options["hidden"] = tuple(options["hidden"])
+        return RecurrentClassifier(features, num_classes, cell=cell, bidirectional=bidirectional, rngs=rngs, **options)
 
     return build
 
@@ -156,40 +242,41 @@ def _default_patch(length: int, max_tokens: int = 16) -> int:
     return length
 
 
-def _transformer(
-    input_shape, num_classes, *, rngs, width=64, num_heads=4, num_layers=2, patch_size=None, dropout_rate=0.0, **_
-):
+@_takes(_keyword_options(TransformerEncoder, exclude=("max_length",)))
+def _transformer(input_shape, num_classes, *, rngs, patch_size=None, **options):
     length, features = sequence_shape(input_shape)
     return TransformerEncoder(
         features,
         num_classes,
         max_length=length,
-        width=width,
-        num_heads=num_heads,
-        num_layers=num_layers,
         patch_size=patch_size or _default_patch(length),
-        dropout_rate=dropout_rate,
         rngs=rngs,
+        **options,
     )
 
 
-def _linear_autoencoder(input_shape, num_classes, *, rngs, latent=2, **_):
+# ``deterministic`` (an autoencoder's starting mode) is no option: ``get_model`` and ``bind``
+# set the mode (``train()`` / ``eval()``) on every call.
+
+
+def _linear_autoencoder(input_shape, num_classes, *, rngs, latent=2):
     del num_classes
     return LinearAutoencoder(math.prod(input_shape), latent, rngs=rngs)
 
 
-def _tied_autoencoder(input_shape, num_classes, *, rngs, latent=16, **_):
+@_takes({"latent"} | _keyword_options(TiedAutoencoder))
+def _tied_autoencoder(input_shape, num_classes, *, rngs, latent=16, **options):
     del num_classes
-    return TiedAutoencoder(math.prod(input_shape), latent, rngs=rngs)
+    return TiedAutoencoder(math.prod(input_shape), latent, rngs=rngs, **options)
 
 
+@_takes({"hidden", "latent"} | _keyword_options(DenoisingAutoencoder, exclude=("deterministic",)))
 def _denoising_autoencoder(input_shape, num_classes, *, rngs, hidden=(64,), latent=16, **options):
     del num_classes
-    options = {k: v for k, v in options.items() if k in ("corruption", "noise_level")}
     return DenoisingAutoencoder(math.prod(input_shape), tuple(hidden), latent, rngs=rngs, **options)
 
 
-def _vae(input_shape, num_classes, *, rngs, hidden=(128,), latent=8, **_):
+def _vae(input_shape, num_classes, *, rngs, hidden=(128,), latent=8):
     del num_classes
     return VAE(math.prod(input_shape), latent, tuple(hidden), rngs=rngs)
 
@@ -251,25 +338,75 @@ MODELS: dict[str, ModelEntry] = {
 }
 
 
+TASKS = ("classification", "reconstruction")
+INPUT_KINDS = ("vector", "image", "sequence")
+
+
 def register_model(
-    name: str, build: Callable[..., nnx.Module], input_kind: InputKind, description: str, task: Task = "classification"
+    name: str,
+    build: Callable[..., nnx.Module],
+    input_kind: InputKind,
+    description: str,
+    task: Task = "classification",
+    *,
+    overwrite: bool = False,
 ) -> None:
-    """Add a model to the registry (and so to ``jdl train --model``)."""
-    if input_kind not in ("vector", "image", "sequence"):
+    """Add a model to the registry (and so to ``jdl train --model``).
+
+    ``build(input_shape, num_classes, *, rngs, **options)``: its keyword parameters are
+    the options :func:`get_model` accepts for it (a builder taking ``**options`` checks
+    its own). A name already registered (a built-in included) is refused unless
+    ``overwrite=True``.
+    """
+    if not isinstance(name, str) or not name or name != name.strip():
+        raise ValueError(f"a model name must be a non-empty string without surrounding spaces, got {name!r}")
+    if not callable(build):
+        raise TypeError(f"build must be a callable build(input_shape, num_classes, *, rngs, **options), got {build!r}")
+    if input_kind not in INPUT_KINDS:
         raise ValueError(f"input_kind must be 'vector', 'image' or 'sequence', got {input_kind!r}")
+    if task not in TASKS:
+        raise ValueError(f"task must be 'classification' or 'reconstruction', got {task!r}")
+    if name in MODELS and not overwrite:
+        raise ValueError(
+            f"model {name!r} is already registered ({MODELS[name].description}); "
+            "pass overwrite=True to replace it, or choose another name"
+        )
     MODELS[name] = ModelEntry(build, input_kind, description, task)
 
 
 def model_entry(name: str) -> ModelEntry:
+    if not isinstance(name, str):
+        raise ValueError(f"a model name must be a string, got {name!r}; choose one of {sorted(MODELS)}")
     try:
         return MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}") from None
 
 
+def model_options(name: str) -> tuple[str, ...] | None:
+    """The options (keyword arguments) that the registered model ``name`` takes, sorted;
+    ``None`` for a registered builder that takes any ``**options`` and checks them itself."""
+    return _builder_options(model_entry(name).build)
+
+
+def check_options(name: str, options: Collection[str]) -> None:
+    """Raise a ``ValueError`` naming every option in ``options`` that model ``name`` does not
+    take, and the ones it does."""
+    accepted = model_options(name)
+    if accepted is None:
+        return
+    unknown = set(options) - set(accepted)
+    if unknown:
+        raise ValueError(_unknown_options_message(f"model {name!r}", unknown, accepted))
+
+
 def build_module(name: str, input_shape: tuple[int, ...], num_classes: int, *, seed: int = 0, **options) -> nnx.Module:
-    """The registered model ``name`` as an NNX module (initialised from ``seed``)."""
+    """The registered model ``name`` as an NNX module (initialised from ``seed``).
+
+    Raises ``ValueError`` for an option the model does not take (see :func:`model_options`).
+    """
     entry = model_entry(name)
+    check_options(name, options)
     return entry.build(tuple(input_shape), num_classes, rngs=nnx.Rngs(seed), **options)
 
 
@@ -277,8 +414,11 @@ def get_model(name: str, input_shape: tuple[int, ...], num_classes: int, **optio
     """The registered model ``name`` as a pure :class:`~jdl.training.model.Model`.
 
     ``init(key, sample)`` initialises from ``key`` (so seeds and ``vmap`` over keys work).
+    ``options`` are the model's own (``hidden=``, ``dropout_rate=``, …); one it does not
+    take raises ``ValueError`` (see :func:`model_options`).
     """
     entry = model_entry(name)
+    check_options(name, options)
     return from_nnx_factory(lambda rngs: entry.build(tuple(input_shape), num_classes, rngs=rngs, **options), name=name)
 
 

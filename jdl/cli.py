@@ -15,10 +15,13 @@ import time
 
 from jdl.run import (
     CONFIG_FILE,
+    MODEL_FIELDS,
     SUMMARY_FILE,
     RunConfig,
     build_run,
+    check_model_takes,
     initial_state,
+    models_taking,
     num_params,
     read_config,
     write_json_atomic,
@@ -65,9 +68,18 @@ def add_train_parser(sub) -> None:
         + f" (default {d.model})",
     )
     p.add_argument(
-        "--hidden", type=_hidden, default=None, help="hidden widths, e.g. 256,256 (default: the model's own)"
+        "--hidden",
+        type=_hidden,
+        default=None,
+        help="hidden widths, e.g. 256,256 (default: the model's own); one width for a CNN's dense head; "
+        f"models that take it: {', '.join(models_taking('hidden'))}",
     )
-    p.add_argument("--dropout", type=float, default=None, help=f"dropout rate (default {d.dropout})")
+    p.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help=f"dropout rate (default {d.dropout}: none); models that take it: {', '.join(models_taking('dropout'))}",
+    )
     p.add_argument(
         "--optimizer",
         default=None,
@@ -107,6 +119,14 @@ def _given(args) -> dict:
 
 
 def _resolve_config(args) -> tuple[RunConfig, str]:
+    config, out = _resolve_given_config(args)
+    # A model option given on the command line must be one the model takes, even where its
+    # value changes nothing (--dropout 0): it is a request the model cannot honour.
+    check_model_takes(config.model, [k for k in MODEL_FIELDS if k in _given(args)])
+    return config, out
+
+
+def _resolve_given_config(args) -> tuple[RunConfig, str]:
     given = _given(args)
     defaults = RunConfig()
     out = args.out or os.path.join(
@@ -246,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, TypeError, MemoryError) as e:
+    except (ValueError, OSError, TypeError, MemoryError) as e:  # OSError: files missing, taken or not writable
         print(f"jdl {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

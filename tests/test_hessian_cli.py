@@ -2,6 +2,7 @@
 
 import json
 import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -162,16 +163,39 @@ def test_train_mode_holds_dropout_at_one_mask_from_the_seed(tmp_path, capsys):
     common = ["hessian", out, "--mode", "train", "--top-k", "1", "--num-probes", "2", "--num-steps", "10",
               "--trace-matvecs", "6", "--max-examples", "100"]
     losses = []
-    for seed in ("0", "0", "1"):
+    for i, seed in enumerate(("0", "0", "1")):
         assert main(common + ["--seed", seed]) == 0
-        assert f"dropout: one mask, fixed by --seed {seed}" in capsys.readouterr().out
+        printed = capsys.readouterr().out
+        assert f"random draws (dropout, stochastic pooling), if any, fixed by --seed {seed}" in printed
+        assert ("replaced" in printed) == (i > 0)  # a second analysis says it replaced the first's files
         with open(os.path.join(out, "hessian.json")) as f:
             report = json.load(f)
-        assert report["mode"] == "train" and report["dropout_mask_seed"] == int(seed)
+        assert report["mode"] == "train" and report["random_draws_seed"] == int(seed)
         losses.append(report["loss"])
     assert losses[0] == losses[1] != losses[2]
     assert main(common[:3] + ["eval"] + common[4:]) == 0
-    assert "dropout:" not in capsys.readouterr().out
+    assert "random draws" not in capsys.readouterr().out
+
+
+def test_a_read_only_run_directory_is_analysed_with_out_elsewhere(run_dir, tmp_path, capsys, monkeypatch):
+    """The run directory had to be writable even when --out put every file
+    elsewhere; and the check trusted os.access, which answers yes to root."""
+    import jdl.hessian.cli as hcli
+
+    refused, original = str(run_dir), tempfile.NamedTemporaryFile
+
+    def named_temporary_file(*, dir, prefix):  # a directory that refuses writes, as a read-only mount does
+        if os.path.abspath(dir) == os.path.abspath(refused):
+            raise PermissionError(13, "Permission denied")
+        return original(dir=dir, prefix=prefix)
+
+    monkeypatch.setattr(hcli.tempfile, "NamedTemporaryFile", named_temporary_file)
+    small = ["--top-k", "1", "--num-probes", "2", "--num-steps", "10", "--trace-matvecs", "6",
+             "--max-examples", "100"]
+    assert main(["hessian", refused, *small]) == 2
+    assert "is not writable (Permission denied): hessian.json" in capsys.readouterr().err
+    assert main(["hessian", refused, *small, "--out", str(tmp_path / "elsewhere.png")]) == 0
+    assert (tmp_path / "elsewhere.json").is_file()
 
 
 @pytest.mark.parametrize("precision", [None, "default"])

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 
 __all__ = ["add_parser", "cmd_hessian", "format_report"]
 
@@ -218,12 +219,12 @@ def cmd_hessian(args) -> int:
     if not os.path.isdir(out_dir):  # checked before the analysis, not after it
         raise FileNotFoundError(f"--out {out_png}: the directory {out_dir} does not exist; create it or "
                                 "choose a path in an existing directory")
-    if not os.access(out_dir, os.W_OK):
-        raise PermissionError(f"{out_dir} is not writable (the density plot goes there); "
-                              "choose another --out or fix the permissions")
-    if not os.access(run_dir, os.W_OK):
-        raise PermissionError(f"{run_dir} is not writable (hessian.json goes there); fix the permissions "
-                              "or analyse a copy of the run directory")
+    if args.out is None:
+        _check_writable(run_dir, "hessian.json and the density plot go there; pass --out elsewhere (e.g. "
+                                 "--out /tmp/hessian.png), fix the permissions or analyse a copy of the run")
+    else:
+        _check_writable(out_dir, "the density plot and its .json go there; choose another --out or fix the "
+                                 "permissions")
     run = load_run(run_dir, epoch=args.epoch)
     bad = [jax.tree_util.keystr(path) for path, a in jax.tree_util.tree_leaves_with_path(run.state.params)
            if jnp.issubdtype(a.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(a)))]
@@ -245,11 +246,15 @@ def cmd_hessian(args) -> int:
           f"{args.split} split", flush=True)
 
     train = args.mode == "train"
-    # Train mode draws dropout masks from a key: one fixed key, from --seed, so the
-    # loss is one deterministic function (the network under one mask).
+    # Train mode draws its random numbers (dropout masks, stochastic pooling) from a
+    # key: one fixed key, from --seed, so the loss is one deterministic function (the
+    # network under one draw). A model without such layers draws nothing.
     dropout_key = jax.random.key_data(jax.random.fold_in(jax.random.key(args.seed), 1)) if train else None
-    fixed_mask = train and run.config.dropout > 0
-    mode = args.mode + (f"; dropout: one mask, fixed by --seed {args.seed}" if fixed_mask else "")
+    mode = args.mode
+    if train:
+        mode += f"; random draws (dropout, stochastic pooling), if any, fixed by --seed {args.seed}"
+        if args.float64:  # the same key gives other uniform bits in float64
+            mode += " (float64 draws differ from float32 ones at the same seed)"
 
     def analyse(params, model_state, data):
         objective = model_objective(run.model, run.loss_fn, model_state, train=train, key=dropout_key)
@@ -273,10 +278,11 @@ def cmd_hessian(args) -> int:
     except MemoryError as e:  # the dense Hessian would not fit: say so as a usage error
         raise ValueError(f"{e} (try --method lanczos)") from None
     print(format_report(analysis, mode=mode))
-    settings = {"split": args.split, "mode": args.mode, "dropout_mask_seed": args.seed if fixed_mask else None,
+    settings = {"split": args.split, "mode": args.mode, "random_draws_seed": args.seed if train else None,
                 "step": int(run.state.step), "epoch": args.epoch,
                 "float64": bool(args.float64), "matmul_precision": args.matmul_precision,
                 "backend": jax.default_backend(), "seed": args.seed, "max_examples": args.max_examples}
+    replaced = [p for p in (out_png, json_path) if os.path.exists(p)]
     with open(json_path + ".tmp", "w") as f:
         json.dump(_finite_json(analysis.to_json() | settings), f, indent=2, allow_nan=False)
     os.replace(json_path + ".tmp", json_path)
@@ -286,4 +292,17 @@ def cmd_hessian(args) -> int:
                f"({args.split}, step {int(run.state.step)})"),
     )
     print(f"  {'saved':<16}  {out_png}, {json_path}")
+    if replaced:
+        print(f"  {'replaced':<16}  {', '.join(replaced)} (written by an earlier analysis)")
     return 0
+
+
+def _check_writable(directory: str, why: str) -> None:
+    """Create and remove a file in ``directory`` before the analysis, so a
+    directory that refuses writes fails now, with ``why``, not after minutes
+    of work (``os.access`` answers yes to root on a read-only mount)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".jdl-write-check-"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"{directory} is not writable ({e.strerror}): {why}") from None

@@ -271,6 +271,19 @@ def test_prefix_separates_jdl_from_optax():
     assert isinstance(jo.get_optimizer("jdl:rmsprop_momentum", 1e-3, momentum=0.5), optax.GradientTransformation)
 
 
+def test_optax_optimizers_defined_as_partials_are_found():
+    """optax.nadam and optax.nadamw are functools.partial objects of adam/adamw:
+    the name lookup skipped them, so `--optimizer nadam` was 'unknown'."""
+    assert {"nadam", "nadamw"} <= set(jo.available_optimizers())
+    params = jnp.array([1.0, -2.0])
+    grads = jnp.array([0.5, 0.25])
+    ours = jo.get_optimizer("nadam", 1e-2)
+    theirs = optax.nadam(1e-2)
+    u1, _ = ours.update(grads, ours.init(params), params)
+    u2, _ = theirs.update(grads, theirs.init(params), params)
+    np.testing.assert_array_equal(u1, u2)
+
+
 def test_unknown_name_points_to_the_prefixed_one():
     with pytest.raises(ValueError, match="registered as 'jdl:newton'"):
         jo.get_optimizer("newton", 1.0)

@@ -67,7 +67,10 @@ _NOT_OPTIMIZERS = {"scale_by_learning_rate", "scale_by_rprop"}
 def _optax_names() -> tuple[str, ...]:
     names = []
     for name, obj in vars(optax).items():
-        if name.startswith("_") or name in _NOT_OPTIMIZERS or not inspect.isfunction(obj):
+        # Optax defines some optimizers as functools.partial of another (nadam is adam
+        # with nesterov=True): callables of either kind count.
+        if name.startswith("_") or name in _NOT_OPTIMIZERS or not (
+                inspect.isfunction(obj) or isinstance(obj, functools.partial)):
             continue
         try:
             params = inspect.signature(obj).parameters

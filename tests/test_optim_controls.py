@@ -276,3 +276,12 @@ def test_plateau_refuses_a_learning_rate_array():
     cb = jo.ReduceLROnPlateau()
     with pytest.raises(ValueError, match="scalar 'learning_rate'"):
         cb.on_fit_start(FitContext(None, None, None, {}, None, 1, 10), _state(opt.init(jnp.zeros(2))))
+
+
+def test_schedules_take_numpy_integer_step_counts():
+    """Step counts computed with NumPy (np.int64(n) // batch) were refused."""
+    steps = np.int64(1000) // 10
+    for schedule, reference in ((jo.linear_decay(1.0, 0.1, steps), jo.linear_decay(1.0, 0.1, 100)),
+                                (jo.cosine_warm_restarts(1.0, steps, period_multiplier=np.int32(2)),
+                                 jo.cosine_warm_restarts(1.0, 100, period_multiplier=2))):
+        assert [float(schedule(k)) for k in (0, 50, 150)] == [float(reference(k)) for k in (0, 50, 150)]

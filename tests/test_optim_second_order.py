@@ -346,3 +346,56 @@ def test_newton_on_a_singular_hessian_takes_the_minimum_norm_step():
         x = jnp.ones(4)
         updates, _ = jo.newton().update(jax.grad(q)(x), None, x, value_fn=q)
         np.testing.assert_allclose(x + updates, np.linalg.solve(a, b), rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-5, 1e-7])
+def test_lanczos_saddle_free_newton_does_not_depend_on_the_loss_scale(scale):
+    """The breakdown test had a floor of 1 on the operator's scale: in float32 a
+    Hessian with eigenvalues near 1e-7 lost all but one Krylov direction, and
+    the negative curvature at the saddle read +4.9 (× scale) instead of −3."""
+    eigenvalues = np.linspace(-3.0, 7.0, 12) * scale
+    h, b = _random_quadratic(12, eigenvalues=eigenvalues, seed=1)
+    h, b = h.astype(jnp.float32), (b * scale).astype(jnp.float32)
+
+    def f(x):
+        return 0.5 * x @ h @ x - b @ x
+
+    x0 = jnp.ones(12, jnp.float32)
+    settings = dict(damping=0.1 * scale, adaptive=False, reject_increase=False)
+    krylov = jo.saddle_free_newton_lanczos(num_steps=12, **settings)
+    dense = jo.saddle_free_newton(**settings)
+    (x_k, state_k), (x_d, _) = _step(krylov, f, x0), _step(dense, f, x0)
+    np.testing.assert_allclose(x_k - x0, x_d - x0, rtol=2e-4, atol=2e-5 * float(jnp.linalg.norm(x_d - x0)))
+    np.testing.assert_allclose(float(state_k.min_curvature) / scale, -3.0, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["damped_newton", "damped_newton_cg", "saddle_free_newton",
+                                  "saddle_free_newton_lanczos"])
+def test_a_step_the_model_did_not_promise_still_raises_the_damping(name):
+    """With η = 3 the quadratic model predicts an increase; the step that then
+    raised the loss was rejected but λ stayed put, so the same rejected step
+    repeated forever (loss 2.5 after 50 steps, ρ reported as 1)."""
+    h, b = _random_quadratic(4, eigenvalues=[1.0, 2.0, 3.0, 4.0])
+
+    def f(x):
+        return 0.5 * x @ h @ x - b @ x
+
+    opt = getattr(jo, name)(learning_rate=3.0, damping=1e-3)
+    step, x = _stepper(opt, f), jnp.zeros(4)
+    state = opt.init(x)
+    start = float(f(x + 1.0))
+    x = x + 1.0
+    for _ in range(50):
+        x, state = step(x, state)
+    assert float(f(x)) < start - 1.0
+    assert float(state.damping) > 1e-2
+
+
+def test_krylov_settings_are_checked_and_a_zero_gradient_reports_no_curvature():
+    for make, match in ((lambda: jo.saddle_free_newton_lanczos(num_steps=0), "num_steps must be an integer >= 1"),
+                        (lambda: jo.damped_newton_cg(max_iters=0), "max_iters must be an integer >= 1"),
+                        (lambda: jo.damped_newton_cg(max_restarts=-1), "max_restarts must be an integer >= 0")):
+        with pytest.raises(ValueError, match=match):
+            make()
+    _, state = _step(jo.saddle_free_newton_lanczos(num_steps=2), _saddle, jnp.zeros(2))
+    assert np.isnan(float(state.min_curvature))  # g = 0: no Krylov space, nothing measured (was inf)

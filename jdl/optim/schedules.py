@@ -15,9 +15,11 @@ improving") depends on validation data, not on the step, so it is a
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 __all__ = [
@@ -31,9 +33,10 @@ __all__ = [
 
 
 def _check_steps(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    """A positive integer, Python's or NumPy's (``np.int64(n) // batch``), as a Python ``int``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{name} must be a positive integer number of steps, got {value!r}")
-    return value
+    return int(value)
 
 
 def linear_decay(init_value: float, end_value: float, decay_steps: int) -> optax.Schedule:
@@ -146,9 +149,10 @@ def cosine_warm_restarts(
       [1.0, 0.5, 1.0, 0.854, 0.5, 0.146, 1.0]
     """
     period = _check_steps(period, "period")
-    if not isinstance(period_multiplier, int) or period_multiplier < 1:
+    if (isinstance(period_multiplier, (bool, np.bool_)) or not isinstance(period_multiplier, numbers.Integral)
+            or period_multiplier < 1):
         raise ValueError(f"period_multiplier must be an integer >= 1, got {period_multiplier!r}")
-    m = period_multiplier
+    m = int(period_multiplier)
 
     def schedule(count):
         count = jnp.asarray(count)

@@ -42,10 +42,12 @@ the adaptive rule continues from there; with ``adaptive=False`` it is the
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
@@ -113,7 +115,8 @@ class SaddleFreeNewtonState(NamedTuple):
       damping: ``λ`` in ``(|H| + λI)⁻¹`` for the next step.
       reduction_ratio: ``ρ`` of the last step (model with ``|H|``).
       min_curvature: the smallest eigenvalue (Ritz value) of ``H`` seen in the
-        last step; negative near a saddle.
+        last step; negative near a saddle. The Lanczos version builds its
+        space from ``g``, so at ``g = 0`` it sees nothing and reports NaN.
       damping_setting: the ``damping`` argument the state last saw.
     """
 
@@ -162,6 +165,15 @@ def _static_int(value, name: str) -> int:
         ) from None
 
 
+def _check_count_setting(value, name: str, minimum: int) -> None:
+    """A concrete integer setting must be at least ``minimum`` (traced ones, under
+    ``optax.inject_hyperparams``, are not checked)."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def _damping_for_step(damping, state) -> tuple[jax.Array, jax.Array]:
     """``(λ, setting)`` for this step: the state's ``λ``, unless the ``damping``
     argument differs from the one the state last saw — then that new value.
@@ -191,7 +203,10 @@ def _judge_step(f, x, value, step, predicted, damping, *, adaptive, reject_incre
     actual = value - f(x + step)
     tiny = jnp.finfo(x.dtype).tiny
     informative = predicted > tiny
-    ratio = jnp.where(informative, actual / jnp.where(informative, predicted, 1), 1.0)
+    # A model that promised no decrease (η ≥ 2 makes the quadratic model predict an
+    # increase) says nothing through ρ; but a step that then raised the loss must
+    # still count as bad (ρ = −∞), or λ never grows and a rejected step repeats forever.
+    ratio = jnp.where(informative, actual / jnp.where(informative, predicted, 1), jnp.where(actual >= 0, 1.0, -jnp.inf))
     ratio = jnp.where(jnp.isfinite(actual), ratio, jnp.nan)
     if adaptive:
         damping = _adapt_damping(damping, ratio, informative, min_damping=min_damping,
@@ -447,6 +462,8 @@ def damped_newton_cg(
       Pearlmutter, *Fast exact multiplication by the Hessian*, 1994.
     """
     _check_learning_rate(learning_rate, "damped_newton_cg")
+    _check_count_setting(max_iters, "max_iters", 1)
+    _check_count_setting(max_restarts, "max_restarts", 0)
 
     def init_fn(params):
         dtype = _flat_dtype(params)
@@ -641,6 +658,7 @@ def saddle_free_newton_lanczos(
       Lanczos, 1950.
     """
     _check_learning_rate(learning_rate, "saddle_free_newton_lanczos")
+    _check_count_setting(num_steps, "num_steps", 1)
 
     init_fn = _saddle_free_init(damping)
 
@@ -662,6 +680,7 @@ def saddle_free_newton_lanczos(
         valid = jnp.arange(k) < krylov.rank
         weight = jnp.sum(jnp.where(valid[:, None], ritz_vectors**2, 0), axis=0)
         min_curvature = jnp.min(jnp.where(weight > 0.5, ritz_values, jnp.inf))
+        min_curvature = jnp.where(krylov.rank > 0, min_curvature, jnp.nan)  # g = 0: no space, not measured
         return _finish_saddle_free(f, x, value, step, predicted, lam, min_curvature, setting, state,
                                    unravel, adaptive=adaptive, reject_increase=reject_increase,
                                    min_damping=min_damping, max_damping=max_damping)

@@ -170,7 +170,10 @@ def _check_count_setting(value, name: str, minimum: int) -> None:
     ``optax.inject_hyperparams``, are not checked)."""
     if isinstance(value, jax.core.Tracer):
         return
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < minimum:
+    integral = isinstance(value, numbers.Integral) or (  # inject_hyperparams hands in 0-d arrays
+        isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0
+        and np.issubdtype(np.asarray(value).dtype, np.integer))
+    if isinstance(value, (bool, np.bool_)) or not integral or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 

@@ -1,5 +1,7 @@
 """The training core: model adapters, pure steps, fused steps, compile counts, vmap, sharding."""
 
+import os
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -486,3 +488,21 @@ def test_fit_warns_of_a_final_minibatch_of_one_for_batch_statistics(data):
         fit(bn, cross_entropy, optax.sgd(0.1), small, epochs=1, batch_size=64, drop_last=True, progress=False)
         plain = get_model("mlp", ds.input_shape, 10, hidden=(4,))
         fit(plain, cross_entropy, optax.sgd(0.1), small, epochs=1, batch_size=64, progress=False)
+
+
+def test_learning_curves_mark_every_epoch_and_return_the_file_written(tmp_path, monkeypatch):
+    """A one-epoch run's curve was blank (a line of one point has no length), and
+    a path without an extension returned a name matplotlib had not written."""
+    import matplotlib.figure
+
+    from jdl.plotting import plot_learning_curves
+
+    drawn = []
+    original = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: (drawn.append(fig), original(fig, *a, **k))[1])
+    history = [{"epoch": 0, "train_loss": 0.5, "val_loss": 0.6, "train_accuracy": 0.8, "val_accuracy": 0.7}]
+    path = plot_learning_curves(history, str(tmp_path / "curve"))
+    assert path == str(tmp_path / "curve.png") and os.path.isfile(path)
+    lines = [line for ax in drawn[0].axes for line in ax.get_lines()]
+    assert len(lines) == 4 and all(line.get_marker() == "o" for line in lines)

@@ -22,6 +22,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import optax
 
+from jdl._io import read_non_finite
+from jdl._io import write_json_atomic as write_json_atomic
 from jdl.data import Dataset, load_dataset, standardize
 from jdl.models import get_model, model_entry
 from jdl.models.registry import model_options
@@ -215,13 +217,6 @@ def initial_state(config: RunConfig, parts: RunParts) -> TrainState:
     return create_train_state(parts.model, parts.optimizer, key=config.seed, batch=sample)
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
-
-
 def read_config(run_dir: str) -> RunConfig:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isfile(path):
@@ -285,7 +280,7 @@ def read_history(run_dir: str) -> list[dict]:
     if not os.path.isfile(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line, object_hook=read_non_finite) for line in f if line.strip()]
 
 
 def num_params(params) -> int:

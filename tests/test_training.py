@@ -506,3 +506,24 @@ def test_learning_curves_mark_every_epoch_and_return_the_file_written(tmp_path, 
     assert path == str(tmp_path / "curve.png") and os.path.isfile(path)
     lines = [line for ax in drawn[0].axes for line in ax.get_lines()]
     assert len(lines) == 4 and all(line.get_marker() == "o" for line in lines)
+
+
+def test_run_files_are_strict_json_written_all_at_once(tmp_path):
+    """summary.json took NumPy float32 metrics with a TypeError half-way through
+    (leaving summary.json.tmp), and NaN was written as bare NaN, which is not JSON."""
+    import json
+
+    from jdl.run import read_history, write_json_atomic
+    from jdl.training.fit import _write_history
+
+    path = tmp_path / "summary.json"
+    write_json_atomic(path, {"loss": np.float32(0.25), "val": float("nan"), "n": np.int64(3), "top": float("inf")})
+    text = path.read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}")) == {
+        "loss": 0.25, "val": "nan", "n": 3, "top": "inf"}
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"loss": object()})
+    assert path.read_text() == text and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+    _write_history(str(tmp_path), [{"epoch": 0, "train_loss": float("nan")}, {"epoch": 1, "train_loss": 0.5}])
+    history = read_history(str(tmp_path))
+    assert np.isnan(history[0]["train_loss"]) and history[1] == {"epoch": 1, "train_loss": 0.5}

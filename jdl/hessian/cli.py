@@ -10,7 +10,6 @@ Registered on the main parser by :func:`add_parser`; the work is done by
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -39,18 +38,6 @@ def _at_least_four(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"Hutch++ needs at least 4 products for a trace with a standard error (3 leave one random "
             f"probe, whose spread is undefined), got {text!r}")
-    return value
-
-
-def _finite_json(value):
-    """``value`` with non-finite floats as the strings ``"inf"``, ``"-inf"``,
-    ``"nan"`` (``float()`` reads them back): bare ``Infinity``/``NaN`` are not JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if isinstance(value, dict):
-        return {k: _finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_json(v) for v in value]
     return value
 
 
@@ -200,6 +187,7 @@ def cmd_hessian(args) -> int:
     import jax
     import jax.numpy as jnp
 
+    from jdl._io import write_json_atomic
     from jdl.hessian.analysis import hessian_analysis
     from jdl.hessian.operators import model_objective
     from jdl.hessian.plots import plot_spectral_density
@@ -283,9 +271,7 @@ def cmd_hessian(args) -> int:
                 "float64": bool(args.float64), "matmul_precision": args.matmul_precision,
                 "backend": jax.default_backend(), "seed": args.seed, "max_examples": args.max_examples}
     replaced = [p for p in (out_png, json_path) if os.path.exists(p)]
-    with open(json_path + ".tmp", "w") as f:
-        json.dump(_finite_json(analysis.to_json() | settings), f, indent=2, allow_nan=False)
-    os.replace(json_path + ".tmp", json_path)
+    write_json_atomic(json_path, analysis.to_json() | settings)
     plot_spectral_density(
         analysis.density, out_png, eigenvalues=analysis.eigenvalues,
         title=(f"Hessian spectrum: {run.config.model} on {run.config.dataset} "

@@ -24,6 +24,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from jdl._io import finite_json, write_text_atomic
 from jdl.data.datasets import Dataset
 from jdl.data.loader import epoch_indices
 from jdl.training import sharding as shd
@@ -63,13 +64,10 @@ def _to_device(data: dict, sharding=None) -> dict:
 
 
 def _write_history(out_dir: str, history: list[dict]) -> None:
-    """Rewrite ``metrics.jsonl`` atomically (write a temporary file, then rename)."""
-    path = os.path.join(out_dir, METRICS_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for record in history:
-            f.write(json.dumps(record) + "\n")
-    os.replace(tmp, path)
+    """Rewrite ``metrics.jsonl`` atomically, one strict-JSON record per epoch
+    (a diverged epoch's NaN as ``"nan"``; :func:`jdl.run.read_history` reads it back)."""
+    text = "".join(json.dumps(finite_json(record), allow_nan=False) + "\n" for record in history)
+    write_text_atomic(os.path.join(out_dir, METRICS_FILE), text)
 
 
 def _mean_metrics(chunks: list[dict], examples: list[int]) -> dict:

@@ -1,0 +1,57 @@
+"""Files a run writes: atomically, and as strict JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+import numpy as np
+
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` ready for strict JSON: NumPy scalars and 0-d arrays as Python
+    numbers, and non-finite floats as the strings ``"nan"``, ``"inf"``,
+    ``"-inf"`` (``float()`` reads them back; bare ``NaN``/``Infinity`` are not JSON)."""
+    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def read_non_finite(record: dict) -> dict:
+    """The inverse of :func:`finite_json` for one record's values (a ``json.loads`` ``object_hook``)."""
+    return {k: _NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in record.items()}
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` all at once or not at all: into a fresh temporary
+    file beside it (a unique name, so concurrent writers do not collide), flushed
+    to disk, then renamed over ``path``. A failure removes the temporary file."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".{os.path.basename(path)}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as indented strict JSON (see :func:`finite_json`), written atomically.
+    Serialised before anything is written, so a value JSON cannot hold leaves no file behind."""
+    write_text_atomic(path, json.dumps(finite_json(obj), indent=2, allow_nan=False) + "\n")

@@ -527,3 +527,42 @@ def test_run_files_are_strict_json_written_all_at_once(tmp_path):
     _write_history(str(tmp_path), [{"epoch": 0, "train_loss": float("nan")}, {"epoch": 1, "train_loss": 0.5}])
     history = read_history(str(tmp_path))
     assert np.isnan(history[0]["train_loss"]) and history[1] == {"epoch": 1, "train_loss": 0.5}
+
+
+def test_seeds_as_arrays_vmap_and_lbfgs_compiles_once(data):
+    """Integer seeds given as arrays (and vmapped seeds) were refused; optax.lbfgs's
+    weakly typed counters made the compiled step compile a second time."""
+    ds, _ = data
+    model = get_model("mlp", ds.input_shape, 10, hidden=(4,))
+    opt = optax.sgd(0.1)
+    base = create_train_state(model, opt, key=2, batch=ds.train)
+    assert _tree_equal(create_train_state(model, opt, key=np.array(2), batch=ds.train), base)
+    assert _tree_equal(create_train_state(model, opt, key=jnp.int32(2), batch=ds.train), base)
+    ensemble = jax.vmap(lambda s: create_train_state(model, opt, key=s, batch=ds.train))(jnp.arange(3))
+    assert _tree_equal(jax.tree.map(lambda a: a[2], ensemble), base)
+    with pytest.raises(ValueError, match=r"in \[0, 2\*\*32\)"):
+        create_train_state(model, opt, key=np.array(-1), batch=ds.train)
+    lbfgs = optax.lbfgs()
+    state = create_train_state(model, lbfgs, key=0, batch=ds.train)
+    step = make_train_step(model, cross_entropy, lbfgs)
+    batch = {k: v[:64] for k, v in ds.train.items()}
+    for _ in range(3):
+        state, _ = step(state, batch)
+    assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("loop", ["auto", "scan", "unrolled", "python"])
+def test_fused_step_of_zero_steps_returns_the_state(data, loop):
+    ds, train = data
+    model = get_model("mlp", ds.input_shape, 10, hidden=(4,))
+    opt = optax.sgd(0.1)
+    state = create_train_state(model, opt, key=0, batch=ds.train)
+    after, metrics = make_fused_train_step(model, cross_entropy, opt, loop=loop)(
+        state, train, jnp.zeros((0, 8), jnp.int32))
+    assert _tree_equal(after, state) and metrics["loss"].shape == (0,)
+
+
+def test_fused_step_names_an_unknown_loop_when_built():
+    model = get_model("mlp", (64,), 10, hidden=(4,))
+    with pytest.raises(ValueError, match="unknown loop 'Scan'"):
+        make_fused_train_step(model, cross_entropy, optax.sgd(0.1), loop="Scan")

@@ -31,8 +31,10 @@ class TrainState:
       model_state: non-trainable model variables (BatchNorm statistics).
       opt_state: the optimizer's state.
       step: number of optimizer steps taken (int32 scalar).
-      key: the run's PRNG key as raw ``uint32[2]`` data; per-step keys are
-        ``fold_in(key, step)``, so a run is reproducible and resumable exactly.
+      key: the run's PRNG key as raw ``uint32[2]`` data. :func:`step_keys`
+        splits it into a dropout stream and a shuffling stream; step ``t``'s
+        dropout key is ``fold_in(dropout, t)`` and epoch ``e``'s order comes
+        from ``fold_in(shuffle, e)``, so a run is reproducible and resumable exactly.
       batch_spec: static shapes/dtypes of the batch entries the model was
         initialised for, used to reject mismatched data before tracing.
     """
@@ -73,6 +75,10 @@ def _raw_key(key) -> jax.Array:
     if isinstance(key, (int, np.integer, bool, np.bool_)):
         return jax.random.key_data(jax.random.key(check_seed(key, "key")))
     key = jnp.asarray(key)
+    if key.ndim == 0 and jnp.issubdtype(key.dtype, jnp.integer):  # a seed as an array: vmapped seeds, too
+        if not isinstance(key, jax.core.Tracer):
+            check_seed(int(key), "key")
+        return jax.random.key_data(jax.random.key(key))
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     expected = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))  # uint32[2] for threefry
@@ -111,13 +117,29 @@ def create_train_state(
     _check_model_accepts(model, variables, batch)
     opt_state = optimizer.init(variables.params)
     return TrainState(
-        params=variables.params,
-        model_state=variables.model_state,
-        opt_state=opt_state,
+        params=_strongly_typed(variables.params),
+        model_state=_strongly_typed(variables.model_state),
+        opt_state=_strongly_typed(opt_state),
         step=jnp.zeros((), jnp.int32),
         key=jax.random.key_data(run_key),
         batch_spec=batch_spec_of(batch),
     )
+
+
+def _strongly_typed(tree: PyTree) -> PyTree:
+    """Every leaf as an array of a fixed dtype. Some ``init`` functions leave
+    weakly typed leaves (``optax.lbfgs``'s counters) or Python numbers, which the
+    compiled step returns strongly typed: the second call's argument types would
+    differ from the first's and the whole step (a fused epoch) compile twice."""
+
+    def strong(a):
+        if isinstance(a, jax.Array):
+            return a.astype(a.dtype) if a.weak_type else a
+        if isinstance(a, (bool, int, float, complex)):
+            return jnp.asarray(a, dtype=jnp.result_type(a))
+        return a
+
+    return jax.tree.map(strong, tree)
 
 
 def _check_model_accepts(model: Model, variables, batch: dict) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -236,6 +236,7 @@ def _gather(data: Batch, idx: jax.Array) -> Batch:
 
 
 LoopKind = Literal["auto", "scan", "unrolled", "python"]
+_LOOPS = get_args(LoopKind)
 
 
 def make_fused_train_step(
@@ -273,6 +274,8 @@ def make_fused_train_step(
       jit: ``False`` returns the raw ``lax.scan`` function (``loop`` must be
         ``"scan"`` or ``"auto"``), to ``jax.vmap`` over an ensemble of states.
     """
+    if loop not in _LOOPS:
+        raise ValueError(f"unknown loop {loop!r}; use one of {_LOOPS}")
     step_fn = _train_step_fn(model, loss_fn, optimizer, metrics_fn, grad_norm)
 
     def one(state, data, idx):
@@ -321,6 +324,8 @@ def make_fused_train_step(
     def fused(state: TrainState, data: Batch, indices: jax.Array):
         check_batch(state.batch_spec, data, where="data")
         _check_indices(indices, int(jnp.shape(data["x"])[0]))
+        if not np.shape(indices)[0]:  # no steps: the state as it is, metrics with a zero-length axis
+            return scan_jit(state, data, indices)
         kind = resolve(state, data, indices)
         if kind == "scan":
             return scan_jit(state, data, indices)

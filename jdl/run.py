@@ -33,7 +33,7 @@ from jdl.training.checkpoint import Checkpointer
 from jdl.training.fit import CHECKPOINT_DIR, METRICS_FILE
 from jdl.training.model import Model
 from jdl.training.state import TrainState, check_seed, create_train_state
-from jdl.validation import check_positive_float, check_positive_int
+from jdl.validation import check_count, check_positive_float, check_positive_int
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
@@ -77,14 +77,15 @@ class RunConfig:
         check_positive_int(self.batch_size, "batch size", hint="e.g. --batch-size 64")
         check_positive_float(self.learning_rate, "learning rate", hint="e.g. --lr 1e-3")
         check_seed(self.seed, "seed")
-        if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise ValueError(f"epochs must be a non-negative integer, got {self.epochs!r}")
+        check_count(self.epochs, "epochs", 0)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {list(SCHEDULES)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.hidden is not None and (not self.hidden or any(not isinstance(h, int) or h <= 0 for h in self.hidden)):
-            raise ValueError(f"hidden widths must be positive integers, got {self.hidden}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if self.hidden is not None and (
+            isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, (list, tuple)) or not self.hidden
+            or any(isinstance(h, bool) or not isinstance(h, int) or h <= 0 for h in self.hidden)):
+            raise ValueError(f"hidden widths must be positive integers, got {self.hidden!r}")
         from jdl.data import DATASETS
 
         if self.dataset not in DATASETS:
@@ -225,9 +226,13 @@ def read_config(run_dir: str) -> RunConfig:
         )
     try:
         with open(path) as f:
-            return RunConfig.from_json(json.load(f))
+            config = RunConfig.from_json(json.load(f))
     except (json.JSONDecodeError, TypeError, ValueError) as e:
         raise ValueError(f"{path} is not a valid run configuration ({e}); it is corrupt") from None
+    try:
+        return config.validate()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path} is not a valid run configuration: {e}") from None
 
 
 class LoadedRun(NamedTuple):

@@ -236,3 +236,18 @@ def test_report_calls_a_small_negative_eigenvalue_indefinite_not_singular():
     assert a.condition.definition == "magnitude" and int(a.condition.num_excluded) == 0
     report = format_report(a)
     assert "undefined: indefinite" in report and "singular" not in report
+
+
+@pytest.mark.parametrize("field,value", [("dropout", None), ("dropout", "0.1"), ("epochs", True), ("hidden", "88")])
+def test_a_config_with_a_field_of_the_wrong_type_is_named(run_dir, tmp_path, capsys, field, value):
+    """load_run surfaced such a config.json as a raw TypeError ('<=' not supported
+    between float and NoneType); epochs: true was taken as 1."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps(dict(config, **{field: value})))
+    assert main(["hessian", str(copy), "--top-k", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a valid run configuration" in err and field in err

@@ -282,7 +282,7 @@ def _vae(input_shape, num_classes, *, rngs, hidden=(128,), latent=8):
 
 
 MODELS: dict[str, ModelEntry] = {
-    "perceptron": ModelEntry(_perceptron, "vector", "perceptron: linear scores, sign(wx+b) for 2 classes"),
+    "perceptron": ModelEntry(_perceptron, "vector", "linear scores, sign(wx+b) for 2 classes"),
     "logistic": ModelEntry(_logistic, "vector", "logistic regression (linear logits)"),
     "mlp": ModelEntry(_mlp, "vector", "multilayer perceptron (--hidden sets the widths)"),
     "cnn": ModelEntry(_small_cnn, "image", "two 3x3 convolutions, max-pool, dense head"),

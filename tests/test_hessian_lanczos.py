@@ -1,6 +1,8 @@
 """Lanczos and power iteration against ``jnp.linalg.eigh``: matrices with known
 spectra, and the dense Hessian of an MLP on the digits data (float64, scoped)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +28,19 @@ def _known_matrix(eigenvalues, seed=0):
     n = len(eigenvalues)
     q, _ = np.linalg.qr(rng.normal(size=(n, n)))
     return jnp.asarray(q @ np.diag(eigenvalues) @ q.T), jnp.asarray(rng.normal(size=n))
+
+
+def _scale(v, d):
+    """A diagonal operator, ``d`` passed as its parameter (so compiled solvers are reused)."""
+    return d * v
+
+
+@functools.cache
+def _solver(num_steps, k=1, which="LA", block_size=1):
+    """``lanczos(...)`` compiled once per configuration and operator (``matvec`` is
+    static): the restart tests run dozens of small solves, which eagerly would
+    compile each one afresh (70 s for one test on 2 cores)."""
+    return jax.jit(lanczos(num_steps, k=k, which=which, block_size=block_size), static_argnums=0)
 
 
 def _matvec(v, a):
@@ -111,27 +126,27 @@ def test_stopping_waits_for_what_an_invariant_krylov_space_missed():
         cases = (("LA", 3, [5, 5, 5]), ("LA", 4, [5, 5, 5, 1]), ("SA", 2, [0.5, 0.5]),
                  ("LM", 3, [5, 5, 5]), ("BE", 4, [0.5, 0.5, 5, 5]))
         for which, k, want in cases:
-            res = lanczos(60, k=k, which=which)(_matvec, v0, a)
+            res = _solver(60, k, which)(_matvec, v0, a)
             np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-10, err_msg=which)
             # It still stops early: each restarted space is 3-dimensional.
             assert bool(jnp.all(res.converged)) and int(res.num_matvecs) <= 12, (which, int(res.num_matvecs))
         # v0 orthogonal to the top eigenvector, and a zero v0 (a random start).
         d = jnp.array([1.0, 2.0, 3.0, 10.0])
         for start in (jnp.array([1.0, 1.0, 1.0, 0.0]), jnp.zeros(4)):
-            res = lanczos(4, k=1)(lambda x: d * x, start)
+            res = _solver(4)(_scale, start, d)
             np.testing.assert_allclose(res.eigenvalues, [10.0], rtol=1e-12)
         # v0 an eigenvector inside the spectrum: after the restart the new space
         # runs as an ordinary Lanczos run from a random start would.
         line = jnp.arange(1.0, 51.0)
         for which, want in (("LA", [50, 49]), ("SA", [1, 2]), ("BE", [1, 49, 50])):
-            res = lanczos(60, k=len(want), which=which)(lambda x: line * x, jnp.zeros(50).at[24].set(1.0))
-            ordinary = lanczos(60, k=len(want), which=which)(lambda x: line * x, jnp.asarray(
-                np.random.default_rng(1).normal(size=50)))
+            res = _solver(60, len(want), which)(_scale, jnp.zeros(50).at[24].set(1.0), line)
+            ordinary = _solver(60, len(want), which)(_scale, jnp.asarray(np.random.default_rng(1).normal(size=50)),
+                                                     line)
             np.testing.assert_allclose(res.eigenvalues, want, rtol=1e-10, err_msg=which)
             assert int(res.num_matvecs) <= int(ordinary.num_matvecs) + 6 < 50, which
         # Out of steps before the restarted space could show that nothing beats
         # the eigenvalue v0 found: exact residual, but not reported converged.
-        short = lanczos(3, k=1)(lambda x: line * x, jnp.zeros(50).at[39].set(1.0))
+        short = _solver(3)(_scale, jnp.zeros(50).at[39].set(1.0), line)
         assert float(short.residuals[0]) == 0.0 and not bool(short.converged[0])
         power = power_iteration(k=2, tol=1e-12, max_steps=1000)(lambda x: d * x, jnp.zeros(4))
         np.testing.assert_allclose(power.eigenvalues, [10.0, 3.0], rtol=1e-8)
@@ -140,12 +155,12 @@ def test_stopping_waits_for_what_an_invariant_krylov_space_missed():
         both = jax.jit(jax.vmap(lambda m, v: lanczos(60, k=3, which="LA")(_matvec, v, m)))(
             jnp.stack([a, b]), jnp.stack([v0, v0]))
         for i, m in enumerate((a, b)):
-            alone = lanczos(60, k=3, which="LA")(_matvec, v0, m)
+            alone = _solver(60, 3, "LA")(_matvec, v0, m)
             np.testing.assert_allclose(both.eigenvalues[i], alone.eigenvalues, rtol=1e-10)
             assert int(both.num_matvecs[i]) == int(alone.num_matvecs)
         # Block Lanczos: a triple eigenvalue with blocks of 2.
         v2 = jnp.asarray(np.random.default_rng(5).normal(size=(2, 60)))
-        res = lanczos(40, k=3, which="LA", block_size=2)(_matvec, v2, a)
+        res = _solver(40, 3, "LA", 2)(_matvec, v2, a)
         np.testing.assert_allclose(res.eigenvalues, [5, 5, 5], rtol=1e-10)
 
 
@@ -164,15 +179,16 @@ def test_restarted_spaces_that_finish_do_not_vouch_for_missed_copies():
             return 0.5 * jnp.mean((x @ p["w"] - 1.0) ** 2)
 
         p = {"w": jnp.zeros(10)}
+        operator = hessian_operator(loss)
         for seed in range(10):
-            r = lanczos(10, k=3, which="SA")(hessian_operator(loss), random_like(seed, p), p)
+            r = _solver(10, 3, "SA")(operator, random_like(seed, p), p)
             np.testing.assert_allclose(r.eigenvalues, 0.0, atol=1e-12, err_msg=str(seed))
             assert bool(jnp.all(r.converged))
         d = jnp.array([5.0, 5, 5, 3, 1, 0, 0, -2, -6, -6])
         for which, k, want in (("LA", 4, [5, 5, 5, 3]), ("SA", 3, [-6, -6, -2]), ("BE", 4, [-6, -6, 5, 5])):
             for seed in range(10):
                 v0 = jax.random.normal(jax.random.key(seed), (10,), jnp.float64)
-                r = lanczos(10, k=k, which=which)(lambda v: d * v, v0)
+                r = _solver(10, k, which)(_scale, v0, d)
                 np.testing.assert_allclose(r.eigenvalues, want, atol=1e-12, err_msg=f"{which} {seed}")
                 assert bool(jnp.all(r.converged)), (which, seed)
 

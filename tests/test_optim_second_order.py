@@ -392,8 +392,8 @@ def test_a_step_the_model_did_not_promise_still_raises_the_damping(name):
 
 
 def test_krylov_settings_are_checked_and_a_zero_gradient_reports_no_curvature():
-    for make, match in ((lambda: jo.saddle_free_newton_lanczos(num_steps=0), "num_steps must be an integer >= 1"),
-                        (lambda: jo.damped_newton_cg(max_iters=0), "max_iters must be an integer >= 1"),
+    for make, match in ((lambda: jo.saddle_free_newton_lanczos(num_steps=0), "num_steps must be a positive integer"),
+                        (lambda: jo.damped_newton_cg(max_iters=0), "max_iters must be a positive integer"),
                         (lambda: jo.damped_newton_cg(max_restarts=-1), "max_restarts must be an integer >= 0")):
         with pytest.raises(ValueError, match=match):
             make()

@@ -15,12 +15,12 @@ improving") depends on validation data, not on the step, so it is a
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import jax.numpy as jnp
-import numpy as np
 import optax
+
+from jdl.validation import check_count
 
 __all__ = [
     "cosine_warm_restarts",
@@ -34,9 +34,7 @@ __all__ = [
 
 def _check_steps(value, name: str) -> int:
     """A positive integer, Python's or NumPy's (``np.int64(n) // batch``), as a Python ``int``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer number of steps, got {value!r}")
-    return int(value)
+    return check_count(value, name, hint="a number of steps")
 
 
 def linear_decay(init_value: float, end_value: float, decay_steps: int) -> optax.Schedule:
@@ -149,10 +147,7 @@ def cosine_warm_restarts(
       [1.0, 0.5, 1.0, 0.854, 0.5, 0.146, 1.0]
     """
     period = _check_steps(period, "period")
-    if (isinstance(period_multiplier, (bool, np.bool_)) or not isinstance(period_multiplier, numbers.Integral)
-            or period_multiplier < 1):
-        raise ValueError(f"period_multiplier must be an integer >= 1, got {period_multiplier!r}")
-    m = int(period_multiplier)
+    m = check_count(period_multiplier, "period_multiplier", hint="each cycle m times longer than the last")
 
     def schedule(count):
         count = jnp.asarray(count)

@@ -42,7 +42,6 @@ the adaptive rule continues from there; with ``adaptive=False`` it is the
 
 from __future__ import annotations
 
-import numbers
 from typing import NamedTuple
 
 import jax
@@ -53,6 +52,7 @@ from jax.flatten_util import ravel_pytree
 
 from jdl._linalg import eigh
 from jdl.optim import _krylov
+from jdl.validation import check_count
 
 __all__ = [
     "DampedNewtonCGState",
@@ -170,11 +170,9 @@ def _check_count_setting(value, name: str, minimum: int) -> None:
     ``optax.inject_hyperparams``, are not checked)."""
     if isinstance(value, jax.core.Tracer):
         return
-    integral = isinstance(value, numbers.Integral) or (  # inject_hyperparams hands in 0-d arrays
-        isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0
-        and np.issubdtype(np.asarray(value).dtype, np.integer))
-    if isinstance(value, (bool, np.bool_)) or not integral or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, (np.ndarray, jax.Array)) and np.ndim(value) == 0:  # inject_hyperparams' 0-d arrays
+        value = value.item()
+    check_count(value, name, minimum)
 
 
 def _damping_for_step(damping, state) -> tuple[jax.Array, jax.Array]:

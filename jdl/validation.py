@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import tempfile
 from collections.abc import Mapping
 
 import jax
@@ -152,8 +153,13 @@ def check_positive_float(value, name: str, *, hint: str = "") -> float:
     return v
 
 
-def check_writable_dir(path: str | os.PathLike, *, what: str = "output directory") -> str:
-    """Create ``path`` if needed and make sure we can write there, before training starts."""
+def check_writable_dir(path: str | os.PathLike, *, what: str = "output directory",
+                       hint: str = "choose a writable path or fix its permissions") -> str:
+    """Create ``path`` if needed and make sure we can write there, before any work.
+
+    Writing is tested by creating (and removing) a file: ``os.access`` answers
+    yes to root on a read-only mount. ``hint`` is the way out the message names.
+    """
     path = os.fspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"{what} {path!r} is a file, not a directory; choose another path")
@@ -161,8 +167,11 @@ def check_writable_dir(path: str | os.PathLike, *, what: str = "output directory
         os.makedirs(path, exist_ok=True)
     except OSError as e:
         raise ValueError(f"cannot create {what} {path!r} ({e.strerror}); choose a writable path") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"{what} {path!r} is not writable; choose a writable path or fix its permissions")
+    try:
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".jdl-write-check-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"{what} {path!r} is not writable ({e.strerror}): {hint}") from None
     return path
 
 

@@ -180,8 +180,6 @@ def test_train_mode_holds_dropout_at_one_mask_from_the_seed(tmp_path, capsys):
 def test_a_read_only_run_directory_is_analysed_with_out_elsewhere(run_dir, tmp_path, capsys, monkeypatch):
     """The run directory had to be writable even when --out put every file
     elsewhere; and the check trusted os.access, which answers yes to root."""
-    import jdl.hessian.cli as hcli
-
     refused, original = str(run_dir), tempfile.NamedTemporaryFile
 
     def named_temporary_file(*, dir, prefix):  # a directory that refuses writes, as a read-only mount does
@@ -189,7 +187,7 @@ def test_a_read_only_run_directory_is_analysed_with_out_elsewhere(run_dir, tmp_p
             raise PermissionError(13, "Permission denied")
         return original(dir=dir, prefix=prefix)
 
-    monkeypatch.setattr(hcli.tempfile, "NamedTemporaryFile", named_temporary_file)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", named_temporary_file)
     small = ["--top-k", "1", "--num-probes", "2", "--num-steps", "10", "--trace-matvecs", "6",
              "--max-examples", "100"]
     assert main(["hessian", refused, *small]) == 2

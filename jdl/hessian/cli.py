@@ -13,7 +13,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 
 __all__ = ["add_parser", "cmd_hessian", "format_report"]
 
@@ -192,6 +191,7 @@ def cmd_hessian(args) -> int:
     from jdl.hessian.operators import model_objective
     from jdl.hessian.plots import plot_spectral_density
     from jdl.run import load_run
+    from jdl.validation import check_writable_dir
 
     run_dir = os.fspath(args.run_dir)
     if not os.path.isdir(run_dir):
@@ -208,11 +208,12 @@ def cmd_hessian(args) -> int:
         raise FileNotFoundError(f"--out {out_png}: the directory {out_dir} does not exist; create it or "
                                 "choose a path in an existing directory")
     if args.out is None:
-        _check_writable(run_dir, "hessian.json and the density plot go there; pass --out elsewhere (e.g. "
-                                 "--out /tmp/hessian.png), fix the permissions or analyse a copy of the run")
+        check_writable_dir(run_dir, what="the run directory",
+                           hint="hessian.json and the density plot go there; pass --out elsewhere (e.g. "
+                                "--out /tmp/hessian.png), fix the permissions or analyse a copy of the run")
     else:
-        _check_writable(out_dir, "the density plot and its .json go there; choose another --out or fix the "
-                                 "permissions")
+        check_writable_dir(out_dir, what="the --out directory",
+                           hint="the density plot and its .json go there; choose another --out or fix the permissions")
     run = load_run(run_dir, epoch=args.epoch)
     bad = [jax.tree_util.keystr(path) for path, a in jax.tree_util.tree_leaves_with_path(run.state.params)
            if jnp.issubdtype(a.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(a)))]
@@ -282,13 +283,3 @@ def cmd_hessian(args) -> int:
         print(f"  {'replaced':<16}  {', '.join(replaced)} (written by an earlier analysis)")
     return 0
 
-
-def _check_writable(directory: str, why: str) -> None:
-    """Create and remove a file in ``directory`` before the analysis, so a
-    directory that refuses writes fails now, with ``why``, not after minutes
-    of work (``os.access`` answers yes to root on a read-only mount)."""
-    try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".jdl-write-check-"):
-            pass
-    except OSError as e:
-        raise PermissionError(f"{directory} is not writable ({e.strerror}): {why}") from None

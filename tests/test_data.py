@@ -123,6 +123,77 @@ def test_split_arrays_keeps_real_valued_targets_and_stratifies_only_class_labels
         split_arrays(x[:10], labels, val_fraction=0.1, test_fraction=0.2, seed=0)
 
 
+def test_split_arrays_sizes_are_the_fractions_of_all_examples_even_for_small_classes():
+    # Rounding each class on its own drifted: ten classes of five at 10 % gave
+    # empty validation and test splits, 30 % of 5 + 5 gave 2 / 4 / 4, and
+    # integer targets with one example per value gave 100 / 0 / 0.
+    x = np.arange(10, dtype=np.float32)[:, None]
+    y = np.array([0] * 5 + [1] * 5)
+    for f, sizes in ((0.1, [8, 1, 1]), (0.3, [4, 3, 3])):
+        train, val, test = split_arrays(x, y, val_fraction=f, test_fraction=f, seed=0)
+        assert [len(s["y"]) for s in (train, val, test)] == sizes
+        ids = np.concatenate([s["x"][:, 0] for s in (train, val, test)]).astype(int)
+        assert sorted(ids.tolist()) == list(range(10))
+        # per class each split gets its share rounded down or up, and training keeps both classes evenly
+        for s in (train, val, test):
+            counts = np.bincount(s["y"], minlength=2)
+            assert np.all(np.abs(counts - len(s["y"]) / 2) <= 1)
+    train, val, test = split_arrays(np.arange(100.0)[:, None], np.arange(100), val_fraction=0.1,
+                                    test_fraction=0.2, seed=0)
+    assert [len(s["y"]) for s in (train, val, test)] == [70, 10, 20]
+    assert test["y"].max() > 50  # ties are broken at random, not by the lowest values
+    # the total is floor(f · N) after rounding away float error (0.29 · 100 = 28.999…)
+    sizes = [len(s["y"]) for s in split_arrays(np.zeros((100, 1)), np.arange(100.0), val_fraction=0.1,
+                                                test_fraction=0.29, seed=0)]
+    assert sizes == [61, 10, 29]
+    # large uneven classes: each split's class counts are within one of their share
+    labels = np.repeat(np.arange(7), [3, 11, 40, 7, 1, 23, 15])
+    train, val, test = split_arrays(np.zeros((100, 1)), labels, val_fraction=0.15, test_fraction=0.25, seed=3)
+    assert [len(s["y"]) for s in (train, val, test)] == [60, 15, 25]
+    share = np.bincount(labels) / 100
+    for s, f in ((val, 0.15), (test, 0.25)):
+        assert np.all(np.abs(np.bincount(s["y"], minlength=7) - f * 100 * share) < 1)
+
+
+def test_split_arrays_refuses_a_split_of_less_than_one_example_and_labels_beyond_int32():
+    x = np.zeros((5, 1))
+    with pytest.raises(ValueError, match=r"val_fraction=0.1 of 5 examples is less than one example"):
+        split_arrays(x, np.arange(5) % 2, val_fraction=0.1, test_fraction=0.2, seed=0)
+    train, val, test = split_arrays(x, np.arange(5) % 2, val_fraction=0, test_fraction=0.2, seed=0)
+    assert [len(s["y"]) for s in (train, val, test)] == [4, 0, 1]
+    with pytest.raises(ValueError, match="fit in int32"):  # 2**33 wrapped to 0, merging two classes
+        split_arrays(np.zeros((4, 1)), np.array([0, 2**33, 0, 2**33]), val_fraction=0, test_fraction=0, seed=0)
+    with pytest.raises(ValueError, match="must be a number"):
+        split_arrays(x, np.arange(5), val_fraction=None, test_fraction=0, seed=0)
+
+
+def test_mnist1d_refuses_a_validation_fraction_outside_0_1():
+    for bad in (-0.1, 1.5, 1.0):
+        with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+            mnist1d(val_fraction=bad)
+
+
+def test_spirals_has_num_samples_points_and_refuses_fewer_than_one_per_arm():
+    from jdl.data import spirals
+
+    ds = spirals(1000)
+    assert sum(len(s["y"]) for s in (ds.train, ds.val, ds.test)) == 1000
+    with pytest.raises(ValueError, match="num_samples must be an integer >= 3"):
+        spirals(2)
+
+
+def test_batches_refuse_empty_data_and_a_bad_epoch_by_name():
+    empty = {"x": np.zeros((0, 2), np.float32), "y": np.zeros((0,), np.int32)}
+    with pytest.raises(ValueError, match="0 examples"):
+        list(batches(empty, 4, key=0))
+    data = {"x": np.arange(10, dtype=np.float32)[:, None], "y": np.arange(10, dtype=np.int32)}
+    for bad in (1.5, -1, True):
+        with pytest.raises(ValueError, match="epoch must be an integer >= 0"):
+            list(batches(data, 4, key=0, epoch=bad))
+    assert [b["y"].tolist() for b in batches(data, 4, key=0, epoch=np.int64(2))] == \
+        [b["y"].tolist() for b in batches(data, 4, key=0, epoch=2)]
+
+
 def test_batches_take_an_int_seed_or_refuse_a_bad_key_clearly():
     data = {"x": np.arange(10, dtype=np.float32)[:, None], "y": np.arange(10, dtype=np.int32)}
     by_seed = [b["y"].tolist() for b in batches(data, 4, key=3, epoch=1)]

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jdl.validation import check_count
+
 
 class Dataset(NamedTuple):
     """Train / validation / test splits of one dataset.
@@ -42,12 +44,34 @@ class Dataset(NamedTuple):
 
 
 def _as_split(x: np.ndarray, y: np.ndarray) -> dict:
+    y = np.asarray(y)
+    if y.size and np.issubdtype(y.dtype, np.integer):
+        info = np.iinfo(np.int32)
+        low, high = int(y.min()), int(y.max())
+        if low < info.min or high > info.max:
+            raise ValueError(f"class labels must fit in int32 (the labels' dtype from here on), but they range over "
+                             f"[{low}, {high}]; map them to 0 … k−1 first (np.unique(y, return_inverse=True)[1])")
     return {"x": np.asarray(x, np.float32), "y": np.asarray(y, np.int32)}
 
 
 def _is_class_labels(y: np.ndarray) -> bool:
     """Integer (or boolean) labels, one per example: what stratification groups by."""
     return y.ndim == 1 and (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_)
+
+
+def _apportion(total: int, quotas: np.ndarray, capacity: np.ndarray, tie_order: np.ndarray) -> np.ndarray:
+    """Integer counts summing to ``total``, each ``⌊quota⌋`` or one more, and at
+    most ``capacity``: the largest-remainder (Hamilton) method, ties broken in
+    ``tie_order``. Needs ``total ≤ Σ capacity``."""
+    counts = np.minimum(np.floor(quotas).astype(np.int64), capacity)
+    order = np.lexsort((tie_order, -(quotas - np.floor(quotas))))  # largest remainder first
+    while counts.sum() < total:
+        for c in order:
+            if counts.sum() == total:
+                break
+            if counts[c] < capacity[c]:
+                counts[c] += 1
+    return counts
 
 
 def split_arrays(
@@ -60,17 +84,28 @@ def split_arrays(
 ) -> tuple[dict, dict, dict]:
     """Shuffle once with ``seed`` and cut into train / validation / test.
 
-    Integer class labels ``y`` (one per example) are split class by class in
-    the same proportions (stratified), so small validation sets still contain
-    every class; they come back as int32. Any other targets (real-valued
-    regression targets, soft labels in [0, 1], one target vector per example)
-    are split without stratification and keep their dtype. Inputs ``x`` come
-    back as float32.
+    The test and validation splits get ``⌊f·N⌋`` of the ``N`` examples for
+    their fraction ``f``; training gets the rest (so never none). Integer class
+    labels ``y`` (one per example) are split class by class (stratified): each
+    class gives each split its share ``f·n_c`` rounded down or up, the
+    roundings chosen by largest remainder so the totals stay ``⌊f·N⌋`` —
+    rounding each class on its own would drift (ten classes of five with
+    ``f = 0.1`` would leave the split empty). Classes are then represented in
+    proportion, as far as whole examples allow. They come back as int32. Any
+    other targets (real-valued regression targets, soft labels in [0, 1], one
+    target vector per example) are split without stratification and keep
+    their dtype. Inputs ``x`` come back as float32.
 
     Raises:
-      ValueError: if ``x`` and ``y`` have different numbers of examples, or the
-        fractions leave no data for training.
+      ValueError: if ``x`` and ``y`` have different numbers of examples, the
+        fractions are not in ``[0, 1)`` with a sum below 1, a non-zero
+        fraction is less than one example (the split would be empty), or
+        integer labels do not fit in int32.
     """
+    fractions = {"val_fraction": val_fraction, "test_fraction": test_fraction}
+    for name, f in fractions.items():
+        if isinstance(f, (bool, np.bool_)) or not isinstance(f, (int, float, np.integer, np.floating)):
+            raise ValueError(f"{name} must be a number in [0, 1), got {f!r}")
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in [0, 1) "
@@ -82,24 +117,39 @@ def split_arrays(
             f"x has shape {x.shape} but y has shape {y.shape}; both need a leading example axis of "
             "the same length (one target per input)"
         )
+    n = len(y)
+    # rounded first, so that 0.29 · 100 = 28.999999999999996 counts as 29
+    totals = {name: int(np.floor(np.round(f * n, 9))) for name, f in fractions.items()}
+    for name, f in fractions.items():
+        if f > 0 and totals[name] == 0:
+            raise ValueError(f"{name}={f} of {n} examples is less than one example, so that split would be "
+                             f"empty; use {name}=0 or at least {1 / n:.3g} (one example)")
     rng = np.random.default_rng(seed)
     classes = _is_class_labels(y)
     # stratify on the classes; anything else is a single group of every example
-    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if classes else [np.arange(len(y))]
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if classes else [np.arange(n)]
+    sizes = np.array([len(g) for g in groups])
+    # Ties between equal remainders are broken by a generator of their own, so
+    # that the shuffles below draw the same numbers whatever the counts are.
+    tie_order = np.random.default_rng([seed, 1]).permutation(len(groups))
+    n_test = _apportion(totals["test_fraction"], np.round(test_fraction * sizes, 9), sizes, tie_order)
+    # Among equal remainders, validation's extra examples go first to classes
+    # that gave the test split none (five and five with 10 % each: one of
+    # each class, not two of the first).
+    test_quotas = np.round(test_fraction * sizes, 9)
+    val_ties = np.empty_like(tie_order)
+    val_ties[np.lexsort((tie_order, n_test > np.floor(test_quotas)))] = np.arange(len(groups))
+    n_val = _apportion(totals["val_fraction"], np.round(val_fraction * sizes, 9), sizes - n_test, val_ties)
     parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    for group in groups:
+    for group, t, v in zip(groups, n_test, n_val):
         idx = rng.permutation(group)
-        n_test = int(round(test_fraction * len(idx)))
-        n_val = int(round(val_fraction * len(idx)))
-        parts["test"].append(idx[:n_test])
-        parts["val"].append(idx[n_test : n_test + n_val])
-        parts["train"].append(idx[n_test + n_val :])
+        parts["test"].append(idx[:t])
+        parts["val"].append(idx[t : t + v])
+        parts["train"].append(idx[t + v :])
     out = []
     for name in ("train", "val", "test"):
         idx = rng.permutation(np.concatenate(parts[name]))
-        split = _as_split(x[idx], y[idx])
-        if not classes:
-            split["y"] = y[idx]
+        split = _as_split(x[idx], y[idx]) if classes else {"x": np.asarray(x[idx], np.float32), "y": y[idx]}
         out.append(split)
     return tuple(out)
 
@@ -129,11 +179,18 @@ def two_moons(num_samples: int = 1000, *, noise: float = 0.1, seed: int = 0) -> 
 
 
 def spirals(num_samples: int = 1500, *, num_classes: int = 3, noise: float = 0.2, seed: int = 0) -> Dataset:
-    """``num_classes`` interleaved spiral arms in 2-D (the CS231n toy problem)."""
+    """``num_classes`` interleaved spiral arms in 2-D (the CS231n toy problem).
+
+    ``num_samples`` points in all: ``num_samples // num_classes`` per arm, the
+    remainder one each to the first arms.
+    """
+    num_classes = check_count(num_classes, "num_classes")
+    num_samples = check_count(num_samples, "num_samples", num_classes,
+                              hint=f"at least one point per arm ({num_classes} arms)")
     rng = np.random.default_rng(seed)
-    per = num_samples // num_classes
     xs, ys = [], []
     for c in range(num_classes):
+        per = num_samples // num_classes + (c < num_samples % num_classes)
         r = np.linspace(0.0, 1.0, per)
         t = np.linspace(c * 4.0, (c + 1) * 4.0, per) + noise * rng.standard_normal(per)
         xs.append(np.stack([r * np.sin(t), r * np.cos(t)], 1))
@@ -251,6 +308,8 @@ def mnist1d_arrays(
 def mnist1d(*, seed: int = 42, val_fraction: float = 0.1) -> Dataset:
     """MNIST-1D: 4 000 train (of which ``val_fraction`` held out for validation)
     and 1 000 test sequences of length 40, 10 classes, as ``(N, 40)`` arrays."""
+    if isinstance(val_fraction, (bool, np.bool_)) or not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1) (of the 4 000 training sequences), got {val_fraction!r}")
     x, y = mnist1d_arrays(5000, seed=seed)
     rng = np.random.default_rng(seed + 1)
     idx = rng.permutation(len(y))

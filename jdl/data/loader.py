@@ -16,12 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl.validation import as_key, check_batch_entries, check_positive_int
+from jdl.validation import as_key, check_batch_entries, check_count, check_positive_int
 
 
 def _check_batch_size(batch_size: int, num_examples: int) -> int:
     """A positive batch size no larger than the data (what :func:`batches` can serve)."""
     batch_size = check_positive_int(batch_size, "batch_size")
+    if num_examples == 0:
+        raise ValueError("the data holds 0 examples: minibatches need at least one (check the split or filter "
+                         "that produced the data)")
     if batch_size > num_examples:
         raise ValueError(
             f"batch_size={batch_size} is larger than the {num_examples} training examples; "
@@ -43,7 +46,16 @@ def num_batches(num_examples: int, batch_size: int, *, drop_last: bool) -> int:
 
 
 def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_examples: int) -> jax.Array:
-    """The order of examples in ``epoch``: ``permutation(fold_in(key, epoch))``."""
+    """The order of examples in ``epoch``: ``permutation(fold_in(key, epoch))``.
+
+    ``epoch`` is an integer ``>= 0`` (a traced integer inside a compiled loop):
+    ``1.5`` would be truncated to epoch 1, and ``fold_in`` cannot take ``-1``.
+    """
+    if isinstance(epoch, jax.Array) or hasattr(epoch, "dtype"):
+        if not jnp.issubdtype(epoch.dtype, jnp.integer) or jnp.ndim(epoch) != 0:
+            raise ValueError(f"epoch must be an integer scalar, got an array of {epoch.dtype}{list(jnp.shape(epoch))}")
+    else:
+        epoch = check_count(epoch, "epoch", 0)
     return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
 
 

@@ -320,6 +320,45 @@ def test_out_of_range_labels_give_nan_and_in_range_labels_the_reference(name):
     np.testing.assert_array_equal(grad[jnp.array([1, 3, 4])], 0.0)
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "negative_log_likelihood", "label_smoothing", "perceptron"])
+def test_class_losses_refuse_float_labels(name):
+    # 1.5 was truncated to class 1 (nll, perceptron) or one-hot to no class at all (label smoothing)
+    loss = {"cross_entropy": jnn.cross_entropy, "negative_log_likelihood": jnn.negative_log_likelihood,
+            "label_smoothing": jnn.label_smoothing_cross_entropy(0.1), "perceptron": jnn.perceptron_loss}[name]
+    z = jnp.array([[0.0, 5.0, 0.0], [0.0, 5.0, 0.0]])
+    with pytest.raises(TypeError, match="labels must be integer class indices, got dtype float32"):
+        loss(z, jnp.array([1.0, 1.5]))
+    assert loss(z, jnp.array([1, 1])).shape == (2,)
+
+
+def test_label_smoothing_keeps_the_logits_dtype_under_x64():
+    with jax.enable_x64(True):
+        for dtype in (jnp.float32, jnp.bfloat16):
+            z = jnp.zeros((2, 3), dtype)
+            assert jnn.label_smoothing_cross_entropy(0.1)(z, jnp.array([0, 2])).dtype == dtype
+            assert jnn.smooth_labels(jnp.array([0, 2]), 3, 0.1, dtype=dtype).dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16, jnp.float32])
+def test_stochastic_pool_never_draws_an_entry_of_probability_zero(dtype):
+    # Inverse-CDF sampling drew u = 0 (1 in 128 in bfloat16) and took the
+    # first entry whatever its probability: here −1, of probability 0.
+    x = jnp.array([-1.0, 1.0, 2.0, 0.0], dtype).reshape(1, 2, 2, 1)
+    keys = jax.random.split(jax.random.key(1), 20000)
+    draws = jax.vmap(lambda k: jnn.stochastic_pool(x, (2, 2), key=k, probabilities="proportional"))(keys)
+    values, counts = np.unique(np.asarray(draws, np.float32).ravel(), return_counts=True)
+    assert set(values.tolist()) <= {1.0, 2.0}
+    np.testing.assert_allclose(counts / counts.sum(), [1 / 3, 2 / 3], atol=0.02)
+
+
+def test_separable_conv_takes_numpy_integers_and_gaussian_noise_refuses_nan():
+    layer = jnn.SeparableConv(2, 3, kernel_size=np.int64(3), rngs=nnx.Rngs(0))
+    assert layer(jnp.ones((1, 5, 5, 2))).shape == (1, 5, 5, 3)
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="stddev must be a finite number >= 0"):
+            jnn.GaussianNoise(bad, rngs=nnx.Rngs(0))
+
+
 def test_l1_penalty_gradient_is_the_sign_and_zero_at_zero():
     w = {"a": jnp.array([-1.5, 0.0, 2.0]), "b": jnp.zeros((2, 2))}
     assert float(jnn.l1_penalty(w)) == 3.5

@@ -17,12 +17,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
+import numpy as np
 from flax import nnx
 from flax.nnx import Conv as Conv
 
 
 def _tuple(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
-    return (value,) * dims if isinstance(value, int) else tuple(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return (int(value),) * dims
+    return tuple(int(v) if isinstance(v, np.integer) else v for v in value)
 
 
 class SeparableConv(nnx.Module):

@@ -53,7 +53,19 @@ def _check_same_shape(name: str, outputs, targets, outputs_name: str, targets_na
 
 
 def _check_label_shape(name: str, scores, labels) -> None:
-    """Integer labels have the scores' shape without the class axis: ``(N,)`` for ``(N, k)``."""
+    """Integer labels have the scores' shape without the class axis: ``(N,)`` for ``(N, k)``.
+
+    Labels of any other dtype are refused: casting ``1.5`` to an integer would
+    truncate it to class 1 and ``one_hot`` would give it no class at all, a
+    plausible wrong loss either way.
+    """
+    dtype = jnp.result_type(labels)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(
+            f"{name}: labels must be integer class indices, got dtype {dtype}; cast them "
+            "(labels.astype(jnp.int32)) if they hold whole numbers, or use a loss of soft targets "
+            "(optax.softmax_cross_entropy) for probabilities"
+        )
     if jnp.shape(labels) != jnp.shape(scores)[:-1]:
         raise ValueError(
             f"{name}: scores have shape {jnp.shape(scores)} (classes last), so integer labels need shape "
@@ -123,15 +135,17 @@ def binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return _per_example_sum(optax.sigmoid_binary_cross_entropy(logits, labels))
 
 
-def smooth_labels(labels: jax.Array, num_classes: int, smoothing: float) -> jax.Array:
+def smooth_labels(labels: jax.Array, num_classes: int, smoothing: float, dtype=None) -> jax.Array:
     """Soft targets for integer labels: ``1 − (k−1)ε/k`` on the true class, ``ε/k`` elsewhere.
 
     Seed 001's label smoothing with ``k = num_classes`` and ``ε = smoothing``;
     Optax's ``smooth_labels`` computes ``(1 − ε)·onehot + ε/k``, the same thing.
+    ``dtype``: of the targets (``None``: JAX's default float, float64 under x64;
+    pass the logits' dtype to keep a loss in it).
     """
     if not 0.0 <= smoothing <= 1.0:
         raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
-    return optax.smooth_labels(jax.nn.one_hot(labels, num_classes), smoothing)
+    return optax.smooth_labels(jax.nn.one_hot(labels, num_classes, dtype=dtype), smoothing)
 
 
 def label_smoothing_cross_entropy(smoothing: float = 0.1) -> Callable[[jax.Array, jax.Array], jax.Array]:
@@ -151,7 +165,7 @@ def label_smoothing_cross_entropy(smoothing: float = 0.1) -> Callable[[jax.Array
 
     def loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
         _check_label_shape("label_smoothing_cross_entropy", logits, labels)
-        targets = smooth_labels(labels, logits.shape[-1], smoothing)
+        targets = smooth_labels(labels, logits.shape[-1], smoothing, dtype=logits.dtype)
         return _nan_where_out_of_range(optax.softmax_cross_entropy(logits, targets), labels, logits.shape[-1])
 
     return loss

@@ -111,9 +111,12 @@ def stochastic_pool(
         return jnp.sum(p * windows, axis=-1)
     if key is None:
         raise ValueError("stochastic_pool in training needs a key (or pass deterministic=True)")
-    # inverse-CDF sampling: k = #{j < n−1 : P_j < u} with P the cumulative probabilities
-    u = jax.random.uniform(key, p.shape[:-1] + (1,), p.dtype)
-    index = jnp.sum(jnp.cumsum(p, axis=-1)[..., :-1] < u, axis=-1)
+    # Categorical draws from log p (Gumbel-max), in at least float32: an entry
+    # of probability 0 has log p = −inf and is never drawn. (Inverse-CDF
+    # sampling with u drawn in bfloat16 hit u = 0, and so the first entry
+    # whatever its probability, in 1 draw of 128.)
+    logits = jnp.log(p.astype(jnp.promote_types(p.dtype, jnp.float32)))
+    index = jax.random.categorical(key, logits, axis=-1)
     return jnp.take_along_axis(windows, index[..., None], axis=-1)[..., 0]
 
 

@@ -68,8 +68,8 @@ class GaussianNoise(nnx.Module):
     """
 
     def __init__(self, stddev: float, *, deterministic: bool = False, rng_collection: str = "dropout", rngs: nnx.Rngs):
-        if stddev < 0:
-            raise ValueError(f"stddev must be non-negative, got {stddev}")
+        if not stddev >= 0 or stddev == float("inf"):  # NaN fails the first test
+            raise ValueError(f"stddev must be a finite number >= 0, got {stddev}")
         self.stddev = stddev
         self.deterministic = deterministic
         self.rngs = rngs[rng_collection].fork()

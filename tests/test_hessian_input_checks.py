@@ -482,3 +482,64 @@ def test_auto_method_falls_back_to_lanczos_when_the_dense_hessian_would_not_fit(
     assert result.method == "lanczos"
     with pytest.raises(MemoryError):
         jh.hessian_analysis(loss, w, data, top_k=1, num_steps=40, num_probes=2, trace_matvecs=6, method="dense")
+
+
+def _flagged_loss(p, train):
+    """A loss with a Python flag among its arguments (as a model's train/eval switch)."""
+    w = p["a"]["w"]
+    return jnp.sum(w**2) - (0.5 * w[0] ** 2 if train else 0.0)
+
+
+def test_non_array_loss_arguments_are_held_fixed_by_every_entry_point():
+    # block_eigenvalues (Lanczos), critical_point_report and escape_saddle jitted
+    # the flag into a tracer (TracerBoolConversionError); the dense path did not.
+    p = {"a": {"w": jnp.ones(3)}}
+    dense = jh.block_eigenvalues(_flagged_loss, p, True, block="a", method="dense")
+    np.testing.assert_allclose(dense, [1.0, 2.0, 2.0], rtol=1e-6)
+    lanczos = jh.block_eigenvalues(_flagged_loss, p, True, block="a", method="lanczos", k=1, num_steps=3)
+    np.testing.assert_allclose(lanczos, [1.0, 2.0], rtol=1e-5)
+    assert jh.critical_point_report(_flagged_loss, p, True).classification == "minimum"
+    assert jh.critical_point_report(_flagged_loss, p, False).lambda_min == pytest.approx(2.0, rel=1e-5)
+    step = jh.escape_saddle(_flagged_loss, p, True)  # along e₀ (curvature 1): w₀ = 1 → 0 lowers the loss
+    assert step.escaped and float(step.params["a"]["w"][0]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_settings_captured_as_concrete_arrays_inside_jit_are_checked_not_traced():
+    # A concrete array closed over inside jax.jit made the checks' comparisons traced.
+    saddle = lambda x: 5 * x[0] ** 2 - x[1] ** 2  # noqa: E731
+    sizes, longest = jnp.array([1.0, 0.5]), jnp.asarray(2.0)
+    assert jax.jit(lambda x: jh.escape_saddle(saddle, x, step_sizes=sizes))(jnp.zeros(2)).escaped
+    assert jax.jit(lambda x: jh.escape_saddle(saddle, x, max_step=longest))(jnp.zeros(2)).escaped
+    tol = jnp.asarray(1e-4)
+    assert jax.jit(lambda x: jh.find_critical_point(saddle, x, tol=tol))(jnp.array([0.3, 0.2])).converged
+    rtol = jnp.asarray(1e-3)
+    assert float(jax.jit(lambda lam: jh.condition_number(lam, rtol=rtol).value)(jnp.array([1.0, 2.0]))) == 2.0
+    bad = jnp.array([1.0, -0.5])
+    with pytest.raises(ValueError, match="step_sizes must be positive and finite"):
+        jax.jit(lambda x: jh.escape_saddle(saddle, x, step_sizes=bad))(jnp.zeros(2))
+
+
+def test_condition_number_refuses_an_rtol_that_excludes_every_eigenvalue():
+    with pytest.raises(ValueError, match="rtol must be below 1"):
+        jh.condition_number(jnp.array([1.0, 2.0]), rtol=5.0)
+    assert float(jh.condition_number(jnp.array([1.0, 2.0]), rtol=0.9).value) == 1.0
+
+
+def test_find_critical_point_refuses_float16_cg_and_stops_at_a_non_finite_start():
+    saddle = lambda x: 5 * x[0] ** 2 - x[1] ** 2  # noqa: E731
+    with pytest.raises(TypeError, match="float16"):  # CG returned δ = 0 and the run stopped "stuck"
+        jh.find_critical_point(saddle, jnp.array([0.3, 0.2], jnp.float16), solver="cg")
+    r = jh.find_critical_point(saddle, jnp.array([jnp.nan, 0.2]), max_steps=50)
+    assert int(r.num_steps) == 0 and not bool(r.converged)  # it ran all 50 solves, accepting none
+
+
+def test_slices_normalise_a_half_precision_direction_without_overflow():
+    # ‖d‖² of 70 000 ones overflows float16: refused eagerly, and under jit the
+    # direction became 0 and the slice the constant L(θ).
+    n = 70_000
+    params, direction = jnp.zeros(n, jnp.float16), jnp.ones(n, jnp.float16)
+    quadratic = lambda p: jnp.sum(p.astype(jnp.float32) ** 2)  # noqa: E731 — along a unit d: α²
+    alphas = jnp.array([1.0, 2.0])
+    np.testing.assert_allclose(jh.loss_slice(quadratic, params, direction, alphas=alphas), [1.0, 4.0], rtol=2e-3)
+    traced = jax.jit(lambda d: jh.loss_slice(quadratic, params, d, alphas=alphas))(direction)
+    np.testing.assert_allclose(traced, [1.0, 4.0], rtol=2e-3)

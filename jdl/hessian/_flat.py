@@ -116,6 +116,8 @@ def check_number(value, name: str, *, positive: bool = False, hint: str = "") ->
     ``hint``, the way out). ``None`` and traced values are not checked."""
     if value is None or isinstance(value, jax.core.Tracer):
         return
+    if isinstance(value, jax.Array):  # concrete: checked in NumPy (inside jax.jit, comparisons would be traced)
+        value = np.asarray(value)
     ok = isinstance(value, (numbers.Real, np.ndarray, jax.Array)) and not isinstance(value, (bool, np.bool_))
     ok = ok and np.ndim(value) == 0 and np.isfinite(value) and (value > 0 if positive else value >= 0)
     if not ok:

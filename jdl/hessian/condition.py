@@ -56,6 +56,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jdl.hessian._flat import check_number
 
@@ -135,6 +136,11 @@ def condition_number(
         raise TypeError("rtol must be a concrete number (it is a static field of the result), not a traced "
                         "value; pass it from outside jax.jit / jax.vmap, or vmap over the eigenvalues instead")
     check_number(rtol, "rtol", hint="a threshold relative to max|λ|; None is n·ε of the dtype")
+    if isinstance(rtol, jax.Array):  # concrete (captured inside jax.jit, say): a static Python number
+        rtol = float(np.asarray(rtol))
+    if rtol is not None and float(rtol) >= 1:
+        raise ValueError(f"rtol must be below 1, got {rtol!r}: the threshold rtol·max|λ| would exclude every "
+                         "eigenvalue, max|λ| itself included; use a small fraction (None is n·ε of the dtype)")
     if rtol is None:
         rtol = float(lam.shape[0] * jnp.finfo(lam.dtype).eps)
     inf = jnp.asarray(jnp.inf, lam.dtype)

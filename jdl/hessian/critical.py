@@ -84,7 +84,7 @@ from jdl._linalg import eigh
 from jdl.hessian._flat import as_key, check_count, check_eigensolver_dtype, check_number, flatten, random_like
 from jdl.hessian.density import stochastic_lanczos_quadrature
 from jdl.hessian.lanczos import lanczos
-from jdl.hessian.operators import check_dense_fits, dense_hessian, hessian_operator, hvp
+from jdl.hessian.operators import check_dense_fits, dense_hessian, hessian_operator, hvp, jit_over_arrays
 
 PyTree = Any
 
@@ -422,8 +422,9 @@ def critical_point_report(
                     num_probes=num_probes, gradient_tol=gradient_tol, eigenvalue_rtol=eigenvalue_rtol,
                     eigenvalue_atol=eigenvalue_atol)
     # Compiled for this call (a closure: nothing of ``loss`` outlives it).
-    s = jax.jit(lambda params, args, key: critical_point_summary(loss, params, *args, key=key, **settings))(
-        params, args, as_key(key))
+    # Non-array arguments of the loss (a flag, a class count) are held fixed.
+    s = jit_over_arrays(lambda params, args, key: critical_point_summary(loss, params, *args, key=key, **settings),
+                        params, args, as_key(key))
     return CriticalPointReport(
         loss=s.loss,
         gradient_norm=s.gradient_norm,
@@ -566,6 +567,10 @@ def find_critical_point(
         raise ValueError(f"unknown solver {solver!r}; use 'auto', 'dense' or 'cg'")
     if solver == "dense":
         check_eigensolver_dtype(dtype, "find_critical_point(solver='dense')")
+    elif dtype == jnp.float16:
+        raise TypeError("find_critical_point(solver='cg') cannot work in float16: its normal equations square "
+                        "the Hessian (HᵀH δ = −Hᵀg), which overflows float16's range (65 504), and CG returns "
+                        "δ = 0; cast the params to float32 (or bfloat16)")
     eps = jnp.finfo(dtype).eps
 
     def flat_loss(x):
@@ -618,8 +623,12 @@ def find_critical_point(
         stuck: jax.Array   # the step no longer changes x in floating point: nothing more to gain
         hessian_norm: jax.Array  # ‖H‖ from the last step's solve (0 before the first)
 
+    # A start whose loss or gradient is not finite can accept no step (no
+    # merit beats NaN): stop at once instead of spending max_steps solves.
+    finite_start = jnp.isfinite(value0) & jnp.all(jnp.isfinite(g0))
+
     def cond(s: _S):
-        return (s.step < max_steps) & ~done(s) & ~s.stuck
+        return (s.step < max_steps) & ~done(s) & ~s.stuck & finite_start
 
     def body(s: _S):
         delta, hessian_norm = solve(s.x, s.g, s.mu)

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jdl.hessian._flat import (
@@ -185,8 +186,9 @@ def block_eigenvalues(
         raise ValueError(f"k={k} at each end needs num_steps >= {kk} (Lanczos finds both ends in one run), "
                          f"got num_steps={num_steps}; raise num_steps or lower k, or use method='dense'")
     eigsh = lanczos(steps, k=kk, which="BE")
-    result = jax.jit(lambda v0, sub, *args: eigsh(hessian_operator(restricted), v0, sub, *args))(
-        random_like(key, sub), sub, *args)
+    # Non-array arguments of the loss (a flag, a class count) are held fixed, as on the dense path.
+    result = jit_over_arrays(lambda v0, sub, *args: eigsh(hessian_operator(restricted), v0, sub, *args),
+                             random_like(key, sub), sub, *args)
     converged = result.converged
     if not isinstance(converged, jax.core.Tracer) and not bool(jnp.all(converged)):
         warnings.warn(
@@ -211,16 +213,20 @@ def _direction(d: PyTree, params: PyTree, normalize: bool, what: str) -> PyTree:
     (under ``jax.jit``), it stays zero, so the slice is the constant ``L(θ)``.
     """
     check_like(d, params, what, check_dtypes=False)
-    d = jax.tree.map(lambda u, p: jnp.asarray(u, leaf_dtype(p)), d, params)
     if not normalize:
-        return d
-    flat, unflatten = flatten(d)
-    norm = jnp.linalg.norm(flat)
+        return jax.tree.map(lambda u, p: jnp.asarray(u, leaf_dtype(p)), d, params)
+    # The norm and the division in at least float32 (and in the direction's
+    # own dtype if wider), before the cast to the params' dtype: in float16,
+    # ‖d‖² of a unit-scale direction of 65 536 entries overflows to inf.
+    wide = jax.tree.map(lambda u, p: jnp.asarray(u, jnp.promote_types(
+        jnp.promote_types(leaf_dtype(u), leaf_dtype(p)), jnp.float32)), d, params)
+    norm = jnp.sqrt(sum((jnp.sum(jnp.square(u)) for u in jax.tree.leaves(wide)), jnp.zeros((), jnp.float32)))
     if not isinstance(norm, jax.core.Tracer) and not bool(jnp.isfinite(norm) & (norm > 0)):
         raise ValueError(f"{what} has norm {float(norm)}, so normalize=True cannot scale it to unit length; "
                          "pass a non-zero, finite direction (e.g. an eigenvector from lanczos, or "
                          "jdl.hessian.random_like(key, params))")
-    return unflatten(flat / jnp.where(norm > 0, norm, 1))
+    safe = jnp.where(norm > 0, norm, 1)
+    return jax.tree.map(lambda u, p: (u / safe.astype(u.dtype)).astype(leaf_dtype(p)), wide, params)
 
 
 def _offsets(values, name: str) -> jax.Array:
@@ -348,9 +354,11 @@ def _step_sizes(step_sizes) -> jax.Array | None:
     if not jnp.issubdtype(values.dtype, jnp.integer) and not jnp.issubdtype(values.dtype, jnp.floating):
         raise ValueError(f"step_sizes must be real numbers, got {values.dtype}; {how}")
     if not isinstance(values, jax.core.Tracer):
-        bad = ~(jnp.isfinite(values) & (values > 0))
-        if bool(jnp.any(bad)):
-            raise ValueError(f"step_sizes must be positive and finite, got {[float(x) for x in values[bad][:5]]} "
+        # in NumPy: a concrete array captured inside jax.jit would give traced comparisons
+        concrete = np.asarray(values)
+        bad = ~(np.isfinite(concrete) & (concrete > 0))
+        if bad.any():
+            raise ValueError(f"step_sizes must be positive and finite, got {[float(x) for x in concrete[bad][:5]]} "
                              f"among them; {how}")
     return values
 
@@ -403,8 +411,9 @@ def escape_saddle(
     # A closure jitted for this call: a jit keyed on ``loss`` itself (a static
     # argument) would fail on an unhashable callable and keep every loss, and
     # what it captures, alive in the cache.
-    result = jax.jit(lambda params, args, step_sizes, v0: _escape_saddle(
-        loss, params, args, num_steps, max_step, num_trials, step_sizes, v0))(
+    # Non-array arguments of the loss (a flag, a class count) are held fixed.
+    result = jit_over_arrays(lambda params, args, step_sizes, v0: _escape_saddle(
+        loss, params, args, num_steps, max_step, num_trials, step_sizes, v0),
         params, args, step_sizes, random_like(key, params))
     unresolved = ~(result.converged | result.escaped)
     if not isinstance(unresolved, jax.core.Tracer) and bool(unresolved):

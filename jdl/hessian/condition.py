@@ -119,7 +119,7 @@ def condition_number(
       >>> import jax.numpy as jnp
       >>> float(condition_number(jnp.array([1.0, 10.0, 100.0])).value)
       100.0
-      >>> c = condition_number(jnp.array([-2.0, 1e-12, 10.0]))
+      >>> c = condition_number(jnp.array([-2.0, 1e-12, 10.0], jnp.float32))  # 1e-12 < 3·ε·10
       >>> c.definition, float(c.value)
       ('magnitude', 5.0)
     """

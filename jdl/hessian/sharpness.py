@@ -73,8 +73,8 @@ def stability_threshold(learning_rate: float, momentum: float = 0.0, nesterov: b
     (Cohen et al., "Adaptive gradient methods at the edge of stability", 2022).
 
     Example:
-      >>> stability_threshold(0.1), stability_threshold(0.1, 0.9), round(stability_threshold(0.1, 0.9, True), 4)
-      (20.0, 38.0, 13.5714)
+      >>> [round(stability_threshold(0.1, *more), 4) for more in ((), (0.9,), (0.9, True))]
+      [20.0, 38.0, 13.5714]
     """
     eta, beta = float(learning_rate), float(momentum)
     if not eta > 0:

@@ -44,8 +44,8 @@ def sign(x: jax.Array) -> jax.Array:
     so a perceptron is trained with the perceptron rule
     (:func:`jdl.nn.perceptron_loss`), not by backpropagating through ``sign``.
 
-    >>> sign(jnp.array([-2.0, 0.0, 3.0]))
-    Array([-1., -1.,  1.], dtype=float32)
+    >>> sign(jnp.array([-2.0, 0.0, 3.0])).tolist()
+    [-1.0, -1.0, 1.0]
     """
     return jnp.where(x > 0, jnp.ones_like(x), -jnp.ones_like(x))
 

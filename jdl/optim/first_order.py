@@ -86,8 +86,8 @@ def sgd(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
       >>> import jax.numpy as jnp
       >>> opt = sgd(0.1)
       >>> updates, _ = opt.update(jnp.array([1.0, -2.0]), opt.init(jnp.zeros(2)))
-      >>> updates
-      Array([-0.1,  0.2], dtype=float32)
+      >>> [round(float(u), 6) for u in updates]
+      [-0.1, 0.2]
     """
     _check_rate(learning_rate)
     return optax.chain(optax.scale_by_learning_rate(learning_rate))

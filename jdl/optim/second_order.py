@@ -266,8 +266,8 @@ def newton(learning_rate: float = 1.0) -> optax.GradientTransformationExtraArgs:
       >>> f = lambda w: jnp.sum((w - 3.0) ** 2)
       >>> opt, w = newton(), jnp.zeros(2)
       >>> u, _ = opt.update(2 * (w - 3.0), opt.init(w), w, value_fn=f)
-      >>> w + u
-      Array([3., 3.], dtype=float32)
+      >>> (w + u).tolist()
+      [3.0, 3.0]
     """
     _check_learning_rate(learning_rate, "newton")
 

@@ -266,7 +266,7 @@ def make_fused_train_step(
         ``"python"``: a Python loop over one jitted step (no fusion).
         ``"auto"``: ``"scan"``, except on CPU for models with convolutions,
         where XLA's CPU backend runs convolutions inside loops far slower than
-        outside them (tens of times, measured in ``benchmarks/train_step.py``),
+        outside them (about ten times, measured in ``benchmarks/train_step.py``),
         so it falls back to ``"python"``.
       batch_sharding: if given, each gathered minibatch is constrained to this
         sharding (e.g. ``NamedSharding(mesh, P("data"))``) for data parallelism.

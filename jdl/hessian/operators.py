@@ -533,20 +533,24 @@ def _format_bytes(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
+_MATRIX_FREE_ANALYSIS = (
+    "use the matrix-free tools instead (lanczos for extreme eigenvalues, "
+    "spectral_density for the whole spectrum, hutchinson/hutch_plus_plus for the trace), "
+    "or analyse a smaller model or a single layer's block (block_eigenvalues)"
+)
+
+
 def _memory_error(what: str, num_params: int, need: int, detail: str, limit: int,
-                  max_bytes: int | None) -> MemoryError:
+                  max_bytes: int | None, instead: str = _MATRIX_FREE_ANALYSIS) -> MemoryError:
     return MemoryError(
         f"the {what} of {num_params:,} parameters needs {_format_bytes(need)} ({detail}) "
         f"but only {_format_bytes(limit)} "
-        f"{'is allowed (max_bytes)' if max_bytes is not None else 'is available'}; "
-        "use the matrix-free tools instead (lanczos for extreme eigenvalues, "
-        "spectral_density for the whole spectrum, hutchinson/hutch_plus_plus for the trace), "
-        "or analyse a smaller model or a single layer's block (block_eigenvalues)"
+        f"{'is allowed (max_bytes)' if max_bytes is not None else 'is available'}; {instead}"
     )
 
 
 def check_dense_fits(num_params: int, dtype, *, chunk_size: int, max_bytes: int | None = None,
-                     what: str = "dense Hessian") -> int:
+                     what: str = "dense Hessian", instead: str = _MATRIX_FREE_ANALYSIS) -> int:
     """Raise ``MemoryError`` before allocating an ``n × n`` matrix that would not fit.
 
     The estimate is two ``n × n`` buffers — the compiled :func:`dense_hessian`
@@ -554,6 +558,8 @@ def check_dense_fits(num_params: int, dtype, *, chunk_size: int, max_bytes: int 
     temporaries beside the 69 MiB result at ``n = 3 000`` in float64; a host
     ``eigh`` likewise works on a copy) — plus one chunk of basis vectors and
     products: ``2 n² + 2·chunk·n`` numbers. Returns the estimated bytes.
+    ``what`` names the matrix in the message and ``instead`` the way out
+    (default: the matrix-free analysis tools).
 
     It is a lower bound, checked before the loss is even traced: the
     products' own working memory (activations of the whole batch, one per
@@ -568,7 +574,7 @@ def check_dense_fits(num_params: int, dtype, *, chunk_size: int, max_bytes: int 
     limit = max_bytes if max_bytes is not None else available_memory()
     if limit is not None and need > limit:
         raise _memory_error(what, num_params, need, f"two {num_params:,}² buffers of {itemsize}-byte numbers",
-                            limit, max_bytes)
+                            limit, max_bytes, instead)
     return need
 
 

@@ -223,9 +223,11 @@ def _dense_hessian(f, x, method: str):
     so this runs when the update is traced, before anything is allocated)."""
     from jdl.hessian.operators import check_dense_fits  # jdl.hessian imports jdl.optim
 
-    check_dense_fits(x.size, x.dtype, chunk_size=1,
-                     what=f"dense Hessian {method} needs (damped_newton_cg and saddle_free_newton_lanczos "
-                          "are matrix-free)")
+    check_dense_fits(x.size, x.dtype, chunk_size=1, what=f"dense Hessian that {method} inverts each step",
+                     instead="use a matrix-free optimizer, which needs a few vectors of the parameters' size "
+                             "(damped_newton_cg, saddle_free_newton_lanczos; jdl:damped_newton_cg and "
+                             "jdl:saddle_free_newton_lanczos in jdl train), or a smaller model (jdl train "
+                             "--model logistic)")
     return jax.hessian(f)(x)
 
 

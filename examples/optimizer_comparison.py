@@ -313,10 +313,11 @@ def run_comparison(out_dir: str | os.PathLike = RESULTS, *, steps: int = 300, di
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="updates on each 2-D surface")
-    parser.add_argument("--digits-steps", type=int, default=300, help="updates on the digits MLP (0: skip)")
-    parser.add_argument("--out", default=str(RESULTS), help="output directory")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=300, help="updates on each 2-D surface (default: 300)")
+    parser.add_argument("--digits-steps", type=int, default=300,
+                        help="updates on the digits MLP, 0 to skip (default: 300)")
+    parser.add_argument("--out", default=str(RESULTS), help=f"output directory (default: {RESULTS})")
     args = parser.parse_args(argv)
     out = run_comparison(args.out, steps=args.steps, digits_steps=args.digits_steps)
     for problem, losses in out["final_loss"].items():

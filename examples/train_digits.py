@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -99,8 +97,6 @@ def main(epochs: int = 30, members: int = 8) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--members", type=int, default=8)
-    args = parser.parse_args()
-    main(args.epochs, args.members)
+    from _cli import options
+
+    main(**options(main, __doc__))

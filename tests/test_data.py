@@ -165,6 +165,8 @@ def test_split_arrays_refuses_a_split_of_less_than_one_example_and_labels_beyond
         split_arrays(np.zeros((4, 1)), np.array([0, 2**33, 0, 2**33]), val_fraction=0, test_fraction=0, seed=0)
     with pytest.raises(ValueError, match="must be a number"):
         split_arrays(x, np.arange(5), val_fraction=None, test_fraction=0, seed=0)
+    with pytest.raises(ValueError, match="leave none for training"):  # 5 + 5 of 10 after rounding
+        split_arrays(np.zeros((10, 1)), np.arange(10) % 2, val_fraction=0.4999999999999, test_fraction=0.5, seed=0)
 
 
 def test_mnist1d_refuses_a_validation_fraction_outside_0_1():

@@ -120,6 +120,9 @@ def split_arrays(
     n = len(y)
     # rounded first, so that 0.29 · 100 = 28.999999999999996 counts as 29
     totals = {name: int(np.floor(np.round(f * n, 9))) for name, f in fractions.items()}
+    if sum(totals.values()) >= n:  # only when rounding took val + test to all of a tiny dataset
+        raise ValueError(f"val_fraction={val_fraction} and test_fraction={test_fraction} of {n} examples leave "
+                         "none for training; lower them")
     for name, f in fractions.items():
         if f > 0 and totals[name] == 0:
             raise ValueError(f"{name}={f} of {n} examples is less than one example, so that split would be "

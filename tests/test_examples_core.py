@@ -13,6 +13,7 @@ def test_every_example_takes_help_and_its_options_without_running(load_example, 
     """11 of the 13 scripts had no argument parser: ``--help`` ran the whole job
     (minutes for sequence_memory) and overwrote examples/results."""
     import inspect
+    import re
     import sys
 
     import pytest
@@ -26,7 +27,12 @@ def test_every_example_takes_help_and_its_options_without_running(load_example, 
     scripts = sorted(p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_"))
     for name in scripts:
         source = (EXAMPLES / f"{name}.py").read_text()
-        assert "argparse" in source or "options(run, __doc__)" in source, f"{name}.py parses no options"
+        assert "argparse" in source or re.search(r"options\((run|main), __doc__\)", source), \
+            f"{name}.py parses no options"
+    train_digits = load_example("train_digits")  # its options come from main's keywords
+    with pytest.raises(SystemExit) as stop:
+        options(train_digits.main, train_digits.__doc__, ["--help"])
+    assert stop.value.code == 0 and "--members MEMBERS  (default: 8)" in capsys.readouterr().out
     for name in sorted(set(scripts) - {"train_digits", "optimizer_comparison"}):
         module = load_example(name, "run")
         with pytest.raises(SystemExit) as stop:

@@ -122,6 +122,76 @@ def test_plateau_divides_by_k_after_patience_with_cooldown_and_floor():
     assert fresh.get_state() == saved == {"best": 0.8, "wait": 0, "cooldown_left": 1, "reductions": 3}
 
 
+def _plateau_rates(cb, opt_state, losses):
+    state = _state(opt_state)
+    ctx = FitContext(None, None, None, {}, None, 1, 10)
+    cb.on_fit_start(ctx, state)
+    for loss in losses:
+        state = cb.on_epoch_end(ctx, state, {"val_loss": loss}) or state
+    return state
+
+
+def test_plateau_divides_each_parameter_groups_own_rate():
+    # Every group was set to the outermost group's rate divided: 0.01 became 0.1.
+    opt = optax.multi_transform({"a": optax.inject_hyperparams(optax.sgd)(learning_rate=1.0),
+                                 "b": optax.inject_hyperparams(optax.sgd)(learning_rate=0.01)},
+                                {"a": "a", "b": "b"})
+    opt_state = opt.init({"a": jnp.zeros(2), "b": jnp.zeros(2)})
+    state = _plateau_rates(jo.ReduceLROnPlateau(factor=10, patience=1), opt_state, [1.0, 2.0])
+    inner = state.opt_state.inner_states
+    assert float(inner["a"].inner_state.hyperparams["learning_rate"]) == pytest.approx(0.1)
+    assert float(inner["b"].inner_state.hyperparams["learning_rate"]) == pytest.approx(0.001)
+
+
+def test_plateau_never_raises_a_rate_below_the_floor_nor_counts_a_no_op():
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=1e-4)  # below the floor from the start
+    cb = jo.ReduceLROnPlateau(factor=10, patience=1, min_learning_rate=1e-3)
+    state = _plateau_rates(cb, opt.init(jnp.zeros(2)), [1.0, 2.0, 3.0, 4.0])
+    assert jo.injected_hyperparams(state.opt_state)["learning_rate"] == pytest.approx(1e-4)  # was raised to 1e-3
+    assert cb.reductions == 0
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=0.02)
+    cb = jo.ReduceLROnPlateau(factor=10, patience=1, min_learning_rate=1e-3)
+    state = _plateau_rates(cb, opt.init(jnp.zeros(2)), [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert jo.injected_hyperparams(state.opt_state)["learning_rate"] == pytest.approx(1e-3)  # 0.002, then the floor
+    assert cb.reductions == 2
+
+
+def test_plateau_cooldown_runs_down_on_improving_epochs_too():
+    # factor 2, patience 2, cooldown 2: ÷2 at epoch 2; epochs 3 and 4 (improving) are the
+    # cooldown; 5 and 6 do not improve → ÷2 at 6. The cooldown had waited for non-improving
+    # epochs, and the second division came at epoch 8.
+    opt = optax.inject_hyperparams(optax.sgd)(learning_rate=1.0)
+    cb = jo.ReduceLROnPlateau(factor=2, patience=2, cooldown=2)
+    state, rates = _state(opt.init(jnp.zeros(2))), []
+    ctx = FitContext(None, None, None, {}, None, 1, 10)
+    cb.on_fit_start(ctx, state)
+    for loss in [1.0, 1.1, 1.2, 0.9, 0.8, 0.85, 0.86, 0.87, 0.88, 0.89]:
+        logs = {"val_loss": loss}
+        state = cb.on_epoch_end(ctx, state, logs) or state
+        rates.append(float(logs["learning_rate"]))
+    assert rates == [1, 1, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25, 0.25]
+
+
+def test_plateau_and_early_stopping_refuse_a_negative_min_delta_or_patience():
+    from jdl.training import EarlyStopping
+
+    with pytest.raises(ValueError, match="min_delta must be >= 0"):
+        jo.ReduceLROnPlateau(min_delta=-0.1)
+    with pytest.raises(ValueError, match="min_delta must be >= 0"):  # every worse epoch counted as better
+        EarlyStopping(min_delta=-0.5)
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="patience must be an integer >= 0"):
+            EarlyStopping(patience=bad)
+
+
+def test_step_decay_refuses_a_factor_below_one_and_restarts_keep_float64():
+    with pytest.raises(ValueError, match="factor must be >= 1"):
+        jo.step_decay(1.0, factor=0.5, every=1)  # it grew the rate: 8.0 at step 3
+    with jax.enable_x64(True):
+        assert jo.cosine_warm_restarts(1.0, 4)(3).dtype == jnp.float64
+        assert jo.cosine_warm_restarts(1.0, 4, period_multiplier=2)(3).dtype == jnp.float64
+
+
 def test_plateau_needs_an_injected_constant_learning_rate():
     cb = jo.ReduceLROnPlateau()
     ctx = FitContext(None, None, None, {}, None, 1, 10)

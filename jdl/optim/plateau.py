@@ -159,8 +159,10 @@ class ReduceLROnPlateau(Callback):
     "Decay the learning rate by a factor of 2–10 each time the validation error
     plateaus." After ``patience`` epochs without an improvement of more than
     ``min_delta`` (relative to the best value when ``relative=True``), the
-    learning rate becomes ``max(η / factor, min_learning_rate)``; then
-    ``cooldown`` epochs pass before the count starts again. The rate lives in
+    learning rate becomes ``max(η / factor, min_learning_rate)`` — a rate
+    already at or below the floor stays where it is, and with several injected
+    optimizer states (parameter groups) each one's own rate is divided; then
+    ``cooldown`` epochs pass, improving or not, before the count starts again. The rate lives in
     the optimizer state (``optax.inject_hyperparams``), so it is checkpointed
     with it and a resumed run continues exactly; this callback's own counters
     are saved through ``get_state``. Each epoch's log records ``learning_rate``.
@@ -190,6 +192,8 @@ class ReduceLROnPlateau(Callback):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if patience < 0 or cooldown < 0:
             raise ValueError(f"patience and cooldown must be >= 0, got {patience}, {cooldown}")
+        if not min_delta >= 0:
+            raise ValueError(f"min_delta must be >= 0 (the least improvement that counts), got {min_delta!r}")
         self.monitor, self.factor, self.patience = monitor, float(factor), int(patience)
         self.min_delta, self.relative, self.cooldown = float(min_delta), relative, int(cooldown)
         self.min_learning_rate, self.mode, self.hyperparam = float(min_learning_rate), mode, hyperparam
@@ -236,21 +240,38 @@ class ReduceLROnPlateau(Callback):
             )
         value = float(logs[self.monitor])
         new_state = None
-        if self._improved(value):
+        improved = self._improved(value)
+        if improved:
             self.best, self.wait = value, 0
-        elif self.cooldown_left > 0:
+        # The cooldown runs down every epoch, improving or not; its epochs do
+        # not count against patience (PyTorch's order).
+        if self.cooldown_left > 0:
             self.cooldown_left -= 1
-        else:
+        elif not improved:
             self.wait += 1
             if self.wait >= self.patience:
-                current = injected_hyperparams(state.opt_state)[self.hyperparam]
-                new_rate = max(current / self.factor, self.min_learning_rate)
-                opt_state = set_injected_hyperparam(state.opt_state, self.hyperparam, new_rate)
-                new_state = state.replace(opt_state=opt_state)
+                new_state = self._reduce(state)
                 self.wait, self.cooldown_left = 0, self.cooldown
-                self.reductions += 1
         logs[self.hyperparam] = injected_hyperparams((new_state or state).opt_state)[self.hyperparam]
         return new_state
+
+    def _reduce(self, state: TrainState) -> TrainState | None:
+        """Each injected rate above the floor divided by ``factor`` (not below the
+        floor); a rate at or below it stays. Every optimizer state's own rate
+        is divided: parameter groups with different rates keep their ratio.
+        ``None`` when no rate moved (all at the floor), which is no reduction."""
+        floor, factor = self.min_learning_rate, self.factor
+        opt_state = set_injected_hyperparam(
+            state.opt_state, self.hyperparam,
+            lambda old: jnp.where(old > floor, jnp.maximum(old / factor, floor), old))
+        before = [s.hyperparams[self.hyperparam] for s in _injected_states(state.opt_state)
+                  if self.hyperparam in s.hyperparams]
+        after = [s.hyperparams[self.hyperparam] for s in _injected_states(opt_state)
+                 if self.hyperparam in s.hyperparams]
+        if all(bool(jnp.all(a == b)) for a, b in zip(after, before)):
+            return None
+        self.reductions += 1
+        return state.replace(opt_state=opt_state)
 
     def get_state(self) -> dict:
         return {"best": self.best, "wait": self.wait, "cooldown_left": self.cooldown_left,

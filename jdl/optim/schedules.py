@@ -87,8 +87,8 @@ def step_decay(init_value: float, *, factor: float, every: int) -> optax.Schedul
       >>> [round(float(schedule(k)), 6) for k in (0, 29, 30, 60)]
       [1.0, 1.0, 0.1, 0.01]
     """
-    if factor <= 0:
-        raise ValueError(f"factor must be positive (the rate is divided by it), got {factor!r}")
+    if not factor >= 1:
+        raise ValueError(f"factor must be >= 1 (the rate is divided by it; below 1 it would grow), got {factor!r}")
     return optax.exponential_decay(
         init_value, transition_steps=_check_steps(every, "every"), decay_rate=1.0 / factor, staircase=True
     )
@@ -151,13 +151,14 @@ def cosine_warm_restarts(
 
     def schedule(count):
         count = jnp.asarray(count)
-        k = count.astype(jnp.float32)
+        real = jnp.result_type(float)  # float32, or float64 under x64
+        k = count.astype(real)
         if m == 1 and jnp.issubdtype(count.dtype, jnp.integer):
             # In integers: float32 counts are not exact past 2²⁴ steps, and
             # k − start lost the place in the cycle (η was off by 1.5e-3 at
             # 3·10⁷ steps with T₀ = 1000).
-            cycle = (count // period).astype(jnp.float32)
-            position = (count % period).astype(jnp.float32)
+            cycle = (count // period).astype(real)
+            position = (count % period).astype(real)
             length = jnp.full_like(k, period)
         elif m == 1:
             cycle = jnp.floor(k / period)

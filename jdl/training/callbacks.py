@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 from jdl.training.state import TrainState
+from jdl.validation import check_count
 
 
 @dataclasses.dataclass
@@ -117,6 +118,9 @@ class EarlyStopping(Callback):
     ):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        patience = check_count(patience, "patience", 0, hint="epochs without improvement before stopping")
+        if not min_delta >= 0:  # a negative one would count every worse epoch as an improvement
+            raise ValueError(f"min_delta must be >= 0 (the least improvement that counts), got {min_delta!r}")
         self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
         self.mode, self.restore_best = mode, restore_best
         self._reset()

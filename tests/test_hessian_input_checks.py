@@ -543,3 +543,20 @@ def test_slices_normalise_a_half_precision_direction_without_overflow():
     np.testing.assert_allclose(jh.loss_slice(quadratic, params, direction, alphas=alphas), [1.0, 4.0], rtol=2e-3)
     traced = jax.jit(lambda d: jh.loss_slice(quadratic, params, d, alphas=alphas))(direction)
     np.testing.assert_allclose(traced, [1.0, 4.0], rtol=2e-3)
+
+
+def test_hessian_analysis_residuals_follow_the_eigenvalues_and_gradient_tol_is_checked():
+    # The residuals came bottom end first (ascending), then the top end ascending, while
+    # top_eigenvalues is descending: pairing residuals[:k] with the top ones paired wrong ends.
+    # Here the top end (9, 7: far apart) converges in a few steps and the clustered bottom
+    # end (−2, −1.99, −1.98) does not.
+    with jax.enable_x64(True):
+        lam = jnp.concatenate([jnp.array([-2.0, -1.99, -1.98]), jnp.linspace(0.1, 1.0, 40), jnp.array([7.0, 9.0])])
+        loss = lambda p, d: 0.5 * jnp.sum(lam * p**2) * jnp.mean(d)  # noqa: E731
+        a = jh.hessian_analysis(loss, jnp.zeros(45), jnp.ones(4), method="lanczos", top_k=2, num_steps=12,
+                                num_probes=2, trace_matvecs=6)
+        np.testing.assert_allclose(a.top_eigenvalues, [9.0, 7.0], rtol=1e-6)
+        top, bottom = a.eigenvalue_residuals[:2], a.eigenvalue_residuals[2:]
+        assert float(jnp.max(top)) < 1e-3 * float(jnp.min(bottom))
+        with pytest.raises(ValueError, match="gradient_tol must be a finite number >= 0"):
+            jh.hessian_analysis(loss, jnp.zeros(45), jnp.ones(4), gradient_tol=-1.0)

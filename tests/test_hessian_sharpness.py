@@ -278,3 +278,21 @@ def test_readings_compile_once_per_fit_on_a_mesh(data):
                  callbacks=[tracker], mesh=data_parallel_mesh())
     assert len(_readings(result.history)) == 3
     assert tracker._reading._cache_size() == 1
+
+
+def test_momenta_that_differ_between_groups_give_no_line_and_a_warning(data):
+    # They fell back to β = 0 without a word: 2/η = 20 recorded where the groups' lines are 38 and 30.
+    model = get_model("mlp", (64,), 10, hidden=(8,))
+    labels = lambda p: jax.tree.map(lambda a: "a" if a.ndim == 2 else "b", p)  # noqa: E731
+    grouped = optax.multi_transform({"a": optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9),
+                                     "b": optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.5)},
+                                    labels)
+    with pytest.warns(UserWarning, match="several momenta"):
+        result = fit(model, cross_entropy, grouped, data, epochs=1, batch_size=64, seed=1,
+                     callbacks=[SharpnessTracker(5, train=False, num_matvecs=10)])
+    assert all("stability_threshold" not in r for r in _readings(result.history))
+    one = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1, momentum=0.9)
+    result = fit(model, cross_entropy, one, data, epochs=1, batch_size=64, seed=1,
+                 callbacks=[SharpnessTracker(5, train=False, num_matvecs=10)])
+    readings = _readings(result.history)
+    assert all(r["momentum"] == 0.9 and r["stability_threshold"] == pytest.approx(38.0, rel=1e-6) for r in readings)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jdl.hessian._flat import as_key, check_count, flatten, random_like
+from jdl.hessian._flat import as_key, check_count, check_number, flatten, random_like
 from jdl.hessian.condition import ConditionNumber, condition_number
 from jdl.hessian.critical import classify_curvature, eigenvalue_tolerance
 from jdl.hessian.density import SpectralDensity, spectral_density
@@ -45,7 +45,12 @@ class HessianAnalysis(NamedTuple):
     """Everything :func:`hessian_analysis` measured (see its docstring).
 
     ``top_eigenvalues`` are descending, ``bottom_eigenvalues`` ascending;
+    ``eigenvalue_residuals`` (Lanczos only, else ``None``) holds ``‖Hy − λy‖``
+    of the top eigenvalues then of the bottom ones, each in their order;
     ``eigenvalues`` is the whole spectrum for the dense method, else ``None``;
+    ``condition`` is of that whole spectrum (definition ``"auto"``) for the
+    dense method and of the two ends (``"definite"``: ``inf`` unless positive
+    definite) for Lanczos — compare ``condition.definition`` before values;
     ``trace_exact`` likewise. ``seconds`` maps each stage to its wall time.
     ``index_lower``/``index_upper`` equal the index for the dense method; for
     SLQ they bound, free of quadrature bias, the probe average the index
@@ -229,6 +234,7 @@ def hessian_analysis(
         raise ValueError(f"top_k={requested_top_k}{clamp} needs num_steps >= {2 * top_k} "
                          f"(Lanczos finds both ends in one run), got num_steps={num_steps}; "
                          f"raise num_steps or lower top_k")
+    check_number(gradient_tol, "gradient_tol", hint="a bound on ‖∇L‖ below which the point counts as critical")
     if gradient_tol is None:
         gradient_tol = float(np.sqrt(jnp.finfo(dtype).eps))
     batched = batch_size is not None and batch_size < num_examples
@@ -289,7 +295,8 @@ def hessian_analysis(
         res = with_operator(lambda mv, ps, p: eigsh(mv, v0, *ps))(params, data)
         ev = res.eigenvalues
         bottom, top = ev[:top_k], ev[top_k:][::-1]
-        residuals = res.residuals
+        # in the order of top then bottom (Lanczos gives the bottom end first, ascending)
+        residuals = jnp.concatenate([res.residuals[top_k:][::-1], res.residuals[:top_k]])
         converged = bool(jnp.all(res.converged))
         lo, hi = ev[0], ev[-1]
         tau = eigenvalue_tolerance(jnp.maximum(jnp.abs(lo), jnp.abs(hi)), dtype)

@@ -75,12 +75,15 @@ def power_iteration(
       tol: stop when ``|λ_t − λ_{t−1}| / (|λ_{t−1}| + 1e-6) < tol`` — PyHessian's
         rule with its default ``1e-3``. This bounds the change per step, not
         the error: with ratio ``r = |λ₂/λ₁|`` close to 1 the iteration stops
-        with an error of about ``tol · r / (1 − r)``. When ``λ₂`` has the
-        sign of ``λ₁`` the rule implies the residual test of ``converged`` (a
-        relative change ``δ`` comes with a relative residual of about
-        ``√(δ (1 − r)/(1 + r))``); of the other sign, about
-        ``√(δ (1 + r)/(1 − r))``, which may fail it. May be traced (a sweep
-        over tolerances under ``jax.jit`` or ``jax.vmap``).
+        with an error of about ``tol · r / (1 − r)``. When every other
+        eigenvalue has the sign of ``λ₁`` the rule implies the residual test
+        of ``converged`` (a relative change ``δ`` comes with a relative
+        residual of about ``√(δ (1 − r)/(1 + r))``); when ``λ₂`` has the
+        other sign, about ``√(δ (1 + r)/(1 − r))``, and with eigenvalues of
+        both signs below ``λ₁`` no such bound holds: the run may stop with
+        ``converged`` false (a spectrum {10, 8, −7, …} stopped after 10
+        products at residual 0.35 against a test of 0.32). May be traced (a
+        sweep over tolerances under ``jax.jit`` or ``jax.vmap``).
 
     A zero product ``A v = 0`` (a zero operator, or nothing left after
     deflation) gives the eigenvalue 0 with ``v`` itself as its eigenvector.

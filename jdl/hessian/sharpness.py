@@ -158,9 +158,14 @@ class SharpnessTracker(Callback):
       momentum: the optimizer's momentum ``β`` for the line
         (:func:`stability_threshold`); ``None`` reads an injected
         ``momentum`` hyperparameter from the state (``optax.sgd`` and
-        :func:`jdl.optim.momentum` under ``optax.inject_hyperparams``), else 0.
-        Optimizers that take ``momentum`` as a fixed argument keep it out of
-        their state: pass it here.
+        :func:`jdl.optim.momentum` under ``optax.inject_hyperparams``), else 0;
+        an injected schedule is read one step behind, as the rate is. Any
+        injected hyperparameter named ``momentum`` is read as heavy-ball ``β``
+        — RMSProp's too, whose line it is not (for adaptive methods pass
+        ``momentum=0``: their line is gradient descent's). Momenta that differ
+        between parameter groups give no line, with a warning. Optimizers that
+        take ``momentum`` as a fixed argument keep it out of their state: pass
+        it here.
       nesterov: whether that momentum is Nesterov's (not visible in the state).
       track_min: also record λ_min (another ``num_matvecs`` products). λ_min
         of a network's Hessian usually lies in the dense bulk of small
@@ -233,6 +238,7 @@ class SharpnessTracker(Callback):
         self._reading = None
         self._batch = None
         self._warned_rates = False
+        self._warned_momenta = False
 
     @property
     def history_keys(self) -> tuple[str, str, str]:
@@ -294,11 +300,19 @@ class SharpnessTracker(Callback):
                           "Pass learning_rate= to choose one.", stacklevel=2)
         return rates.pop() if len(rates) == 1 else None
 
-    def _momentum(self, state) -> float:
+    def _momentum(self, state) -> float | None:
+        """β for the line, ``None`` (no line) when injected momenta disagree."""
         if self.momentum is not None:
             return self.momentum
         momenta = set(_injected_momenta(state.opt_state))
-        return momenta.pop() if len(momenta) == 1 else 0.0
+        if len(momenta) > 1:
+            if not self._warned_momenta:
+                self._warned_momenta = True
+                warnings.warn(f"SharpnessTracker: the optimizer state holds several momenta {sorted(momenta)} "
+                              "(parameter groups?), so no one stability line applies; none is recorded. "
+                              "Pass momentum= (and learning_rate=) to choose one.", stacklevel=2)
+            return None
+        return momenta.pop() if momenta else 0.0
 
     def _read(self, ctx: FitContext, state) -> None:
         base = jax.random.key(self.seed)
@@ -319,10 +333,10 @@ class SharpnessTracker(Callback):
         for k, v in out.items():
             record[k] = int(v) if k == "num_matvecs" else bool(v) if k.endswith("converged") else float(v)
         eta = self._eta(state)
-        if eta is not None and eta > 0:
-            beta = self._momentum(state)
+        beta = self._momentum(state) if eta is not None and eta > 0 else None
+        if beta is not None:
             if beta:
-                record["momentum"] = beta
+                record["momentum"] = round(beta, 7)  # a float32 0.9 reads 0.8999999761581421
             record["stability_threshold"] = stability_threshold(eta, beta, self.nesterov)
         self._pending.append(record)
         self._last_step = int(ctx.step)

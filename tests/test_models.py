@@ -392,3 +392,41 @@ def test_transformer_attention_keeps_the_input_dtype_and_matches_flax_in_float32
         x = jnp.ones((BATCH, 12), jnp.float64)
         train = jax.make_jaxpr(lambda p: model.apply(Variables(p, v64.model_state), x, train=True, key=_keydata(3)))
         assert not _float32_lines(train(v64.params))
+
+
+def test_init_gan_takes_every_kind_of_key():
+    # A NumPy integer seed or a typed key raised TypeError ("invalid PRNG key data").
+    gen = from_nnx_factory(lambda rngs: Generator(3, 2, (8,), rngs=rngs))
+    disc = from_nnx_factory(lambda rngs: Discriminator(2, (8,), rngs=rngs))
+    real = jnp.zeros((4, 2), jnp.float32)
+    states = [init_gan(gen, disc, optax.sgd(0.1), optax.sgd(0.1), latent_features=3, sample=real, key=key)
+              for key in (0, np.int64(0), jax.random.key(0), jax.random.PRNGKey(0))]
+    for other in states[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(states[0].generator),
+                                                        jax.tree.leaves(other.generator)))
+
+
+def test_transformer_parameters_are_float32_under_x64():
+    # The position embedding followed the default float: float64 under x64, which
+    # promoted the whole forward pass of a float32 model to float64.
+    with jax.enable_x64(True):
+        model = get_model("transformer", (16,), 3)
+        x = jnp.zeros((2, 16), jnp.float32)
+        v = model.init(_keydata(0), x)
+        assert {a.dtype for a in jax.tree.leaves(v.params)} == {jnp.dtype(jnp.float32)}
+        assert model.apply(v, x, train=False, key=None)[0].dtype == jnp.float32
+
+
+def test_from_nnx_init_is_a_snapshot_of_the_module():
+    # init returned the module's live variables: an eager training call on the
+    # module moved the BatchNorm running mean that init reported.
+    from jdl.models.resnet import ResNet
+    from jdl.training import from_nnx
+
+    net = ResNet(3, 5, stages=(4, 8), rngs=nnx.Rngs(0))
+    model = from_nnx(net)
+    before = model.init(None, None)
+    net(jnp.asarray(np.random.default_rng(0).normal(size=(2, 8, 8, 3)), jnp.float32))
+    after = model.init(None, None)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+    assert float(jnp.max(jnp.abs(after.model_state["stem_norm"]["mean"]))) == 0.0

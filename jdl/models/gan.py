@@ -28,6 +28,7 @@ from flax import nnx, struct
 from jdl.nn.losses import discriminator_loss, generator_loss
 from jdl.nn.regularization import HIDDEN_KEEP_PROB, dropout
 from jdl.training.model import Model, Variables
+from jdl.validation import as_key
 
 PyTree = Any
 
@@ -102,12 +103,12 @@ def init_gan(
     sample: jax.Array,
     key: jax.Array | int,
 ) -> GANState:
-    """Initialise both players from ``key`` (an int seed or raw ``uint32[2]`` key data).
+    """Initialise both players from ``key`` (an integer seed, raw ``uint32[2]`` key data or a typed key).
 
     Args:
       sample: a batch of real data (for the discriminator's input shape).
     """
-    key = jax.random.key(key) if isinstance(key, int) else jax.random.wrap_key_data(jnp.asarray(key))
+    key = as_key(key)  # NumPy integer seeds and typed keys were refused
     g_key, d_key, run_key = jax.random.split(key, 3)
     z = jnp.zeros((sample.shape[0], latent_features), jnp.float32)
     g_vars = generator.init(jax.random.key_data(g_key), z)

@@ -140,7 +140,8 @@ class TransformerEncoder(nnx.Module):
         self.patch_size = patch_size
         self.num_tokens = max_length // patch_size
         self.embed = nnx.Linear(patch_size * in_features, width, rngs=rngs)
-        self.positions = nnx.Param(0.02 * jax.random.normal(rngs.params(), (self.num_tokens, width)))
+        # float32 like every other parameter (the default float would make it float64 under x64)
+        self.positions = nnx.Param(0.02 * jax.random.normal(rngs.params(), (self.num_tokens, width), jnp.float32))
         self.blocks = nnx.List(
             [
                 TransformerBlock(width, num_heads, mlp_ratio=mlp_ratio, dropout_rate=dropout_rate, rngs=rngs)

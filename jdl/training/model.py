@@ -84,13 +84,19 @@ def from_nnx(module: nnx.Module, *, name: str | None = None) -> Model:
     eval mode (a VAE sampling ``z``) then draws the same noise on every call,
     which keeps evaluation reproducible; pass ``key`` for fresh draws.
 
-    ``init(key, sample)`` returns the module's own initial values (NNX
-    modules are initialised eagerly when constructed); pass different seeds to
+    ``init(key, sample)`` returns a copy of the module's values when
+    ``from_nnx`` was called (NNX modules are initialised eagerly when
+    constructed; later changes to the module do not reach it, and the module
+    is left in train mode); pass different seeds to
     the module's ``nnx.Rngs`` for different initialisations, or use
     :func:`from_nnx_factory` to initialise from ``key``.
     """
     module.train()
     graphdef_train, params, rng_state, model_state = nnx.split(module, nnx.Param, nnx.RngState, ...)
+    # A snapshot: the split's leaves are the module's own variables, which an
+    # eager call or an optimizer step on the module would change under init.
+    params, model_state = jax.tree.map(lambda a: jnp.array(a) if isinstance(a, jax.Array) else a,
+                                       (params, model_state))
     module.eval()
     graphdef_eval, *_ = nnx.split(module, nnx.Param, nnx.RngState, ...)
     module.train()

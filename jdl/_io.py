@@ -33,10 +33,23 @@ def read_non_finite(record: dict) -> dict:
     return {k: _NON_FINITE.get(v, v) if isinstance(v, str) else v for k, v in record.items()}
 
 
+def _mode_for(path: str) -> int:
+    """The permission bits a new file at ``path`` would get from ``open``."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` all at once or not at all: into a fresh temporary
     file beside it (a unique name, so concurrent writers do not collide), flushed
-    to disk, then renamed over ``path``. A failure removes the temporary file."""
+    to disk, then renamed over ``path``. A failure removes the temporary file.
+    The file gets the permissions a plain ``open`` would give it (those of the
+    file it replaces, else ``0o666`` less the umask), not ``mkstemp``'s private
+    ``0o600``, so whoever can read the run's checkpoints can read its records."""
     path = os.fspath(path)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".{os.path.basename(path)}.")
     try:
@@ -44,6 +57,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

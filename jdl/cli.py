@@ -27,7 +27,7 @@ from jdl.run import (
     write_json_atomic,
 )
 from jdl.training.callbacks import Callback
-from jdl.training.fit import has_checkpoint
+from jdl.training.fit import CHECKPOINT_DIR, has_checkpoint
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -85,6 +85,7 @@ def add_train_parser(sub) -> None:
         default=None,
         help="an Optax optimizer (adam, sgd, ...) or one of jdl's as jdl:NAME (jdl:momentum, jdl:damped_newton, "
         "...; list: jdl.optim.available_optimizers()); Newton-family methods take full steps at --lr 1 "
+        "with --schedule constant "
         f"(default {d.optimizer})",
     )
     p.add_argument(
@@ -144,6 +145,10 @@ def _resolve_given_config(args) -> tuple[RunConfig, str]:
                 f"--resume continues the run as it was configured ({detail}); "
                 "only --epochs may change. Start a new run with another --out instead"
             )
+        done = _epochs_done(out)
+        if given.get("epochs", saved.epochs) < done:
+            raise ValueError(f"--resume: the run has trained {done} epochs already, so --epochs (the total, not "
+                             f"the number to add) must be at least {done}, got {given['epochs']}")
         return dataclasses.replace(saved, epochs=given.get("epochs", saved.epochs)).validate(), out
     # A config.json without a checkpoint is left by an attempt that failed before training anything;
     # the new run replaces it. Only a directory holding a checkpoint is a run to protect.
@@ -153,6 +158,13 @@ def _resolve_given_config(args) -> tuple[RunConfig, str]:
         raise ValueError("--epochs 0 would start a run that trains nothing and saves no checkpoint; "
                          "give at least 1 (e.g. --epochs 1)")
     return RunConfig(**given).validate(), out
+
+
+def _epochs_done(run_dir: str) -> int:
+    """Epochs a run has checkpointed: its newest checkpoint's epoch + 1 (0 for none)."""
+    checkpoints = os.path.join(run_dir, CHECKPOINT_DIR)
+    epochs = [int(name) for name in os.listdir(checkpoints) if name.isdigit()] if os.path.isdir(checkpoints) else []
+    return max(epochs) + 1 if epochs else 0
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
@@ -186,8 +198,9 @@ def cmd_train(args) -> int:
     if args.resume:
         saved = read_config(out)
         if saved.epochs != config.epochs and config.schedule != "constant":
-            print(f"jdl train: --epochs {saved.epochs} -> {config.epochs} stretches the {config.schedule} "
-                  f"schedule over {config.epochs} epochs from here on (the rate rises again); "
+            change = ("stretches", "rises again") if config.epochs > saved.epochs else ("compresses", "falls faster")
+            print(f"jdl train: --epochs {saved.epochs} -> {config.epochs} {change[0]} the {config.schedule} "
+                  f"schedule to end at epoch {config.epochs} from here on (the rate {change[1]}); "
                   "the epochs already run keep theirs", file=sys.stderr)
     config_path = os.path.join(out, CONFIG_FILE)
     callbacks = []
@@ -225,7 +238,8 @@ def cmd_train(args) -> int:
     summary = {
         "config": config.to_json(),
         "epochs_run": len(result.history),
-        "seconds": elapsed,
+        "seconds": elapsed,  # this invocation (a resumed run's earlier sessions are not in it)
+        "epoch_seconds_total": sum(float(r.get("time", 0.0)) for r in result.history),  # every epoch, all sessions
         "num_params": num_params(result.state.params),
         **{k: v for k, v in splits.items()},
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 
 def _pyplot():
     import matplotlib
@@ -32,15 +34,34 @@ def plot_learning_curves(history: list[dict], path: str, *, title: str = "") -> 
         path = f"{path}.png"
     epochs = [r["epoch"] + 1 for r in history]
     has_acc = any("train_accuracy" in r for r in history)
+    # A loss of exactly 0 (reachable in float32) has no place on a log axis: it
+    # is drawn a decade below the smallest positive loss instead of vanishing.
+    positive = [r[k] for r in history for k in ("train_loss", "val_loss")
+                if isinstance(r.get(k), (int, float)) and np.isfinite(r[k]) and r[k] > 0]
+    floor = min(positive) / 10 if positive else 1.0
+
+    def loss_values(key):
+        return [floor if v == 0 else v for v in (r.get(key) for r in history)]
+
+    def epoch_axis(ax):
+        # whole epochs only: with one or two epochs MaxNLocator falls back to fractions
+        ax.set_xlim(min(epochs, default=1) - 0.5, max(epochs, default=1) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlabel("epoch")
     fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5, 3.8), squeeze=False)
     ax = axes[0, 0]
     for split, style in (("train", "-"), ("val", "--")):
         key = f"{split}_loss"
         if any(key in r for r in history):
-            ax.plot(epochs, [r.get(key) for r in history], style, marker="o", markersize=3, label=split)
-    ax.set_yscale("log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
+            ax.plot(epochs, loss_values(key), style, marker="o", markersize=3, label=split)
+    finite = [v for split in ("train", "val") for v in loss_values(f"{split}_loss")
+              if v is not None and np.isfinite(v) and v > 0]
+    if finite:
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "loss not finite (diverged)", transform=ax.transAxes, ha="center", va="center")
+        ax.set_yticks([])
+    epoch_axis(ax)
     ax.set_ylabel("loss")
     ax.legend()
     ax.grid(alpha=0.3)
@@ -50,8 +71,7 @@ def plot_learning_curves(history: list[dict], path: str, *, title: str = "") -> 
             key = f"{split}_accuracy"
             if any(key in r for r in history):
                 ax.plot(epochs, [r.get(key) for r in history], style, marker="o", markersize=3, label=split)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
+        epoch_axis(ax)
         ax.set_ylabel("accuracy")
         ax.legend()
         ax.grid(alpha=0.3)

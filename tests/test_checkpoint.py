@@ -45,6 +45,23 @@ def test_interrupted_run_resumes_bit_identical(ds, tmp_path):
     assert len(lines) == 4
 
 
+def test_metrics_are_written_after_the_epochs_checkpoint(ds, tmp_path, monkeypatch):
+    # metrics.jsonl was written before the checkpoint: a save that failed (an
+    # interrupt) left a record of an epoch no checkpoint held.
+    save = Checkpointer.save
+
+    def failing_save(self, epoch, *args, **kwargs):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return save(self, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(Checkpointer, "save", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(ds), cross_entropy, optax.adam(1e-2), ds, epochs=3, out_dir=tmp_path, **RUN)
+    lines = (tmp_path / "metrics.jsonl").read_text().strip().splitlines()
+    assert len(lines) == 1
+
+
 def test_early_stopping_resumes_exactly_and_stays_stopped(ds, tmp_path):
     """EarlyStopping's best state used to be lost on resume (the resumed run
     returned the last state, not the best), a run that had stopped trained on

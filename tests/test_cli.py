@@ -50,6 +50,54 @@ def test_jdl_train_resume_extends_a_run_and_refuses_to_overwrite(tmp_path, capsy
     # the schedule.
     assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 3
     assert "stretches the cosine schedule" in capsys.readouterr().err
+    # Fewer epochs than already run trained nothing and rewrote config.json to the lower count.
+    before = _files(tmp_path)
+    assert main(["train", "--out", out, "--no-progress", "--resume", "--epochs", "1"]) == 2
+    assert "has trained 3 epochs already, so --epochs (the total" in capsys.readouterr().err
+    assert _files(tmp_path) == before
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert summary["epoch_seconds_total"] == pytest.approx(sum(r["time"] for r in history))
+
+
+def test_run_files_get_the_permissions_open_would_give(tmp_path):
+    # mkstemp's 0600 made config.json, metrics.jsonl and summary.json private while the
+    # checkpoints beside them were readable.
+    import os
+
+    from jdl._io import write_json_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_json_atomic(tmp_path / "new.json", {"a": 1})
+        assert (os.stat(tmp_path / "new.json").st_mode & 0o777) == 0o644
+        os.chmod(tmp_path / "new.json", 0o640)
+        write_json_atomic(tmp_path / "new.json", {"a": 2})  # a replaced file keeps its mode
+        assert (os.stat(tmp_path / "new.json").st_mode & 0o777) == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_learning_curves_show_whole_epochs_zero_losses_and_a_diverged_run(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from jdl.plotting import plot_learning_curves
+
+    figures = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: (figures.append(fig), save(fig, *a, **k))[1])
+    history = [{"epoch": 0, "train_loss": 0.5, "val_loss": 0.6, "train_accuracy": 0.5, "val_accuracy": 0.4},
+               {"epoch": 1, "train_loss": 0.0, "val_loss": 0.1, "train_accuracy": 1.0, "val_accuracy": 0.9}]
+    plot_learning_curves(history, str(tmp_path / "curve"))
+    loss_axis, accuracy_axis = figures[-1].axes
+    train = loss_axis.get_lines()[0].get_ydata()
+    assert train[1] == pytest.approx(0.01)  # a zero loss a decade below the smallest, not off the log axis
+    for axis in (loss_axis, accuracy_axis):  # whole epochs: the ticks had been 0.945 … 1.050
+        assert all(float(t).is_integer() for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1])
+    plot_learning_curves([{"epoch": 0, "train_loss": float("nan"), "train_accuracy": 0.5}], str(tmp_path / "nan"))
+    loss_axis = figures[-1].axes[0]
+    assert loss_axis.get_yscale() == "linear" and "diverged" in loss_axis.texts[0].get_text()
 
 
 @pytest.mark.parametrize(

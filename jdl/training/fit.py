@@ -312,10 +312,7 @@ def fit(
                     final = cb.on_fit_end(ctx, final) or final
                 finished = True
             if checkpointer is not None:
-                saving = (epoch + 1) % checkpoint_every == 0 or last
-                if not saving:
-                    _write_history(out_dir, history)
-                if saving:
+                if (epoch + 1) % checkpoint_every == 0 or last:
                     extra = {f"callback{i}_{name}": st for i, cb in enumerate(callbacks)
                              for name, st in cb.get_train_states().items()}
                     if final is not state:
@@ -333,8 +330,8 @@ def fit(
                         },
                         extra,
                     )
-                    # after the checkpoint: an interrupted save leaves no record of an epoch it lost
-                    _write_history(out_dir, history)
+                # After the epoch's checkpoint: an interrupted save leaves no record of an epoch it lost.
+                _write_history(out_dir, history)
             state = final
             if ctx.stop_training:
                 break

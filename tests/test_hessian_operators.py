@@ -387,3 +387,36 @@ def test_bad_inputs_get_one_clear_error_before_tracing():
         dataset_hvp(square, jnp.ones(2), jnp.ones(2), {"x": jnp.ones((5, 2)), "s": 1.0}, batch_size=2)
     with pytest.raises(ValueError, match="0 examples"):
         dataset_hvp(square, jnp.ones(2), jnp.ones(2), {"x": jnp.ones((0, 2))}, batch_size=2)
+
+
+def test_model_objective_train_mode_without_a_key_is_the_key_0_for_linen_too():
+    # key=None reached a Linen model's apply as None, which builds no dropout stream:
+    # InvalidRngError, where the docstring promises the key 0.
+    import flax.linen as nn
+
+    from jdl.hessian import model_objective
+    from jdl.training import from_linen
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            h = nn.Dropout(0.5, deterministic=not train)(nn.Dense(6)(x))
+            return nn.Dense(3)(h)
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 4)), jnp.float32)
+    data = {"x": x, "y": jnp.arange(8) % 3}
+    model = from_linen(Net())
+    params, model_state = model.init(jax.random.key(0), x)
+    default = model_objective(model, cross_entropy, model_state, train=True).loss(params, data)
+    zero = model_objective(model, cross_entropy, model_state, train=True, key=0).loss(params, data)
+    other = model_objective(model, cross_entropy, model_state, train=True, key=1).loss(params, data)
+    assert float(default) == float(zero) != float(other)
+
+
+def test_dense_builders_refuse_a_bad_chunk_size():
+    f = lambda p: jnp.sum(p**2)  # noqa: E731
+    for bad in (0, -3, 2.7):  # ran silently as 1, 1 and 2
+        with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+            dense_hessian(f, jnp.ones(4), chunk_size=bad)
+        with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
+            dense_matrix(lambda v: v, jnp.ones(4), chunk_size=bad)

@@ -469,8 +469,9 @@ def model_objective(model: Model, loss_fn: Callable, model_state: PyTree, *, tra
     """
     if not isinstance(train, bool):
         raise TypeError(f"train must be True or False (BatchNorm/dropout mode), got {train!r}")
-    if key is not None:
-        key = jax.random.key_data(as_key(key))
+    # None is the key 0 for every adapter (from_linen's apply builds no dropout
+    # stream without a key, so a Linen model with dropout failed in train mode).
+    key = jax.random.key_data(as_key(0 if key is None else key))
     from jdl.training.step import make_loss
 
     train_loss = make_loss(model, loss_fn, train=train)
@@ -616,7 +617,7 @@ def dense_matrix(matvec: Matvec, like: PyTree, *params, chunk_size: int = 32,
     n = flat.shape[0]
     if n == 0:  # no parameters: the 0 × 0 matrix
         return jnp.zeros((0, 0), flat.dtype)
-    chunk_size = max(1, min(int(chunk_size), n))
+    chunk_size = min(check_count(chunk_size, "chunk_size", hint="how many products to batch at once"), n)
     check_dense_fits(n, flat.dtype, chunk_size=chunk_size, max_bytes=max_bytes, what="dense matrix")
 
     def compute(*params):
@@ -665,7 +666,7 @@ def dense_hessian(loss: Callable[..., jax.Array], params: PyTree, *args, chunk_s
     n = flat.shape[0]
     if n == 0:  # no parameters: the 0 × 0 matrix
         return jnp.zeros((0, 0), flat.dtype)
-    chunk_size = max(1, min(int(chunk_size), n))
+    chunk_size = min(check_count(chunk_size, "chunk_size", hint="how many products to batch at once"), n)
     check_dense_fits(n, flat.dtype, chunk_size=chunk_size, max_bytes=max_bytes)
 
     def compute(x, *args):

@@ -566,3 +566,10 @@ def test_fused_step_names_an_unknown_loop_when_built():
     model = get_model("mlp", (64,), 10, hidden=(4,))
     with pytest.raises(ValueError, match="unknown loop 'Scan'"):
         make_fused_train_step(model, cross_entropy, optax.sgd(0.1), loop="Scan")
+
+
+def test_shard_batch_names_a_scalar_entry():
+    # IndexError: tuple index out of range
+    mesh = data_parallel_mesh()
+    with pytest.raises(ValueError, match=r"batch entry \['n'\] is a scalar"):
+        shard_batch({"x": np.zeros((8, 2), np.float32), "n": np.float32(3)}, mesh)

@@ -4,8 +4,11 @@ The batch is split along its first axis over the devices; parameters,
 optimizer state and model state are replicated. The train step itself does not
 change: ``jax.jit`` sees sharded inputs and XLA inserts the all-reduce of the
 gradient mean. A mesh with more axes (a ``"model"`` axis for tensor
-parallelism) and multi-host runs (``jax.distributed.initialize`` before
-building the mesh) use the same entry points.
+parallelism) uses the same entry points. Multi-host runs are not covered
+by :func:`shard_batch`, which places one process's batch as the global
+array; with ``jax.distributed``, build each global batch from the hosts'
+parts with ``jax.make_array_from_process_local_data(batch_sharding(mesh),
+local_part)`` (untested here: this project runs on one host).
 """
 
 from __future__ import annotations
@@ -59,7 +62,11 @@ def check_divisible(batch_size: int, mesh: Mesh) -> None:
 
 def shard_batch(batch: Any, mesh: Mesh) -> Any:
     """Place a batch with its leading axis split over the mesh's data axis."""
-    for leaf in jax.tree.leaves(batch):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
+        if np.ndim(leaf) == 0:
+            raise ValueError(f"batch entry {jax.tree_util.keystr(path) or '(the root)'} is a scalar; every entry "
+                             "needs a leading example axis to split over the devices (replicate fixed values "
+                             "with replicate(), or pass them through the loss)")
         check_divisible(int(np.shape(leaf)[0]), mesh)
     return jax.device_put(batch, batch_sharding(mesh))
 

@@ -79,10 +79,12 @@ def from_nnx(module: nnx.Module, *, name: str | None = None) -> Model:
     Random streams: the module's streams (create it with e.g.
     ``rngs=nnx.Rngs(0, dropout=1)`` so ``nnx.Dropout`` has one) are reseeded on
     every call from the explicit ``key``, so dropout masks depend only on the
-    key that the train step passes in. Called without a key (evaluation), they
-    are seeded from a fixed key, ``jax.random.key(0)``: a module that draws in
-    eval mode (a VAE sampling ``z``) then draws the same noise on every call,
-    which keeps evaluation reproducible; pass ``key`` for fresh draws.
+    key that the train step passes in. Called without a key — in evaluation,
+    or in training by a direct caller (jdl's steps always pass one) — they
+    are seeded from a fixed key, ``jax.random.key(0)``: a module that draws
+    (a VAE sampling ``z``, dropout in train mode) then draws the same noise on
+    every call, which keeps evaluation reproducible; pass ``key`` for fresh
+    draws.
 
     ``init(key, sample)`` returns a copy of the module's values when
     ``from_nnx`` was called (NNX modules are initialised eagerly when
@@ -168,7 +170,10 @@ def from_linen(
     Args:
       module: a ``flax.linen.Module``.
       train_kwarg: name of the boolean keyword its ``__call__`` takes to switch
-        train/eval behaviour (``None`` if it takes none).
+        train/eval behaviour, ``True`` meaning training (``None`` if it takes
+        none). A module switched by ``deterministic`` (``True`` meaning
+        evaluation) needs a wrapper: passing ``"deterministic"`` here would
+        invert the modes.
       rng_collections: the RNG collections it uses in training (dropout).
       name: label for summaries.
 

@@ -45,6 +45,19 @@ def test_interrupted_run_resumes_bit_identical(ds, tmp_path):
     assert len(lines) == 4
 
 
+def test_resume_refuses_a_checkpoint_of_another_model_with_the_same_tree(ds, tmp_path):
+    # Only the tree spec was compared: a tanh MLP resumed a relu MLP's run silently.
+    fit(_model(ds), cross_entropy, optax.adam(1e-2), ds, epochs=1, out_dir=tmp_path, **RUN)
+    other = get_model("mlp", ds.input_shape, 10, hidden=(16,), dropout_rate=0.2)
+    other = other._replace(name="mlp-tanh")
+    files = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(ValueError, match="is of the model 'mlp', but this fit's model is 'mlp-tanh'"):
+        fit(other, cross_entropy, optax.adam(1e-2), ds, epochs=2, out_dir=tmp_path, resume=True, **RUN)
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+    resumed = fit(_model(ds), cross_entropy, optax.adam(1e-2), ds, epochs=2, out_dir=tmp_path, resume=True, **RUN)
+    assert len(resumed.history) == 2
+
+
 def test_metrics_are_written_after_the_epochs_checkpoint(ds, tmp_path, monkeypatch):
     # metrics.jsonl was written before the checkpoint: a save that failed (an
     # interrupt) left a record of an epoch no checkpoint held.

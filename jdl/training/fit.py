@@ -130,7 +130,8 @@ def fit(
       out_dir: run directory for ``metrics.jsonl`` and ``checkpoints/``.
         A directory that already holds a run is never overwritten: pass
         ``resume=True`` to continue it.
-      resume: continue from the latest checkpoint in ``out_dir``.
+      resume: continue from the latest checkpoint in ``out_dir``, written by
+        a model of the same name (``Model.name``) and parameter tree.
       checkpoint_every: checkpoint every this many epochs (and at the end).
       drop_last: skip each epoch's final partial minibatch.
       steps_per_call: steps fused into one compiled call (default: a whole
@@ -215,6 +216,10 @@ def fit(
         stopped = False
         if resume and checkpointer is not None and checkpointer.latest_epoch() is not None:
             state, meta = checkpointer.restore(state)
+            if meta.get("model") not in (None, model.name):  # same tree, another model (an activation, a class)
+                raise ValueError(f"the checkpoint in {out_dir} is of the model {meta['model']!r}, but this fit's "
+                                 f"model is {model.name!r}; resume with the model that wrote it, or pass another "
+                                 "out_dir (or resume=False) to start afresh")
             history = list(meta.get("history", []))
             start_epoch = int(meta["epoch"]) + 1
             stopped = bool(meta.get("stopped", False))  # a run that stopped early stays stopped

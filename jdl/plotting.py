@@ -36,8 +36,9 @@ def plot_learning_curves(history: list[dict], path: str, *, title: str = "") -> 
     has_acc = any("train_accuracy" in r for r in history)
     # A loss of exactly 0 (reachable in float32) has no place on a log axis: it
     # is drawn a decade below the smallest positive loss instead of vanishing.
-    positive = [r[k] for r in history for k in ("train_loss", "val_loss")
-                if isinstance(r.get(k), (int, float)) and np.isfinite(r[k]) and r[k] > 0]
+    finite = [r[k] for r in history for k in ("train_loss", "val_loss")
+              if isinstance(r.get(k), (int, float)) and np.isfinite(r[k])]
+    positive = [v for v in finite if v > 0]
     floor = min(positive) / 10 if positive else 1.0
 
     def loss_values(key):
@@ -54,8 +55,6 @@ def plot_learning_curves(history: list[dict], path: str, *, title: str = "") -> 
         key = f"{split}_loss"
         if any(key in r for r in history):
             ax.plot(epochs, loss_values(key), style, marker="o", markersize=3, label=split)
-    finite = [v for split in ("train", "val") for v in loss_values(f"{split}_loss")
-              if v is not None and np.isfinite(v) and v > 0]
     if finite:
         ax.set_yscale("log")
     else:

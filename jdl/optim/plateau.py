@@ -264,11 +264,11 @@ class ReduceLROnPlateau(Callback):
         opt_state = set_injected_hyperparam(
             state.opt_state, self.hyperparam,
             lambda old: jnp.where(old > floor, jnp.maximum(old / factor, floor), old))
-        before = [s.hyperparams[self.hyperparam] for s in _injected_states(state.opt_state)
-                  if self.hyperparam in s.hyperparams]
-        after = [s.hyperparams[self.hyperparam] for s in _injected_states(opt_state)
-                 if self.hyperparam in s.hyperparams]
-        if all(bool(jnp.all(a == b)) for a, b in zip(after, before)):
+        def rates(opt_state):
+            return [s.hyperparams[self.hyperparam] for s in _injected_states(opt_state)
+                    if self.hyperparam in s.hyperparams]
+
+        if all(bool(jnp.all(a == b)) for a, b in zip(rates(opt_state), rates(state.opt_state))):
             return None
         self.reductions += 1
         return state.replace(opt_state=opt_state)

@@ -27,7 +27,7 @@ from jdl.run import (
     write_json_atomic,
 )
 from jdl.training.callbacks import Callback
-from jdl.training.fit import CHECKPOINT_DIR, has_checkpoint
+from jdl.training.fit import epochs_checkpointed, has_checkpoint
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -145,7 +145,7 @@ def _resolve_given_config(args) -> tuple[RunConfig, str]:
                 f"--resume continues the run as it was configured ({detail}); "
                 "only --epochs may change. Start a new run with another --out instead"
             )
-        done = _epochs_done(out)
+        done = epochs_checkpointed(out)
         if given.get("epochs", saved.epochs) < done:
             raise ValueError(f"--resume: the run has trained {done} epochs already, so --epochs (the total, not "
                              f"the number to add) must be at least {done}, got {given['epochs']}")
@@ -158,13 +158,6 @@ def _resolve_given_config(args) -> tuple[RunConfig, str]:
         raise ValueError("--epochs 0 would start a run that trains nothing and saves no checkpoint; "
                          "give at least 1 (e.g. --epochs 1)")
     return RunConfig(**given).validate(), out
-
-
-def _epochs_done(run_dir: str) -> int:
-    """Epochs a run has checkpointed: its newest checkpoint's epoch + 1 (0 for none)."""
-    checkpoints = os.path.join(run_dir, CHECKPOINT_DIR)
-    epochs = [int(name) for name in os.listdir(checkpoints) if name.isdigit()] if os.path.isdir(checkpoints) else []
-    return max(epochs) + 1 if epochs else 0
 
 
 def _table(rows: list[tuple[str, str]]) -> str:

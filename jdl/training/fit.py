@@ -46,10 +46,17 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 
 
+def epochs_checkpointed(run_dir: str) -> int:
+    """Epochs a run in ``run_dir`` has checkpointed: its newest checkpoint's
+    epoch + 1 (0 for none; unfinished ``*.orbax-checkpoint-tmp`` saves do not count)."""
+    ckpt_dir = os.path.join(run_dir, CHECKPOINT_DIR)
+    epochs = [int(name) for name in os.listdir(ckpt_dir) if name.isdigit()] if os.path.isdir(ckpt_dir) else []
+    return max(epochs) + 1 if epochs else 0
+
+
 def has_checkpoint(run_dir: str) -> bool:
     """Whether ``run_dir`` holds a run: at least one checkpoint step under ``checkpoints/``."""
-    ckpt_dir = os.path.join(run_dir, CHECKPOINT_DIR)
-    return os.path.isdir(ckpt_dir) and any(name.isdigit() for name in os.listdir(ckpt_dir))
+    return epochs_checkpointed(run_dir) > 0
 
 
 class FitResult(NamedTuple):

@@ -229,3 +229,82 @@ def test_damaged_state_arrays_give_a_short_message_that_names_the_other_epochs(d
     message = str(error.value)
     assert "corrupt" in message and "epochs [0]" in message and "--epoch 0" in message
     assert len(message) < 700, message
+
+
+def _tiny(value=0.0, n=3, dtype=np.float32):
+    return {"w": np.full((n,), value, dtype), "step": np.zeros((), np.int32)}
+
+
+def test_save_never_replaces_or_prunes_for_an_older_epoch(tmp_path):
+    # Saving epoch 3 after 4 and 5 (max_to_keep=2) deleted epoch 4, and "latest" became 3.
+    with Checkpointer(tmp_path, max_to_keep=2) as c:
+        c.save(4, _tiny(4.0), {})
+        c.save(5, _tiny(5.0), {})
+        for epoch in (3, 5):
+            with pytest.raises(ValueError, match=f"cannot save epoch {epoch}.*newest checkpoint there is epoch 5"):
+                c.save(epoch, _tiny(), {})
+        assert c.all_epochs() == [4, 5]
+        assert c.restore(_tiny(), 4)[0]["w"][0] == 4.0
+
+
+@pytest.mark.parametrize("epoch", [1.5, True, -1, "2"])
+def test_save_refuses_an_epoch_that_is_not_a_count(tmp_path, epoch):
+    # 1.5 and True were written as directories '1.5' and 'True' that no later reading found.
+    with Checkpointer(tmp_path) as c:
+        with pytest.raises((TypeError, ValueError), match="epoch"):
+            c.save(epoch, _tiny(), {})
+        c.save(np.int64(2), _tiny(), {})  # a NumPy integer is an integer (it was a JSON error after the write)
+        assert c.all_epochs() == [2]
+    assert sorted(os.listdir(tmp_path)) == ["2"]
+
+
+@pytest.mark.parametrize("max_to_keep", [0, -1, 2.5, True])
+def test_max_to_keep_must_be_a_positive_count(tmp_path, max_to_keep):
+    # max_to_keep=0 deleted every checkpoint, the one just saved included.
+    with pytest.raises(ValueError, match="max_to_keep must be an integer ≥ 1"):
+        Checkpointer(tmp_path, max_to_keep=max_to_keep)
+
+
+def test_max_to_keep_none_keeps_all(tmp_path):
+    with Checkpointer(tmp_path, max_to_keep=None) as c:
+        for epoch in range(4):
+            c.save(epoch, _tiny(), {})
+        assert c.all_epochs() == [0, 1, 2, 3]
+
+
+def test_bad_metadata_or_empty_arrays_are_refused_before_anything_is_written(tmp_path):
+    # Metadata that is not JSON failed after the arrays were written, leaving a
+    # temporary directory that blocked the retry.
+    with Checkpointer(tmp_path) as c:
+        with pytest.raises(TypeError, match="metadata must be JSON"):
+            c.save(0, _tiny(), {"loss": np.float32(0.5)})
+        with pytest.raises(ValueError, match=r"state\['z'\] is an empty array"):
+            c.save(0, dict(_tiny(), z=np.zeros((0,), np.float32)), {})
+        assert not os.path.exists(tmp_path) or os.listdir(tmp_path) == []
+        c.save(0, _tiny(), {"loss": 0.5})
+        assert c.read_meta(0)["loss"] == 0.5
+
+
+def test_extra_states_must_match_the_state(tmp_path):
+    # An extra state of another dtype was saved, then silently rounded into the template's.
+    with Checkpointer(tmp_path) as c:
+        with pytest.raises(ValueError, match="extra state 'best' does not have the structure"):
+            c.save(0, _tiny(), {}, extra_states={"best": _tiny(dtype=np.float16)})
+        c.save(0, _tiny(), {}, extra_states={"best": _tiny(1 / 3)})
+        with pytest.raises(ValueError, match=r"extra state 'best'.*does not match.*\['w'\] is float32\(3,\) in the "
+                                             r"checkpoint but float16\(3,\) now"):
+            c.restore_extra(_tiny(dtype=np.float16), "best")
+        assert c.restore_extra(_tiny(), "best")["w"][0] == np.float32(1 / 3)
+
+
+def test_opening_to_read_creates_nothing_and_a_file_is_refused(tmp_path):
+    missing = tmp_path / "missing" / "sub"
+    c = Checkpointer(missing)
+    assert c.latest_epoch() is None and c.all_epochs() == []
+    c.close()
+    assert not (tmp_path / "missing").exists()
+    target = tmp_path / "afile"
+    target.write_text("keep me")
+    with pytest.raises(NotADirectoryError, match="exists and is not a directory"):
+        Checkpointer(target)
+    assert target.read_text() == "keep me"

@@ -10,6 +10,8 @@ optimizer fails with a message that names the first difference.
 
 from __future__ import annotations
 
+import json
+import operator
 import os
 from typing import Any
 
@@ -61,16 +63,26 @@ class Checkpointer:
     """Save and restore :class:`TrainState` plus metadata in one directory.
 
     Args:
-      directory: where checkpoints live (``<directory>/<epoch>/``).
-      max_to_keep: how many recent checkpoints to keep.
+      directory: where checkpoints live (``<directory>/<epoch>/``). It is
+        created by the first :meth:`save`, so opening a checkpointer only to
+        read leaves no empty directory behind.
+      max_to_keep: how many of the newest checkpoints to keep (an integer
+        ≥ 1); ``None`` keeps them all.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2):
+    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int | None = 2):
         self.directory = os.path.abspath(os.fspath(directory))
+        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+            raise NotADirectoryError(f"the checkpoint directory {self.directory} exists and is not a directory; "
+                                     "pass another path (a file there is left as it is)")
+        if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int)
+                                        or max_to_keep < 1):
+            raise ValueError(f"max_to_keep must be an integer ≥ 1 (how many of the newest checkpoints to "
+                             f"keep) or None to keep all, got {max_to_keep!r}")
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False
+                max_to_keep=max_to_keep, create=False, enable_async_checkpointing=False
             ),
         )
 
@@ -78,7 +90,8 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def all_epochs(self) -> list[int]:
-        return list(self._manager.all_steps())
+        """The saved epochs, ascending."""
+        return sorted(self._manager.all_steps())
 
     def save(self, epoch: int, state: TrainState, meta: dict,
              extra_states: dict[str, TrainState] | None = None) -> None:
@@ -88,12 +101,50 @@ class Checkpointer:
         by name (a callback's best state, the state ``fit`` returned), each
         restored with :meth:`restore_extra`; their names go into the metadata
         as ``extra_states``.
+
+        Everything is checked before anything is written: ``epoch`` must be
+        an integer newer than every saved one (a checkpoint already saved is
+        never replaced, nor removed to make room for an older epoch),
+        ``meta`` must be JSON, no array may be empty (Orbax cannot save one),
+        and each extra state must have ``state``'s structure.
         """
+        if isinstance(epoch, bool):
+            raise TypeError(f"epoch must be an integer ≥ 0, got {epoch!r}")
+        try:
+            epoch = operator.index(epoch)
+        except TypeError:
+            raise TypeError(f"epoch must be an integer ≥ 0, got {epoch!r}") from None
+        latest = self.latest_epoch()
+        if epoch < 0 or (latest is not None and epoch <= latest):
+            raise ValueError(
+                f"cannot save epoch {epoch} in {self.directory}: "
+                + ("epochs are integers ≥ 0" if epoch < 0 else
+                   f"the newest checkpoint there is epoch {latest}, and a saved checkpoint is never replaced")
+                + "; save to another directory, or delete the newer checkpoints first")
         extra_states = dict(extra_states or {})
         bad = [name for name in extra_states if not name.isidentifier() or name in ("state", "meta")]
         if bad:
             raise ValueError(f"extra state names must be identifiers other than 'state' and 'meta', got {bad}")
-        meta = dict(meta, tree_spec=tree_spec(state), epoch=epoch, extra_states=sorted(extra_states))
+        spec = tree_spec(state)
+        for name, extra in extra_states.items():
+            difference = _first_difference(spec, tree_spec(extra))
+            if difference:
+                raise ValueError(f"extra state {name!r} does not have the structure of the state saved with it "
+                                 f"(taking the state as saved: {difference}); save states of one model and "
+                                 "optimizer together")
+        for name, tree in [("state", state), *extra_states.items()]:
+            flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+            empty = [jax.tree_util.keystr(path) for path, leaf in flat if np.size(leaf) == 0]
+            if empty:
+                raise ValueError(f"{name}{empty[0]} is an empty array, which Orbax cannot save; leave "
+                                 "zero-size arrays out of the state")
+        meta = dict(meta, tree_spec=spec, epoch=epoch, extra_states=sorted(extra_states))
+        try:
+            json.dumps(meta, allow_nan=True)
+        except TypeError as e:
+            raise TypeError(f"the checkpoint's metadata must be JSON ({e}); convert NumPy or JAX scalars "
+                            "with float() or int()") from None
+        os.makedirs(self.directory, exist_ok=True)
         items = {f"extra_{name}": ocp.args.StandardSave(s) for name, s in extra_states.items()}
         self._manager.save(
             epoch,
@@ -141,9 +192,14 @@ class Checkpointer:
         """Restore the extra state ``name`` saved with ``epoch`` (see :meth:`save`)
         into the structure of ``template``, which :meth:`restore` has checked."""
         epoch = self.latest_epoch() if epoch is None else epoch
-        saved = self.read_meta(epoch).get("extra_states", [])
+        meta = self.read_meta(epoch)
+        saved = meta.get("extra_states", [])
         if name not in saved:
             raise KeyError(f"the checkpoint for epoch {epoch} has no extra state {name!r} (it has {saved})")
+        difference = _first_difference(meta.get("tree_spec", []), tree_spec(template))
+        if difference:  # extra states are saved with the state's structure
+            raise ValueError(f"the extra state {name!r} in {self.directory} does not match this "
+                             f"model/optimizer: {difference}; restore it into a state like the one saved")
         return self._restore_item(template, epoch, f"extra_{name}")
 
     def _restore_item(self, template: TrainState, epoch: int, item: str) -> TrainState:

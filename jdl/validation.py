@@ -70,6 +70,23 @@ def check_no_silent_downcast(batch, *, where: str = "batch") -> None:
             )
 
 
+def check_tree_no_silent_downcast(tree, *, where: str) -> None:
+    """:func:`check_no_silent_downcast` for the leaves of any pytree (a model's
+    initial parameters, an optimizer state), each named by its path."""
+    if jax.config.jax_enable_x64:
+        return
+    for path, a in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        dtype = getattr(a, "dtype", None)
+        if dtype is not None and np.dtype(dtype) in _WIDE:
+            narrow = "float32" if np.dtype(dtype).kind == "f" else "complex64"
+            raise ValueError(
+                f"{where}{jax.tree_util.keystr(path)} is {np.dtype(dtype)} but JAX runs in 32-bit mode "
+                f"(jax_enable_x64 is off) and would silently round it to {narrow}; build it as {narrow} "
+                "(e.g. np.asarray(w, np.float32)), or enable 64-bit with "
+                "jax.config.update('jax_enable_x64', True) first"
+            )
+
+
 def check_step_batch(batch) -> None:
     """What a compiled train or eval step checks before the call, where a trace
     cannot: the batch is a dict of arrays with at least one example, and

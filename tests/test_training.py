@@ -123,6 +123,28 @@ def test_function_adapter_matches_closed_form_logistic_regression():
     np.testing.assert_allclose(state.params["b"], -residual.mean(0), rtol=1e-6)
 
 
+def test_numpy_float64_initial_parameters_are_refused_and_float32_ones_resume(tmp_path):
+    # NumPy float64 parameters were rounded to float32 by the first step, and the
+    # run's checkpoint then failed to resume ("float32 in the checkpoint but float64 now").
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(40, 4)).astype(np.float32), "y": rng.integers(0, 2, 40).astype(np.int32)}
+
+    def logits(params, inputs):
+        return inputs @ params["w"] + params["b"]
+
+    wide = {"w": rng.normal(size=(4, 2)) * 0.1, "b": np.float64(0.0)}
+    with pytest.raises(ValueError, match=r"initial parameters \['b'\] is float64 .* 32-bit mode"):
+        create_train_state(from_function(logits, wide), optax.adam(1e-2), key=0, batch=data)
+    narrow = jax.tree.map(lambda a: np.asarray(a, np.float32), wide)
+    model = from_function(logits, narrow)
+    state = create_train_state(model, optax.adam(1e-2), key=0, batch=data)
+    assert all(isinstance(a, jax.Array) for a in jax.tree.leaves(state.params))
+    fit(model, cross_entropy, optax.adam(1e-2), data, epochs=1, batch_size=20, out_dir=tmp_path, progress=False)
+    resumed = fit(model, cross_entropy, optax.adam(1e-2), data, epochs=2, batch_size=20, out_dir=tmp_path,
+                  resume=True, progress=False)
+    assert len(resumed.history) == 2
+
+
 # --- steps ---------------------------------------------------------------------------------
 
 

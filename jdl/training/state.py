@@ -108,14 +108,20 @@ def create_train_state(
       batch: a sample batch ``{"x": inputs, "y": targets}``; its shapes and
         dtypes become the state's ``batch_spec``.
     """
-    from jdl.validation import check_batch_entries, check_no_silent_downcast
+    from jdl.validation import check_batch_entries, check_no_silent_downcast, check_tree_no_silent_downcast
 
     check_batch_entries(batch)
     check_no_silent_downcast(batch, where="the sample batch")
     init_key, run_key = jax.random.split(jax.random.wrap_key_data(_raw_key(key)))
     variables = model.init(jax.random.key_data(init_key), jnp.asarray(batch["x"]))
+    # NumPy float64 parameters (from_function with rng.normal(...)) would be
+    # rounded by the first compiled step, and the checkpoint then no longer
+    # matches a fresh state's dtypes.
+    check_tree_no_silent_downcast(variables.params, where=f"model {model.name!r}'s initial parameters ")
+    check_tree_no_silent_downcast(variables.model_state, where=f"model {model.name!r}'s initial state ")
     _check_model_accepts(model, variables, batch)
     opt_state = optimizer.init(variables.params)
+    check_tree_no_silent_downcast(opt_state, where="the optimizer's initial state ")
     return TrainState(
         params=_strongly_typed(variables.params),
         model_state=_strongly_typed(variables.model_state),
@@ -135,6 +141,8 @@ def _strongly_typed(tree: PyTree) -> PyTree:
     def strong(a):
         if isinstance(a, jax.Array):
             return a.astype(a.dtype) if a.weak_type else a
+        if isinstance(a, (np.ndarray, np.generic)):  # before float: np.float64 is a float
+            return jnp.asarray(a)
         if isinstance(a, (bool, int, float, complex)):
             return jnp.asarray(a, dtype=jnp.result_type(a))
         return a

@@ -161,6 +161,8 @@ def check_positive_int(value, name: str, *, hint: str = "") -> int:
 
 
 def check_positive_float(value, name: str, *, hint: str = "") -> float:
+    if isinstance(value, bool):  # True is 1.0 to float(), never meant as a number here
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):

@@ -355,3 +355,57 @@ def test_schedules_take_numpy_integer_step_counts():
                                 (jo.cosine_warm_restarts(1.0, steps, period_multiplier=np.int32(2)),
                                  jo.cosine_warm_restarts(1.0, 100, period_multiplier=2))):
         assert [float(schedule(k)) for k in (0, 50, 150)] == [float(reference(k)) for k in (0, 50, 150)]
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: jo.weight_decay(-0.1), r"rate must be in \[0, 1\)"),       # grew the weights
+    (lambda: jo.weight_decay(2.0), r"rate must be in \[0, 1\)"),        # flipped their sign
+    (lambda: jo.weight_decay(float("nan")), r"rate must be in \[0, 1\)"),
+    (lambda: jo.weight_decay(0.1, coefficients=-1.0), "coefficients must be a finite number >= 0"),
+    (lambda: jo.add_l2_penalty(-1e-4), "coefficients must be a finite number >= 0"),
+    (lambda: jo.add_l1_penalty(float("nan")), "coefficients must be a finite number >= 0"),
+    (lambda: jo.add_l2_penalty({"w": -1.0}), "coefficients must be a finite number >= 0"),
+    (lambda: jo.clip_by_global_norm(-1.0), "max_norm must be a positive finite number"),  # reversed g
+    (lambda: jo.clip_by_global_norm(0), "max_norm must be a positive finite number"),     # zeroed g
+    (lambda: jo.clip_by_value(float("inf")), "max_value must be a positive finite number"),
+])
+def test_regularisers_refuse_bad_settings_when_built(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_a_coefficient_function_is_checked_when_it_runs_and_penalty_of_nothing_is_zero():
+    t = jo.add_l2_penalty(lambda path, w: -1.0)
+    params = {"w": jnp.ones(2)}
+    with pytest.raises(ValueError, match="the coefficient for 'w' must be a finite number >= 0"):
+        t.update(params, t.init(params), params)
+    assert float(jo.penalty({}, l2=1e-3)) == 0.0
+    np.testing.assert_allclose(jo.clip_by_global_norm(2.0).update({"a": jnp.array([3.0, 4.0])},
+                                                                   optax.EmptyState())[0]["a"], [1.2, 1.6])
+
+
+def test_get_optimizer_refuses_bad_names_and_options_clearly():
+    with pytest.raises(ValueError, match="optimizer name must be a non-empty string"):
+        jo.get_optimizer(None, 1e-3)
+    with pytest.raises(ValueError, match="optimizer name must be a non-empty string"):
+        jo.get_optimizer(["adam"], 1e-3)
+    with pytest.raises(ValueError, match=r"'adam' does not take these options.*its options are \['b1', 'b2'"):
+        jo.get_optimizer("adam", 1e-3, beta1=0.9)
+    with pytest.raises(ValueError, match=r"'jdl:rmsprop' does not take these options.*'decay'"):
+        jo.get_optimizer("jdl:rmsprop", 1e-3, rho=0.9)
+    with pytest.raises(ValueError, match="learning_rate must be a positive number, got True"):
+        jo.get_optimizer("adam", True)
+    assert jo.get_optimizer("jdl:rmsprop", 1e-3, decay=0.95) is not None
+
+
+def test_register_optimizer_guards_jdl_names_and_existing_ones(monkeypatch):
+    monkeypatch.setattr(jo.registry, "OPTIMIZERS", dict(jo.registry.OPTIMIZERS))
+    with pytest.raises(TypeError, match="must be callable"):
+        jo.register_optimizer("mine", 3)
+    with pytest.raises(ValueError, match="prefix 'jdl:' is kept for jdl's own"):
+        jo.register_optimizer("jdl:adam", jo.sgd)  # silently replaced jdl's Adam
+    jo.register_optimizer("mine", jo.sgd)
+    with pytest.raises(ValueError, match="'mine' is already registered; pass overwrite=True"):
+        jo.register_optimizer("mine", jo.adam)
+    jo.register_optimizer("mine", jo.adam, overwrite=True)
+    assert jo.registry.OPTIMIZERS["mine"] is jo.adam

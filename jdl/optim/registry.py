@@ -52,10 +52,24 @@ JDL_PREFIX = "jdl:"
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {}
 
 
-def register_optimizer(name: str, factory: Callable[..., optax.GradientTransformation]) -> None:
-    """Make ``factory(learning_rate, **kwargs)`` available as ``name`` (CLI ``--optimizer``)."""
+def register_optimizer(name: str, factory: Callable[..., optax.GradientTransformation], *,
+                       overwrite: bool = False) -> None:
+    """Make ``factory(learning_rate, **kwargs)`` available as ``name`` (CLI ``--optimizer``).
+
+    A registered name is looked up before Optax's, so it may shadow one; the
+    ``jdl:`` prefix is kept for jdl's own optimizers. A name already
+    registered is refused unless ``overwrite=True``.
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"an optimizer name must be a non-empty string, got {name!r}")
+    if name.startswith(JDL_PREFIX):
+        raise ValueError(f"the prefix {JDL_PREFIX!r} is kept for jdl's own optimizers; register "
+                         f"{name[len(JDL_PREFIX):]!r} or another name without it")
+    if not callable(factory):
+        raise TypeError(f"an optimizer factory must be callable as factory(learning_rate, **options), got "
+                        f"{type(factory).__name__}")
+    if name in OPTIMIZERS and not overwrite:
+        raise ValueError(f"the optimizer name {name!r} is already registered; pass overwrite=True to replace it")
     OPTIMIZERS[name] = factory
 
 
@@ -96,11 +110,17 @@ def get_optimizer(name: str, learning_rate: float, **kwargs) -> optax.GradientTr
       ValueError: for an unknown name (suggesting ``jdl:NAME`` when that exists)
         or a learning rate that is not a positive number.
     """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an optimizer name must be a non-empty string such as 'adam' or 'jdl:adam', got {name!r}")
     learning_rate = check_positive_float(learning_rate, "learning_rate", hint="e.g. --lr 1e-3")
     if name in OPTIMIZERS:
-        return OPTIMIZERS[name](learning_rate, **kwargs)
+        factory = OPTIMIZERS[name]
+        _check_options(name, factory, (learning_rate,), kwargs)
+        return factory(learning_rate, **kwargs)
     if name in _optax_names():
-        return getattr(optax, name)(learning_rate=learning_rate, **kwargs)
+        factory = getattr(optax, name)
+        _check_options(name, factory, (), dict(kwargs, learning_rate=learning_rate))
+        return factory(learning_rate=learning_rate, **kwargs)
     hint = ""
     if JDL_PREFIX + name in OPTIMIZERS:
         hint = f" jdl's {name} is registered as {JDL_PREFIX + name!r}."
@@ -108,6 +128,19 @@ def get_optimizer(name: str, learning_rate: float, **kwargs) -> optax.GradientTr
         f"unknown optimizer {name!r}.{hint} Choose one of jdl's {sorted(OPTIMIZERS)} or an Optax "
         f"optimizer such as adam, sgd, adamw, rmsprop (all: {', '.join(available_optimizers())})"
     )
+
+
+def _check_options(name: str, factory: Callable, args: tuple, kwargs: dict) -> None:
+    """Options the factory does not take fail here, with the ones it does."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # no signature to check against: the call decides
+        return
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as e:
+        options = [p for p in signature.parameters if p != "learning_rate"]
+        raise ValueError(f"{name!r} does not take these options ({e}); its options are {options}") from None
 
 
 # ----------------------------------------------------------------------------------
@@ -140,7 +173,7 @@ FIRST_ORDER: tuple[str, ...] = tuple(JDL_PREFIX + n for n in _FIRST_ORDER_FACTOR
 SECOND_ORDER: tuple[str, ...] = tuple(JDL_PREFIX + n for n in _SECOND_ORDER_FACTORIES)
 
 for _name, _factory in {**_FIRST_ORDER_FACTORIES, **_SECOND_ORDER_FACTORIES}.items():
-    register_optimizer(JDL_PREFIX + _name, _factory)
+    OPTIMIZERS[JDL_PREFIX + _name] = _factory
 
 
 class OptaxEquivalent(NamedTuple):

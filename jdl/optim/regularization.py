@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jdl.optim.first_order import _check
+
 __all__ = [
     "Coefficients",
     "add_l1_penalty",
@@ -41,8 +43,15 @@ __all__ = [
 
 Coefficients = float | Any | Callable[[str, jax.Array], float]
 
-# Re-exported: ``g ← g · min(1, c / ‖g‖₂)`` with ``‖g‖₂`` over all parameters together.
-clip_by_global_norm = optax.clip_by_global_norm
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    r"""Rescale the gradient to global norm at most ``c``: ``g ← g · min(1, c / ‖g‖₂)``,
+    with ``‖g‖₂`` over all parameters together (Pascanu et al. 2013).
+
+    This is ``optax.clip_by_global_norm``, with ``c`` checked to be a positive
+    finite number (a negative ``c`` reversed the gradient, 0 zeroed it).
+    """
+    _check(max_norm, "max_norm", positive=True)
+    return optax.clip_by_global_norm(max_norm)
 
 
 def clip_by_value(max_value: float) -> optax.GradientTransformation:
@@ -55,8 +64,7 @@ def clip_by_value(max_value: float) -> optax.GradientTransformation:
     parameters together, Pascanu et al. 2013) keeps it, and is the usual
     choice against exploding gradients in recurrent networks.
     """
-    if not max_value > 0:
-        raise ValueError(f"max_value must be positive, got {max_value!r}")
+    _check(max_value, "max_value", positive=True)
     return optax.clip(max_value)
 
 
@@ -73,8 +81,13 @@ def coefficient_tree(coefficients: Coefficients, params) -> Any:
       params: the parameters.
     """
     if callable(coefficients):
-        return jax.tree_util.tree_map_with_path(lambda p, x: coefficients(_path_name(p), x), params)
+        def coefficient(path, x):
+            c = coefficients(_path_name(path), x)
+            _check(c, f"the coefficient for {_path_name(path)!r}")
+            return c
+        return jax.tree_util.tree_map_with_path(coefficient, params)
     if isinstance(coefficients, (int, float)) or getattr(coefficients, "ndim", None) == 0:
+        _check(coefficients, "the coefficient")
         return jax.tree.map(lambda _: coefficients, params)
     expected = jax.tree.structure(params)
     got = jax.tree.structure(coefficients)
@@ -84,7 +97,19 @@ def coefficient_tree(coefficients: Coefficients, params) -> Any:
             f"{got} for parameters {expected}. Build them with "
             "jax.tree.map(lambda p: 1e-4, params) and edit, or pass fn(path, param) -> float"
         )
+    for path, c in jax.tree_util.tree_flatten_with_path(coefficients)[0]:
+        _check(c, f"the coefficient for {_path_name(path)!r}")
     return coefficients
+
+
+def _check_coefficients(coefficients: Coefficients) -> None:
+    """Numbers and pytrees of numbers are checked when a transform is built
+    (finite, ``≥ 0``: a negative one grows the weights); a function's values
+    when the transform first runs."""
+    if callable(coefficients):
+        return
+    for c in jax.tree.leaves(coefficients):
+        _check(c, "coefficients")
 
 
 class PenaltyState(NamedTuple):
@@ -92,6 +117,8 @@ class PenaltyState(NamedTuple):
 
 
 def _add_penalty_gradient(coefficients, gradient_of_norm, name):
+    _check_coefficients(coefficients)
+
     def init_fn(params):
         del params
         return PenaltyState()
@@ -151,7 +178,9 @@ def penalty(params, *, l1: Coefficients = 0.0, l2: Coefficients = 0.0) -> jax.Ar
     terms = jax.tree.map(
         lambda w, a, b: a * jnp.sum(jnp.abs(w)) + 0.5 * b * jnp.sum(w * w), params, c1, c2
     )
-    return sum(jax.tree.leaves(terms), jnp.zeros((), jnp.result_type(*jax.tree.leaves(params))))
+    leaves = jax.tree.leaves(params)
+    zero = jnp.zeros((), jnp.result_type(*leaves) if leaves else jnp.float32)  # no parameters: no penalty
+    return sum(jax.tree.leaves(terms), zero)
 
 
 class WeightDecayState(NamedTuple):
@@ -175,14 +204,17 @@ def weight_decay(rate: float | optax.Schedule, *, coefficients: Coefficients = 1
     optimizer would rescale.
 
     Args:
-      rate: ``λ_t`` — the fraction of each weight removed per step; a constant
-        or a schedule (e.g. the learning-rate schedule times a constant).
+      rate: ``λ_t`` — the fraction of each weight removed per step, in
+        ``[0, 1)``; a constant or a schedule (e.g. the learning-rate schedule
+        times a constant).
       coefficients: per-layer multipliers ``c_l`` (a number, a pytree, or
         ``fn(path, param) -> float``); ``0`` exempts a parameter.
 
     References:
       Loshchilov & Hutter, *Decoupled weight decay regularization*, ICLR 2019.
     """
+    _check(rate, "rate", below_one=True)  # a negative rate grows the weights; ≥ 1 flips their sign
+    _check_coefficients(coefficients)
 
     def init_fn(params):
         del params

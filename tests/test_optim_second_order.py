@@ -405,3 +405,106 @@ def test_krylov_settings_are_checked_and_a_zero_gradient_reports_no_curvature():
             make()
     _, state = _step(jo.saddle_free_newton_lanczos(num_steps=2), _saddle, jnp.zeros(2))
     assert np.isnan(float(state.min_curvature))  # g = 0: no Krylov space, nothing measured (was inf)
+
+
+# --- from a review of the formulas and settings -------------------------------------
+
+
+def test_newton_on_a_hessian_singular_up_to_rounding_takes_the_pseudo_inverse_step():
+    # LU "solved" H = A Aᵀ of rank 6 (size 8) with a small residual and a step
+    # 10¹⁵ times the minimum-norm one; the loss rose to 6e14.
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(1)
+        a = rng.standard_normal((8, 6))
+        h, b = jnp.asarray(a @ a.T), jnp.asarray(rng.standard_normal(8))
+        f = lambda x: 0.5 * x @ h @ x - b @ x  # noqa: E731
+        x0 = jnp.zeros(8)
+        u, _ = jo.newton().update(jax.grad(f)(x0), optax.EmptyState(), x0, value_fn=f)
+        expected = -np.linalg.pinv(np.asarray(h)) @ np.asarray(jax.grad(f)(x0))
+        np.testing.assert_allclose(u, expected, rtol=1e-8, atol=1e-10)
+
+
+def test_saddle_free_newton_without_damping_leaves_flat_directions_alone():
+    # λ = 0 with a zero eigenvalue gave 0/0 = NaN in every parameter.
+    h = jnp.diag(jnp.array([2.0, -1.0, 0.0]))
+    f = lambda x: 0.5 * x @ h @ x + jnp.array([1.0, 1.0, 0.0]) @ x  # noqa: E731
+    x0 = jnp.zeros(3)
+    for opt in (jo.saddle_free_newton(damping=0.0, adaptive=False, reject_increase=False),
+                jo.saddle_free_newton_lanczos(damping=0.0, adaptive=False, reject_increase=False, num_steps=3)):
+        u, _ = opt.update(jax.grad(f)(x0), opt.init(x0), x0, value_fn=f)
+        np.testing.assert_allclose(u, [-0.5, -1.0, 0.0], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: jo.newton(-1.0), "learning_rate must be a positive finite number"),   # uphill steps
+    (lambda: jo.newton(float("nan")), "learning_rate must be a positive finite number"),
+    (lambda: jo.damped_newton_cg(damping=-1.0), "damping must be a finite number >= 0"),
+    (lambda: jo.saddle_free_newton(damping=-1.0), "damping must be a finite number >= 0"),
+    (lambda: jo.saddle_free_newton_lanczos(damping=-2.0), "damping must be a finite number >= 0"),
+    (lambda: jo.damped_newton_cg(tol=float("nan")), "tol must be a finite number >= 0"),  # zero CG iterations
+    (lambda: jo.damped_newton_cg(tol=-1.0), "tol must be a finite number >= 0"),
+    (lambda: jo.damped_newton(max_shift_attempts=-3), "max_shift_attempts"),
+    (lambda: jo.damped_newton(max_shift_attempts=2.5), "max_shift_attempts"),
+    (lambda: jo.damped_newton(min_damping=-1.0), "min_damping must be a finite number >= 0"),
+    (lambda: jo.saddle_free_newton(min_damping=1.0, max_damping=0.5), "min_damping=1.0 exceeds max_damping=0.5"),
+])
+def test_second_order_settings_are_checked_when_built(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_lanczos_learning_rate_schedule_hint_names_static_args():
+    with pytest.raises(TypeError, match=r"static_args=\('num_steps',\)"):
+        jo.saddle_free_newton_lanczos(learning_rate=lambda count: 0.5)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-19, 1e-21])
+def test_matrix_free_steps_do_not_depend_on_the_gradient_s_scale_in_float32(scale):
+    # pᵀp and pᵀAp underflowed: at 1e-19 CG read zero curvature and raised τ
+    # (step 44 % off), at 1e-21 the step was zero.
+    d = jnp.array([1.0, 2.0, 3.0])
+    xs = jnp.full(3, scale)
+    f = lambda x: 0.5 * jnp.sum(d * (x - xs) ** 2)  # noqa: E731
+    x0 = jnp.zeros(3)
+    for opt in (jo.damped_newton_cg(damping=0.0, adaptive=False, reject_increase=False),
+                jo.saddle_free_newton_lanczos(damping=0.0, adaptive=False, reject_increase=False, num_steps=3)):
+        u, state = opt.update(jax.grad(f)(x0), opt.init(x0), x0, value_fn=f)
+        np.testing.assert_allclose(u / scale, np.ones(3), rtol=1e-5)
+
+
+def test_cg_with_tol_zero_stops_at_rounding_instead_of_raising_the_shift():
+    # Iterating on a rounding-level residual read as zero curvature: the shift
+    # went from 1 to 4 and the step from −0.8 to −0.5.
+    f = lambda x: 2.0 * jnp.sum(x**2)  # noqa: E731
+    x = jnp.ones(1)
+    opt = jo.damped_newton_cg(damping=1.0, tol=0.0, adaptive=False, reject_increase=False)
+    u, state = opt.update(jax.grad(f)(x), opt.init(x), x, value_fn=f)
+    np.testing.assert_allclose(u, [-0.8], rtol=1e-6)
+    assert float(state.shift) == 1.0
+
+
+def test_a_numpy_float64_learning_rate_keeps_float32_parameters_float32():
+    # Under x64 the Newton-CG step became float64, and its Hessian-vector product failed.
+    f = lambda x: 0.5 * jnp.sum(jnp.array([1.0, 2.0, 3.0], jnp.float32) * x**2)  # noqa: E731
+    x = jnp.ones(3, jnp.float32)
+    with jax.enable_x64(True):
+        for opt in (jo.damped_newton_cg(np.float64(0.5)), jo.newton(np.float64(0.5)),
+                    jo.saddle_free_newton(np.float64(0.5))):
+            u, _ = opt.update(jax.grad(f)(x), opt.init(x), x, value_fn=f)
+            assert u.dtype == jnp.float32
+
+
+def test_damping_does_not_climb_once_converged():
+    # Near the minimum ρ is rounding noise: λ rose to max_damping (1e8) in 60 steps.
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((5, 5)))
+    h = jnp.asarray(q @ np.diag([0.5, 1, 2, 3, 4]) @ q.T, jnp.float32)
+    xs = jnp.asarray(rng.standard_normal(5), jnp.float32)
+    f = lambda x: 1000.0 + 0.5 * (x - xs) @ h @ (x - xs)  # noqa: E731
+    opt = jo.damped_newton(damping=1.0)
+    step = _stepper(opt, f)
+    x, state = jnp.zeros(5, jnp.float32), opt.init(jnp.zeros(5, jnp.float32))
+    for _ in range(60):
+        x, state = step(x, state)
+    assert float(jnp.linalg.norm(x - xs)) < 1e-5
+    assert float(state.damping) <= 1.0

@@ -50,18 +50,36 @@ class CGResult(NamedTuple):
     residual_norm: jax.Array
 
 
+def scaled_norm(v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(‖v‖, v / ‖v‖)`` without underflow or overflow: the entries are first
+    divided by ``max|vᵢ|`` (in float32 ``‖v‖²`` underflows for entries near
+    1e-20, and a gradient that small gave a zero step). A zero ``v`` gives
+    ``(0, 0)``."""
+    peak = jnp.max(jnp.abs(v))
+    safe = jnp.where(peak > 0, peak, 1)
+    unit = v / safe
+    norm = jnp.linalg.norm(unit)
+    return peak * norm, jnp.where(norm > 0, unit / jnp.where(norm > 0, norm, 1), 0)
+
+
 def conjugate_gradient(matvec: Callable, b: jax.Array, *, max_iters: int, tol: float) -> CGResult:
     """Conjugate gradient for ``A x = b`` from ``x₀ = 0``, stopping early on
-    ``‖r‖ ≤ tol ‖b‖`` or at the first direction of non-positive curvature
-    (where ``A`` is not positive definite; the iterate before it is returned).
+    ``‖r‖ ≤ max(tol, ε) ‖b‖`` or at the first direction of non-positive
+    curvature (where ``A`` is not positive definite; the iterate before it is
+    returned).
+
+    CG runs on ``b / ‖b‖`` and scales the result back (it is linear in ``b``):
+    for a tiny ``b`` the products ``pᵀp`` and ``pᵀAp`` underflowed to 0 in
+    float32, which read as zero curvature. Below ``ε ‖b‖`` a residual is
+    rounding: iterating on it read as zero curvature too.
 
     References:
       Hestenes & Stiefel, 1952; Nocedal & Wright, *Numerical Optimization*,
       2nd ed., Algorithm 5.2.
     """
     dtype = b.dtype
-    b_norm = jnp.linalg.norm(b)
-    threshold = tol * b_norm
+    b_norm, b = scaled_norm(b)
+    threshold = jnp.maximum(tol, jnp.finfo(dtype).eps)
 
     def cond(carry):
         _, r, _, _, k, curvature = carry
@@ -82,7 +100,7 @@ def conjugate_gradient(matvec: Callable, b: jax.Array, *, max_iters: int, tol: f
 
     init = (jnp.zeros_like(b), b, b, jnp.vdot(b, b), jnp.asarray(0, jnp.int32), jnp.asarray(1, dtype))
     x, r, _, _, k, curvature = jax.lax.while_loop(cond, body, init)
-    return CGResult(x=x, iterations=k, curvature=curvature, residual_norm=jnp.linalg.norm(r))
+    return CGResult(x=b_norm * x, iterations=k, curvature=curvature, residual_norm=b_norm * jnp.linalg.norm(r))
 
 
 class LanczosResult(NamedTuple):
@@ -114,8 +132,7 @@ def lanczos(matvec: Callable, v0: jax.Array, *, num_steps: int) -> LanczosResult
     """
     n = v0.shape[0]
     dtype = v0.dtype
-    norm0 = jnp.linalg.norm(v0)
-    q0 = jnp.where(norm0 > 0, v0 / jnp.where(norm0 > 0, norm0, 1), 0)
+    _, q0 = scaled_norm(v0)
     basis = jnp.zeros((num_steps, n), dtype).at[0].set(q0)
     eps = jnp.finfo(dtype).eps
 

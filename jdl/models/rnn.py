@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jdl.models.sequence import as_sequence
-from jdl.nn.recurrent import CellKind, recurrent_cell
+from jdl.nn.recurrent import CellKind, recurrent_cell, zero_carry
 
 Readout = Literal["last", "mean"]
 
@@ -35,9 +35,10 @@ class RecurrentClassifier(nnx.Module):
       readout: ``"last"``: the final hidden state (for a bidirectional layer, the
         forward direction's last and the backward direction's first step);
         ``"mean"``: the average over time.
-      forget_bias: initial LSTM forget-gate bias (seed 003: 1).
+      forget_bias: initial LSTM forget-gate bias (``None``: seed 003's 1);
+        LSTM cells only.
       radius: spectral radius of the plain RNN's initial recurrent matrix
-        (``None``: orthogonal, radius 1).
+        (``None``: orthogonal, radius 1); plain RNN cells only.
       rngs: ``nnx.Rngs``.
     """
 
@@ -50,7 +51,7 @@ class RecurrentClassifier(nnx.Module):
         hidden: Sequence[int] = (64,),
         bidirectional: bool = False,
         readout: Readout = "last",
-        forget_bias: float = 1.0,
+        forget_bias: float | None = None,
         radius: float | None = None,
         rngs: nnx.Rngs,
     ):
@@ -90,9 +91,9 @@ class RecurrentClassifier(nnx.Module):
         x = as_sequence(x)
         for layer in self.layers:
             if self.bidirectional:
-                carry = (_zero_carry(layer.forward_rnn, x), _zero_carry(layer.backward_rnn, x))
+                carry = (zero_carry(layer.forward_rnn, x), zero_carry(layer.backward_rnn, x))
             else:
-                carry = _zero_carry(layer, x)
+                carry = zero_carry(layer, x)
             x = layer(x, initial_carry=carry)
         return x
 
@@ -107,17 +108,3 @@ class RecurrentClassifier(nnx.Module):
             features = h[:, -1]
         return self.head(features)
 
-
-def _zero_carry(rnn: nnx.RNN, x: jax.Array):
-    """A zero initial state for ``rnn`` over the batch-major sequence ``x`` ``(N, T, C)``,
-    in the dtype the cell computes in: ``jnp.result_type`` of ``x`` and the cell's params.
-
-    The carry's structure (``(c, h)`` for an LSTM, ``h`` otherwise) and shapes come
-    from the cell's own ``initialize_carry``, evaluated abstractly, so no float32
-    array enters the computation.
-    """
-    cell = rnn.cell
-    dtype = jnp.result_type(x, *jax.tree.leaves(nnx.state(cell, nnx.Param)))
-    step_shape = x.shape[:1] + x.shape[2:]  # one time step: (N, C)
-    shapes = jax.eval_shape(lambda: cell.initialize_carry(step_shape, nnx.Rngs(0)))
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, dtype), shapes)

@@ -65,6 +65,7 @@ from jdl.nn.recurrent import gru_cell as gru_cell
 from jdl.nn.recurrent import lstm_cell as lstm_cell
 from jdl.nn.recurrent import recurrent_cell as recurrent_cell
 from jdl.nn.recurrent import simple_rnn_cell as simple_rnn_cell
+from jdl.nn.recurrent import zero_carry as zero_carry
 from jdl.nn.regularization import HIDDEN_KEEP_PROB as HIDDEN_KEEP_PROB
 from jdl.nn.regularization import INPUT_KEEP_PROB as INPUT_KEEP_PROB
 from jdl.nn.regularization import BatchNorm as BatchNorm
@@ -136,4 +137,5 @@ __all__ = [
     "softplus",
     "stochastic_pool",
     "tanh",
+    "zero_carry",
 ]

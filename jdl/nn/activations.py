@@ -55,6 +55,14 @@ def identity(x: jax.Array) -> jax.Array:
     return x
 
 
+def _check_stddev(stddev) -> None:
+    """``None``, a traced value, or a finite number ``≥ 0``."""
+    if stddev is None or isinstance(stddev, jax.core.Tracer):
+        return
+    if not 0 <= stddev < float("inf"):  # NaN fails too
+        raise ValueError(f"stddev must be a finite number >= 0 (or None for sqrt(sigmoid(x))), got {stddev}")
+
+
 def noisy_relu(x: jax.Array, key: jax.Array, *, stddev: float | None = None) -> jax.Array:
     """Noisy rectified linear unit ``max(0, x + ε)``.
 
@@ -72,6 +80,7 @@ def noisy_relu(x: jax.Array, key: jax.Array, *, stddev: float | None = None) -> 
       Nair & Hinton (2010), "Rectified linear units improve restricted Boltzmann
       machines", ICML.
     """
+    _check_stddev(stddev)
     scale = jnp.sqrt(jax.nn.sigmoid(x)) if stddev is None else jnp.asarray(stddev, x.dtype)
     noise = jax.random.normal(key, x.shape, x.dtype)
     return jax.nn.relu(x + scale * noise)
@@ -89,9 +98,13 @@ def maxout(x: jax.Array, num_pieces: int, *, axis: int = -1) -> jax.Array:
       Goodfellow, Warde-Farley, Mirza, Courville & Bengio (2013), "Maxout
       networks", ICML.
     """
+    if x.ndim == 0 or not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"maxout axis {axis} is out of range for an input of shape {x.shape} "
+                         f"(axes {-x.ndim} … {x.ndim - 1})" if x.ndim else "maxout needs an input of rank ≥ 1, "
+                         "the units to group")
     axis = axis % x.ndim
     size = x.shape[axis]
-    if num_pieces < 1 or size % num_pieces:
+    if isinstance(num_pieces, bool) or not isinstance(num_pieces, int) or num_pieces < 1 or size % num_pieces:
         raise ValueError(
             f"maxout needs the {size} units along axis {axis} to split into groups of "
             f"num_pieces={num_pieces}; choose a num_pieces that divides {size}"
@@ -121,9 +134,15 @@ class NoisyReLU(nnx.Module):
         rng_collection: str = "dropout",
         rngs: nnx.Rngs,
     ):
+        _check_stddev(stddev)
         self.stddev = stddev
         self.deterministic = deterministic
         self.rngs = rngs[rng_collection].fork()
+
+    def set_view(self, deterministic: bool | None = None):
+        """What ``nnx.view(model, deterministic=...)`` calls, as for ``nnx.Dropout``."""
+        if deterministic is not None:
+            self.deterministic = deterministic
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.deterministic:

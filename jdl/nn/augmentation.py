@@ -16,6 +16,12 @@ import numpy as np
 Corruption = Literal["gaussian", "masking", "salt_and_pepper"]
 
 
+def _concrete(value) -> bool:
+    """A setting to check now; a traced one (a sweep under ``jax.vmap`` or
+    ``jax.jit``) passes through unchecked."""
+    return not isinstance(value, jax.core.Tracer)
+
+
 def corrupt(x: jax.Array, key: jax.Array, *, kind: Corruption = "gaussian", level: float = 0.3) -> jax.Array:
     """Corrupt inputs as a denoising autoencoder's training does.
 
@@ -27,12 +33,15 @@ def corrupt(x: jax.Array, key: jax.Array, *, kind: Corruption = "gaussian", leve
     References:
       Vincent, Larochelle, Bengio & Manzagol (2008), "Extracting and composing
       robust features with denoising autoencoders", ICML.
+
+    ``level`` may be traced (``jax.vmap`` over noise levels); it is checked
+    only when concrete.
     """
     if kind not in ("gaussian", "masking", "salt_and_pepper"):
         raise ValueError(f"unknown corruption {kind!r}; choose 'gaussian', 'masking' or 'salt_and_pepper'")
-    if kind == "gaussian" and not level >= 0:
-        raise ValueError(f"'gaussian' corruption needs a noise level (standard deviation) >= 0, got {level}")
-    if kind != "gaussian" and not 0 <= level <= 1:
+    if _concrete(level) and kind == "gaussian" and not 0 <= level < np.inf:
+        raise ValueError(f"'gaussian' corruption needs a finite noise level (standard deviation) >= 0, got {level}")
+    if _concrete(level) and kind != "gaussian" and not 0 <= level <= 1:
         raise ValueError(f"{kind!r} corruption needs a level (a probability) in [0, 1], got {level}")
     if kind == "gaussian":
         return x + level * jax.random.normal(key, x.shape, x.dtype)
@@ -89,15 +98,22 @@ def adversarial_perturbation(gradient: jax.Array, *, epsilon: float, norm: float
     References:
       Goodfellow, Shlens & Szegedy (2015), "Explaining and harnessing
       adversarial examples", ICLR.
+
+    ``epsilon`` may be traced (``jax.vmap`` over budgets); it is checked only
+    when concrete. For ``p = 2`` each row is divided by its largest entry
+    before the norm is taken, so ``‖δ‖₂ = ε`` holds for gradients whose
+    squares would underflow or overflow (float16, or |g| near 1e±20 in float32).
     """
-    if epsilon < 0:
-        raise ValueError(f"epsilon must be non-negative, got {epsilon}")
+    if _concrete(epsilon) and not 0 <= epsilon < np.inf:
+        raise ValueError(f"epsilon must be a finite number >= 0, got {epsilon}")
     flat = jnp.reshape(gradient, (gradient.shape[0], -1))
     if norm == jnp.inf:
         delta = epsilon * jnp.sign(flat)
     elif norm == 2:
-        length = jnp.linalg.norm(flat, axis=-1, keepdims=True)
-        delta = epsilon * flat / jnp.maximum(length, jnp.finfo(flat.dtype).tiny)
+        peak = jnp.max(jnp.abs(flat), axis=-1, keepdims=True)
+        unit = flat / jnp.where(peak > 0, peak, 1)  # entries in [−1, 1]: the norm neither under- nor overflows
+        length = jnp.linalg.norm(unit.astype(jnp.promote_types(unit.dtype, jnp.float32)), axis=-1, keepdims=True)
+        delta = epsilon * (unit / jnp.where(length > 0, length, 1).astype(unit.dtype))
     elif norm == 1:
         index = jnp.argmax(jnp.abs(flat), axis=-1)
         one_hot = jax.nn.one_hot(index, flat.shape[-1], dtype=flat.dtype)

@@ -17,9 +17,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from flax.nnx import Conv as Conv
+
+
+def _check_positive(value, name: str) -> None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
 
 
 def _tuple(value: int | Sequence[int], dims: int) -> tuple[int, ...]:
@@ -32,8 +38,13 @@ class SeparableConv(nnx.Module):
     """Depthwise-separable convolution: a per-channel ``k×k`` convolution
     (``feature_group_count = in_features``) followed by a 1×1 convolution.
 
-    Parameters: ``k² · C_in · m + m · C_in · C_out`` (plus biases) instead of
-    ``k² · C_in · C_out`` for a standard convolution (``m`` = depth multiplier).
+    Parameters: ``k² · C_in · m + m · C_in · C_out + C_out`` instead of
+    ``k² · C_in · C_out + C_out`` for a standard convolution (``m`` = depth
+    multiplier). The depthwise stage has no bias, as in Xception: a bias there
+    is constant over positions and passes linearly through the 1×1 stage, so
+    it only duplicates the pointwise bias — it would add ``m · C_in`` exactly
+    flat directions to the loss surface (zero Hessian eigenvalues at every
+    minimum).
 
     Args:
       in_features: input channels.
@@ -44,6 +55,8 @@ class SeparableConv(nnx.Module):
       padding, kernel_dilation: as for ``nnx.Conv`` (depthwise stage).
       depth_multiplier: depthwise output channels per input channel.
       spatial_dims: spatial dimensions when ``kernel_size`` is an int.
+      dtype, param_dtype: as for ``nnx.Conv`` (the computation's dtype,
+        ``None``: the inputs' and params'; the parameters', float32).
       rngs: ``nnx.Rngs``.
 
     References:
@@ -61,9 +74,14 @@ class SeparableConv(nnx.Module):
         kernel_dilation: int | Sequence[int] = 1,
         depth_multiplier: int = 1,
         spatial_dims: int = 2,
+        dtype=None,
+        param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         kernel = _tuple(kernel_size, spatial_dims)
+        _check_positive(depth_multiplier, "depth_multiplier")
+        for k in kernel:
+            _check_positive(k, "kernel_size")
         mid = in_features * depth_multiplier
         self.depthwise = nnx.Conv(
             in_features,
@@ -72,9 +90,13 @@ class SeparableConv(nnx.Module):
             padding=padding,
             kernel_dilation=kernel_dilation,
             feature_group_count=in_features,
+            use_bias=False,
+            dtype=dtype,
+            param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.pointwise = nnx.Conv(mid, out_features, (1,) * len(kernel), rngs=rngs)
+        self.pointwise = nnx.Conv(mid, out_features, (1,) * len(kernel), dtype=dtype, param_dtype=param_dtype,
+                                  rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.pointwise(self.depthwise(x))
@@ -93,6 +115,7 @@ class AsymmetricConv(nnx.Module):
       kernel_size: ``n``.
       padding: ``"SAME"`` or ``"VALID"`` (VALID shrinks each side by ``n − 1``).
       hidden_features: channels between the two convolutions (default ``out_features``).
+      dtype, param_dtype: as for ``nnx.Conv``.
       rngs: ``nnx.Rngs``.
 
     References:
@@ -108,11 +131,16 @@ class AsymmetricConv(nnx.Module):
         *,
         padding: str = "SAME",
         hidden_features: int | None = None,
+        dtype=None,
+        param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
-        mid = hidden_features or out_features
-        self.row = nnx.Conv(in_features, mid, (1, kernel_size), padding=padding, rngs=rngs)
-        self.column = nnx.Conv(mid, out_features, (kernel_size, 1), padding=padding, rngs=rngs)
+        _check_positive(kernel_size, "kernel_size")
+        mid = out_features if hidden_features is None else hidden_features
+        _check_positive(mid, "hidden_features")
+        types = dict(padding=padding, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.row = nnx.Conv(in_features, mid, (1, kernel_size), **types)
+        self.column = nnx.Conv(mid, out_features, (kernel_size, 1), **types)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.ndim != 4:

@@ -30,6 +30,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.nn.initializers import Initializer as Initializer
 from jax.nn.initializers import constant as constant
 from jax.nn.initializers import glorot_normal as glorot_normal
@@ -65,8 +66,8 @@ def sparse(num_nonzero: int = 15, *, stddev: float = 1.0) -> Initializer:
     References:
       Martens (2010), "Deep learning via Hessian-free optimization", ICML, §5.
     """
-    if num_nonzero < 1:
-        raise ValueError(f"num_nonzero must be at least 1, got {num_nonzero}")
+    if isinstance(num_nonzero, bool) or not isinstance(num_nonzero, (int, np.integer)) or num_nonzero < 1:
+        raise ValueError(f"num_nonzero must be an integer ≥ 1 (nonzero weights per unit), got {num_nonzero!r}")
 
     def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
         if len(shape) < 2:
@@ -102,8 +103,8 @@ def spectral_radius(radius: float = 1.2, base: Initializer | None = None) -> Ini
       recurrent neural networks"; Sutskever, Martens, Dahl & Hinton (2013),
       "On the importance of initialization and momentum in deep learning", ICML.
     """
-    if radius <= 0:
-        raise ValueError(f"radius must be positive, got {radius}")
+    if not 0 < radius < math.inf:
+        raise ValueError(f"radius must be a positive finite number, got {radius}")
     base = base or normal(1.0)
 
     def init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
@@ -111,7 +112,9 @@ def spectral_radius(radius: float = 1.2, base: Initializer | None = None) -> Ini
             raise ValueError(
                 f"spectral_radius scales a square recurrent matrix, got shape {shape}; use it as recurrent_kernel_init"
             )
-        w = base(key, shape, dtype)
+        # Drawn and scaled in at least float32: eigvals has no bfloat16 or float16 kernel.
+        wide = jnp.promote_types(dtype, jnp.float32)
+        w = base(key, shape, wide)
         rho = jnp.max(jnp.abs(jnp.linalg.eigvals(w)))
         return (w * (radius / rho)).astype(dtype)
 
@@ -126,7 +129,13 @@ def lstm_forget_gate_bias(forget_bias: float = 1.0) -> Initializer:
 
     For a bias of shape ``(4H,)`` laid out as the gates ``(i, f, g, o)`` — the
     layout of ``flax.nnx.OptimizedLSTMCell``'s ``dense_h`` — the slice
-    ``[H, 2H)`` is ``forget_bias``. With ``b_f = 1`` the forget gate starts at
+    ``[H, 2H)`` is ``forget_bias``. It is for that fused cell only (use
+    :func:`jdl.nn.lstm_cell`). Flax's unfused ``LSTMCell`` keeps four
+    ``(H,)`` biases and applies ``bias_init`` to each of them; this
+    initialiser cannot tell such a bias from a fused one and would lay four
+    "gates" of ``H/4`` into every one of them (an error only when ``H`` is not a
+    multiple of 4). For that cell, initialise ``hf``'s bias with
+    ``constant(forget_bias)`` instead. With ``b_f = 1`` the forget gate starts at
     ``σ(1) ≈ 0.73``: the cell keeps most of its memory from the first step and
     gradients flow through time (seed 003: "adding a bias of 1 to the forget
     gate makes the LSTM as strong as the best gated variants").

@@ -46,7 +46,7 @@ def dropout(keep_prob: float, *, rngs: nnx.Rngs) -> nnx.Dropout:
       Srivastava, Hinton, Krizhevsky, Sutskever & Salakhutdinov (2014),
       "Dropout: a simple way to prevent neural networks from overfitting", JMLR.
     """
-    if not 0.0 < keep_prob <= 1.0:
+    if isinstance(keep_prob, bool) or not 0.0 < keep_prob <= 1.0:
         raise ValueError(
             f"keep_prob must be in (0, 1], got {keep_prob}; it is the probability of keeping a unit "
             f"(seed 003: {INPUT_KEEP_PROB} for inputs, {HIDDEN_KEEP_PROB} for hidden units)"
@@ -73,6 +73,11 @@ class GaussianNoise(nnx.Module):
         self.stddev = stddev
         self.deterministic = deterministic
         self.rngs = rngs[rng_collection].fork()
+
+    def set_view(self, deterministic: bool | None = None):
+        """What ``nnx.view(model, deterministic=...)`` calls, as for ``nnx.Dropout``."""
+        if deterministic is not None:
+            self.deterministic = deterministic
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if self.deterministic or self.stddev == 0:

@@ -277,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jdl {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\njdl {args.command}: interrupted; the last checkpoint is kept (use --resume)", file=sys.stderr)
+        kept = ("the last checkpoint is kept (use --resume)" if args.command == "train"
+                else "nothing was written")
+        print(f"\njdl {args.command}: interrupted; {kept}", file=sys.stderr)
         return 130
 
 

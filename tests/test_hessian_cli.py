@@ -74,7 +74,7 @@ def test_hessian_command_errors(run_dir, tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["hessian", str(tmp_path), "--top-k", "0"])
     # Train mode accumulated over batches would change the function with --batch-size.
-    assert main(["hessian", run_dir, "--mode", "train", "--batch-size", "100"]) == 2
+    assert main(["hessian", run_dir, "--overwrite", "--mode", "train", "--batch-size", "100"]) == 2
     assert "each --batch-size would analyse a different function" in capsys.readouterr().err
     # --out may not take the name of any run's own files, in another run's directory either.
     other = tmp_path / "other-run"
@@ -83,18 +83,18 @@ def test_hessian_command_errors(run_dir, tmp_path, capsys, monkeypatch):
     assert "config.json is the name of a `jdl train` run's own file" in capsys.readouterr().err
     assert not (other / "config.json").exists()
     # Too few Lanczos steps for both ends: the message names the value given.
-    assert main(["hessian", run_dir, "--method", "lanczos", "--top-k", "30", "--num-steps", "40"]) == 2
+    assert main(["hessian", run_dir, "--overwrite", "--method", "lanczos", "--top-k", "30", "--num-steps", "40"]) == 2
     err = capsys.readouterr().err
     assert "top_k=30 needs num_steps >= 60" in err and "got num_steps=40" in err
-    assert main(["hessian", run_dir, "--method", "lanczos", "--top-k", "1000", "--num-steps", "40"]) == 2
+    assert main(["hessian", run_dir, "--overwrite", "--method", "lanczos", "--top-k", "1000", "--num-steps", "40"]) == 2
     assert "top_k=1000 (of 610 parameters, 305 at each end) needs num_steps >= 610" in capsys.readouterr().err
     # A dense Hessian that would not fit is refused up front, with the way out.
     monkeypatch.setattr("jdl.hessian.operators.available_memory", lambda device=None: 10_000)
-    assert main(["hessian", run_dir, "--method", "dense"]) == 2
+    assert main(["hessian", run_dir, "--overwrite", "--method", "dense"]) == 2
     err = capsys.readouterr().err
     assert "dense Hessian of 610 parameters needs" in err and "--method lanczos" in err
     # A checkpoint epoch that does not exist: the epochs saved, not "corrupt".
-    assert main(["hessian", run_dir, "--epoch", "5"]) == 2
+    assert main(["hessian", run_dir, "--overwrite", "--epoch", "5"]) == 2
     err = capsys.readouterr().err
     assert "no checkpoint for epoch 5" in err and "saved are [0]" in err and "corrupt" not in err
     # An --out in a missing directory is refused before the analysis runs.
@@ -161,7 +161,7 @@ def test_train_mode_holds_dropout_at_one_mask_from_the_seed(tmp_path, capsys):
     out = str(tmp_path / "drop")
     assert main(["train", "--hidden", "8", "--epochs", "1", "--dropout", "0.5", "--out", out, "--no-progress"]) == 0
     common = ["hessian", out, "--mode", "train", "--top-k", "1", "--num-probes", "2", "--num-steps", "10",
-              "--trace-matvecs", "6", "--max-examples", "100"]
+              "--trace-matvecs", "6", "--max-examples", "100", "--overwrite"]
     losses = []
     for i, seed in enumerate(("0", "0", "1")):
         assert main(common + ["--seed", seed]) == 0
@@ -174,6 +174,8 @@ def test_train_mode_holds_dropout_at_one_mask_from_the_seed(tmp_path, capsys):
         losses.append(report["loss"])
     assert losses[0] == losses[1] != losses[2]
     assert main(common[:3] + ["eval"] + common[4:]) == 0
+    assert main(common[:3] + ["eval"] + common[4:-1]) == 2  # without --overwrite: refused, before any work
+    assert "already exist (an earlier analysis?); pass --overwrite" in capsys.readouterr().err
     assert "random draws" not in capsys.readouterr().out
 
 
@@ -189,7 +191,7 @@ def test_a_read_only_run_directory_is_analysed_with_out_elsewhere(run_dir, tmp_p
 
     monkeypatch.setattr(tempfile, "NamedTemporaryFile", named_temporary_file)
     small = ["--top-k", "1", "--num-probes", "2", "--num-steps", "10", "--trace-matvecs", "6",
-             "--max-examples", "100"]
+             "--max-examples", "100", "--overwrite"]
     assert main(["hessian", refused, *small]) == 2
     assert "is not writable (Permission denied): hessian.json" in capsys.readouterr().err
     assert main(["hessian", refused, *small, "--out", str(tmp_path / "elsewhere.png")]) == 0
@@ -246,6 +248,55 @@ def test_a_config_with_a_field_of_the_wrong_type_is_named(run_dir, tmp_path, cap
     shutil.copytree(run_dir, copy)
     config = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps(dict(config, **{field: value})))
-    assert main(["hessian", str(copy), "--top-k", "1"]) == 2
+    assert main(["hessian", str(copy), "--top-k", "1", "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "is not a valid run configuration" in err and field in err
+
+
+SMALL = ["--num-probes", "2", "--num-steps", "10", "--trace-matvecs", "6", "--max-examples", "100"]
+
+
+def test_out_paths_are_checked_before_any_work(run_dir, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import jdl.run
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the run was loaded before --out was checked")
+
+    monkeypatch.setattr(jdl.run, "load_run", no_work)
+    cases = [
+        (str(tmp_path / "missing") + os.sep, "the directory does not exist"),  # read as a file '.png' before
+        (os.path.join(run_dir, "checkpoints", "0", "h.png"), "inside the run's checkpoint directory"),
+    ]
+    (tmp_path / "afile").write_text("x")
+    cases.append((str(tmp_path / "afile" / "x.png"), "is a file, not a directory"))
+    if shutil.which("xelatex") is None:  # .pgf is listed by matplotlib but needs xelatex: it failed after the work
+        cases.append((str(tmp_path / "x.pgf"), "cannot write .pgf files on this machine"))
+    for out, message in cases:
+        assert main(["hessian", run_dir, "--top-k", "1", *SMALL, "--out", out]) == 2, out
+        assert message in capsys.readouterr().err, out
+
+
+def test_report_notes_a_clamped_top_k_and_records_its_settings(run_dir, tmp_path, capsys):
+    assert main(["hessian", run_dir, "--top-k", "400", *SMALL, "--out", str(tmp_path / "h.png")]) == 0
+    out = capsys.readouterr().out
+    assert "--top-k 400 exceeds half of the 610 parameters; 305 shown at each end" in out
+    report = json.loads((tmp_path / "h.json").read_text())
+    assert report["epoch"] == 0 and report["top_k"] == 400 and report["num_steps"] == 10  # epoch was null
+    before = (tmp_path / "h.json").read_text()
+    assert main(["hessian", run_dir, "--top-k", "1", *SMALL, "--out", str(tmp_path / "h.png")]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "h.json").read_text() == before  # an earlier report is never replaced silently
+
+
+def test_an_interrupted_analysis_does_not_mention_resume(run_dir, capsys, monkeypatch):
+    import jdl.run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jdl.run, "load_run", interrupted)
+    assert main(["hessian", run_dir, "--top-k", "1", "--overwrite", *SMALL]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; nothing was written" in err and "--resume" not in err

@@ -560,3 +560,60 @@ def test_hessian_analysis_residuals_follow_the_eigenvalues_and_gradient_tol_is_c
         assert float(jnp.max(top)) < 1e-3 * float(jnp.min(bottom))
         with pytest.raises(ValueError, match="gradient_tol must be a finite number >= 0"):
             jh.hessian_analysis(loss, jnp.zeros(45), jnp.ones(4), gradient_tol=-1.0)
+
+
+# --- from a review of `jdl hessian` and the plots ------------------------------------------
+
+
+def _quadratic(scale=1.0):
+    lam = jnp.linspace(-1.0, 3.0, 40)
+    return lambda p, d: 0.5 * scale * jnp.sum(lam * p**2) * jnp.mean(d)
+
+
+def test_analysis_stops_after_the_gradient_when_the_loss_is_not_finite():
+    # A diverged checkpoint ran every stage and printed an index of 0 from NaNs.
+    stages = []
+    with pytest.raises(ValueError, match=r"the loss is (nan|inf) .*not finite.*analyse an earlier checkpoint"):
+        jh.hessian_analysis(_quadratic(np.inf), jnp.ones(40), jnp.ones(4), method="lanczos", num_steps=20,
+                            progress=stages.append)
+    assert stages == ["loss and gradient"]
+
+
+def test_dense_analysis_checks_memory_before_any_work(monkeypatch):
+    import jdl.hessian.operators as ops
+
+    calls = []
+    monkeypatch.setattr(ops, "available_memory", lambda device=None: 1000)
+    with pytest.raises(MemoryError, match="dense Hessian of 40 parameters"):
+        jh.hessian_analysis(lambda p, d: calls.append(1) or _quadratic()(p, d), jnp.ones(40), jnp.ones(4),
+                            method="dense")
+    assert calls == []  # the loss was not even traced
+
+
+def test_slq_probes_are_batched_to_fit_in_memory_and_one_basis_too_large_is_refused(monkeypatch):
+    import jdl.hessian.analysis as analysis
+
+    seen = []
+    original = analysis.spectral_density
+    monkeypatch.setattr(analysis, "spectral_density", lambda *a, **kw: seen.append(kw["probe_batch_size"])
+                        or original(*a, **kw))
+    per_probe = 21 * 40 * 4  # (num_steps + 1) × n float32 numbers
+    monkeypatch.setattr(analysis, "available_memory", lambda: 2 * 3 * per_probe)  # half of it holds 3 bases
+    jh.hessian_analysis(_quadratic(), jnp.ones(40), jnp.ones(4), method="lanczos", num_steps=20, num_probes=10,
+                        top_k=2, trace_matvecs=8)
+    assert seen == [3]
+    monkeypatch.setattr(analysis, "available_memory", lambda: per_probe)
+    with pytest.raises(MemoryError, match=r"one Lanczos basis of 21 × 40 numbers .* lower num_steps"):
+        jh.hessian_analysis(_quadratic(), jnp.ones(40), jnp.ones(4), method="lanczos", num_steps=20)
+
+
+def test_density_plot_refuses_non_finite_values_and_keeps_to_the_spectrum(tmp_path):
+    lam = jnp.linspace(100.0, 101.0, 30)
+    density = jh.spectral_density(lambda v: lam * v, jnp.ones(30), key=0, num_steps=30, num_probes=2)
+    fig = jh.plot_spectral_density(density, eigenvalues=np.asarray(lam))
+    low, high = fig.axes[0].get_xlim()
+    assert low > 90  # the zero line had stretched the axis to 0, squashing the spectrum to a sliver
+    assert not fig.axes[0].patches  # 30 eigenvalues: ticks at their values, not a histogram's bars
+    with pytest.raises(ValueError, match="not finite"):
+        jh.plot_spectral_density(density, tmp_path / "x.png", eigenvalues=[1.0, np.inf, 2.0])
+    assert not (tmp_path / "x.png").exists()

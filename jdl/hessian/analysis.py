@@ -26,7 +26,9 @@ from jdl.hessian.critical import classify_curvature, eigenvalue_tolerance
 from jdl.hessian.density import SpectralDensity, spectral_density
 from jdl.hessian.lanczos import lanczos
 from jdl.hessian.operators import (
+    _format_bytes,
     _num_examples,
+    available_memory,
     check_dense_fits,
     dataset_hessian_operator,
     dense_eigenvalues,
@@ -161,6 +163,23 @@ def _dense_fits(n: int, dtype) -> bool:
     return True
 
 
+def _probe_batch_size(num_probes: int, steps: int, n: int, dtype) -> int | None:
+    """SLQ probes to run at once: all (``None``) while their ``(steps + 1) × n``
+    Krylov bases fit in half the free memory (the products' own working memory
+    needs the rest), else as many as do; ``MemoryError`` if one does not."""
+    per_probe = (steps + 1) * n * jnp.dtype(dtype).itemsize
+    free = available_memory()
+    if free is None or num_probes * per_probe <= free // 2:
+        return None
+    fits = int((free // 2) // per_probe)
+    if fits < 1:
+        raise MemoryError(
+            f"one Lanczos basis of {steps + 1} × {n:,} numbers needs {_format_bytes(per_probe)}, but only "
+            f"{_format_bytes(free)} is available; lower num_steps (jdl hessian --num-steps), analyse a smaller "
+            "model, or a single layer's block (block_eigenvalues)")
+    return fits
+
+
 def hessian_analysis(
     loss: Callable[[PyTree, Any], jax.Array],
     params: PyTree,
@@ -188,6 +207,10 @@ def hessian_analysis(
         reported (the two ends do not overlap).
       num_steps: Lanczos steps (for the ends, and per SLQ probe).
       num_probes: SLQ probes for the density (and the index, matrix-free).
+        They run together while their Krylov bases (``num_probes ×
+        (num_steps + 1) × n`` numbers) fit in half the free memory, and in
+        batches that do otherwise; if one basis alone does not fit,
+        ``MemoryError`` before any work names ``num_steps``.
       trace_matvecs: Hessian-vector products for Hutch++.
       method: ``"dense"``, ``"lanczos"`` or ``"auto"`` (dense up to
         ``dense_max_params`` parameters if it fits in memory by
@@ -197,6 +220,12 @@ def hessian_analysis(
       key: seed or PRNG key for the random probes.
       gradient_tol: ``‖g‖`` at or below which the point counts as critical.
       progress: called with a short message as each stage starts.
+
+    Raises:
+      ValueError: the loss or its gradient is not finite at ``params`` (a run
+        that diverged), after the first stage.
+      MemoryError: before any work, when the dense Hessian (``method="dense"``)
+        or one Lanczos basis would not fit in memory.
 
     Returns:
       :class:`HessianAnalysis`.
@@ -237,6 +266,9 @@ def hessian_analysis(
     check_number(gradient_tol, "gradient_tol", hint="a bound on ‖∇L‖ below which the point counts as critical")
     if gradient_tol is None:
         gradient_tol = float(np.sqrt(jnp.finfo(dtype).eps))
+    if method == "dense":  # before any work, not after the gradient
+        check_dense_fits(n, dtype, chunk_size=min(32, n))
+    probe_batch_size = _probe_batch_size(num_probes, steps, n, dtype)
     batched = batch_size is not None and batch_size < num_examples
     if batched:
         dataset_operator = dataset_hessian_operator(loss, batch_size=batch_size)
@@ -262,13 +294,16 @@ def hessian_analysis(
     value, grad = _value_and_grad(loss, params, data, batch_size)
     gnorm = float(jnp.linalg.norm(flatten(grad)[0]))
     seconds["gradient"] = time.perf_counter() - t0
+    if not (np.isfinite(float(value)) and np.isfinite(gnorm)):
+        raise ValueError(f"the loss is {float(value)} and ‖g‖ = {gnorm} at these parameters: not finite, so "
+                         "there is no curvature to analyse (a run that diverged, or parameters too large for "
+                         f"{jnp.dtype(dtype).name}); analyse an earlier checkpoint")
 
     residuals = None
     eig = None
     trace_exact = None
     t0 = time.perf_counter()
     if method == "dense":
-        check_dense_fits(n, dtype, chunk_size=min(32, n))
         say(f"dense Hessian ({n:,} × {n:,}) and its spectrum")
         if batch_size is not None and batch_size < num_examples:
             h = dense_matrix(dataset_operator, params, params, data, symmetrize=True)
@@ -307,7 +342,8 @@ def hessian_analysis(
     t0 = time.perf_counter()
     say(f"spectral density by SLQ ({num_probes} probes × {steps} steps)")
     density = with_operator(lambda mv, ps, p: spectral_density(
-        mv, p, *ps, key=k_density, num_steps=steps, num_probes=num_probes))(params, data)
+        mv, p, *ps, key=k_density, num_steps=steps, num_probes=num_probes,
+        probe_batch_size=probe_batch_size))(params, data)
     num_matvecs += int(density.num_matvecs)
     if method == "lanczos":
         index = float(density.quadrature.fraction_below(-tau))

@@ -85,6 +85,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="spectral-density plot path (default RUN_DIR/hessian_density.png; a directory gets "
                         "hessian_density.png inside it, a name without an extension gets .png); the JSON "
                         "report goes beside it with the same name and .json (default RUN_DIR/hessian.json)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the plot and report of an earlier analysis at the same paths (refused otherwise, "
+                        "before any work)")
     p.set_defaults(func=cmd_hessian)
     return p
 
@@ -96,6 +99,8 @@ RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "learning_curve.png
 def _check_plot_path(out_png: str, run_dir: str) -> None:
     """Refuse, before any work, a plot path matplotlib cannot write or one that
     would replace a file of the run (the plot's .json report goes beside it)."""
+    import io
+
     import matplotlib.figure
 
     extension = os.path.splitext(out_png)[1].lstrip(".").lower()
@@ -103,6 +108,18 @@ def _check_plot_path(out_png: str, run_dir: str) -> None:
     if extension not in formats:
         raise ValueError(f"--out {out_png}: matplotlib cannot write .{extension} files; use one of "
                          f"{', '.join('.' + f for f in sorted(formats))} (e.g. .png)")
+    try:  # a listed format may need an outside program (.pgf needs xelatex): try it on a tiny figure
+        probe = matplotlib.figure.Figure(figsize=(0.5, 0.5))
+        probe.text(0.5, 0.5, "λ")  # text makes .pgf measure it with TeX, as the real plot's labels will
+        probe.savefig(io.BytesIO(), format=extension)
+    except Exception as e:  # noqa: BLE001 - any failure means this format cannot be written here
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"--out {out_png}: matplotlib cannot write .{extension} files on this machine "
+                         f"({first}); use .png") from None
+    checkpoints = os.path.abspath(os.path.join(run_dir, "checkpoints"))
+    if os.path.commonpath([os.path.abspath(out_png), checkpoints]) == checkpoints:
+        raise ValueError(f"--out {out_png} is inside the run's checkpoint directory, whose epochs are deleted "
+                         "as newer ones are saved; choose a path outside it")
     stem = os.path.splitext(os.path.basename(out_png))[0]
     clashes = {os.path.basename(out_png), stem + ".json"} & set(RUN_FILES)
     if clashes:  # in this run's directory or any other run's
@@ -165,7 +182,9 @@ def format_report(analysis, *, mode: str = "eval") -> str:
         (f"top {len(a.top_eigenvalues)} λ", _values(a.top_eigenvalues)),
         (f"bottom {len(a.bottom_eigenvalues)} λ", _values(a.bottom_eigenvalues)),
         *([("Lanczos residual", f"max ‖Hy − λy‖ = {float(max(a.eigenvalue_residuals)):.2g} over these "
-                                f"{2 * len(a.top_eigenvalues)} eigenpairs"
+                                f"{2 * len(a.top_eigenvalues)} eigenpairs: each value lies that close to an "
+                                "eigenvalue,\nbut eigenvalues closer together than that may be merged or "
+                                "one skipped (--method dense resolves them)"
                                 + ("" if a.converged else
                                    "\nnot converged: these are Ritz values, and the true ends lie at or beyond "
                                    "them;\nmore --num-steps converges them"))]
@@ -191,22 +210,32 @@ def cmd_hessian(args) -> int:
     from jdl.hessian.operators import model_objective
     from jdl.hessian.plots import plot_spectral_density
     from jdl.run import load_run
+    from jdl.training.fit import epochs_checkpointed
     from jdl.validation import check_writable_dir
 
     run_dir = os.fspath(args.run_dir)
     if not os.path.isdir(run_dir):
         raise FileNotFoundError(f"{run_dir} is not a directory; pass the --out directory of a `jdl train` run")
     out_png = args.out or os.path.join(run_dir, "hessian_density.png")
-    if os.path.isdir(out_png):  # a directory: the plot goes inside it
+    if os.path.isdir(out_png) or out_png.endswith(("/", os.sep)):  # a directory: the plot goes inside it
+        if not os.path.isdir(out_png):
+            raise FileNotFoundError(f"--out {out_png}: the directory does not exist; create it or choose an "
+                                    "existing one")
         out_png = os.path.join(out_png, "hessian_density.png")
     elif not os.path.splitext(out_png)[1]:  # matplotlib would add .png itself; say where it goes
         out_png += ".png"
     out_dir = os.path.dirname(os.path.abspath(out_png))
     json_path = os.path.join(run_dir, "hessian.json") if args.out is None else os.path.splitext(out_png)[0] + ".json"
-    _check_plot_path(out_png, run_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"--out {out_png}: {out_dir} is a file, not a directory; choose another path")
     if not os.path.isdir(out_dir):  # checked before the analysis, not after it
         raise FileNotFoundError(f"--out {out_png}: the directory {out_dir} does not exist; create it or "
                                 "choose a path in an existing directory")
+    _check_plot_path(out_png, run_dir)
+    taken = [p for p in (out_png, json_path) if os.path.exists(p)]
+    if taken and not args.overwrite:
+        raise FileExistsError(f"{' and '.join(taken)} already exist (an earlier analysis?); pass --overwrite to "
+                              "replace them, or --out another path")
     if args.out is None:
         check_writable_dir(run_dir, what="the run directory",
                            hint="hessian.json and the density plot go there; pass --out elsewhere (e.g. "
@@ -215,6 +244,7 @@ def cmd_hessian(args) -> int:
         check_writable_dir(out_dir, what="the --out directory",
                            hint="the density plot and its .json go there; choose another --out or fix the permissions")
     run = load_run(run_dir, epoch=args.epoch)
+    epoch = args.epoch if args.epoch is not None else epochs_checkpointed(run_dir) - 1
     bad = [jax.tree_util.keystr(path) for path, a in jax.tree_util.tree_leaves_with_path(run.state.params)
            if jnp.issubdtype(a.dtype, jnp.floating) and not bool(jnp.all(jnp.isfinite(a)))]
     if bad:
@@ -264,22 +294,35 @@ def cmd_hessian(args) -> int:
                     analysis = analyse(cast(params), cast(model_state), cast(data))
             else:
                 analysis = analyse(params, model_state, data)
-    except MemoryError as e:  # the dense Hessian would not fit: say so as a usage error
-        raise ValueError(f"{e} (try --method lanczos)") from None
+    except MemoryError as e:  # a matrix or basis would not fit: say so as a usage error
+        dense = "dense Hessian" in str(e) and args.method != "lanczos"
+        raise ValueError(f"{e}{' (try --method lanczos)' if dense else ''}") from None
     print(format_report(analysis, mode=mode))
+    if len(analysis.top_eigenvalues) < args.top_k:
+        print(f"  {'note':<16}  --top-k {args.top_k} exceeds half of the {analysis.num_parameters:,} "
+              f"parameters; {len(analysis.top_eigenvalues)} shown at each end")
     settings = {"split": args.split, "mode": args.mode, "random_draws_seed": args.seed if train else None,
-                "step": int(run.state.step), "epoch": args.epoch,
+                "step": int(run.state.step), "epoch": epoch,
                 "float64": bool(args.float64), "matmul_precision": args.matmul_precision,
-                "backend": jax.default_backend(), "seed": args.seed, "max_examples": args.max_examples}
-    replaced = [p for p in (out_png, json_path) if os.path.exists(p)]
+                "backend": jax.default_backend(), "seed": args.seed, "max_examples": args.max_examples,
+                "top_k": args.top_k, "num_steps": args.num_steps, "num_probes": args.num_probes,
+                "trace_matvecs": args.trace_matvecs, "method_requested": args.method,
+                "dense_max": args.dense_max, "batch_size": args.batch_size}
+    # The plot first, through a temporary file: a failure leaves neither file
+    # half-written, nor a new report beside an old plot.
+    stem, extension = os.path.splitext(out_png)
+    partial = f"{stem}.partial{extension}"
+    try:
+        plot_spectral_density(
+            analysis.density, partial, eigenvalues=analysis.eigenvalues,
+            title=(f"Hessian spectrum: {run.config.model} on {run.config.dataset} "
+                   f"({args.split}, step {int(run.state.step)})"),
+        )
+        os.replace(partial, out_png)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
     write_json_atomic(json_path, analysis.to_json() | settings)
-    plot_spectral_density(
-        analysis.density, out_png, eigenvalues=analysis.eigenvalues,
-        title=(f"Hessian spectrum: {run.config.model} on {run.config.dataset} "
-               f"({args.split}, step {int(run.state.step)})"),
-    )
-    print(f"  {'saved':<16}  {out_png}, {json_path}")
-    if replaced:
-        print(f"  {'replaced':<16}  {', '.join(replaced)} (written by an earlier analysis)")
+    print(f"  {'saved':<16}  {out_png}, {json_path}{' (replaced)' if taken else ''}")
     return 0
 

@@ -52,20 +52,35 @@ def plot_spectral_density(
       density: from :func:`~jdl.hessian.spectral_density`.
       path: PNG to write.
       eigenvalues: exact eigenvalues to overlay as a histogram (e.g. from a
-        dense ``eigh``), for comparison.
+        dense ``eigh``), for comparison; fewer than 50, or all equal, are
+        drawn as ticks at their values instead (a histogram of a handful
+        draws bars beside them).
       log_scale: log-scaled density axis (showing seven decades below the maximum).
+
+    Raises:
+      ValueError: the density or the eigenvalues are not finite (a Hessian at
+        a point where the loss diverged), before anything is drawn or written.
     """
-    plt = _pyplot()
     grid, dens = np.asarray(density.grid), np.asarray(density.density)
+    ev = None if eigenvalues is None else np.asarray(eigenvalues, dtype=float).ravel()
+    if not (np.all(np.isfinite(grid)) and np.all(np.isfinite(dens))) or (ev is not None and not np.all(np.isfinite(ev))):
+        raise ValueError("the spectral density or the eigenvalues are not finite (NaN or inf): there is no "
+                         "spectrum to plot; the loss was probably not finite at these parameters")
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     floor = max(dens.max(), 1e-300) * 1e-7
     ax.plot(grid, np.maximum(dens, 1e-300), lw=1.5, color="C0",
             label=f"SLQ: {density.num_probes} probes × {density.num_steps} steps, σ = {float(density.sigma):.3g}")
-    if eigenvalues is not None:
-        ev = np.asarray(eigenvalues)
-        ax.hist(ev, bins=min(100, max(10, ev.size // 20)), density=True, alpha=0.35, color="C1",
-                label=f"exact eigenvalues (n = {ev.size})")
-    ax.axvline(0.0, color="k", lw=0.6, alpha=0.5)
+    if ev is not None and ev.size:
+        label = f"exact eigenvalues (n = {ev.size})"
+        if ev.size < 50 or np.ptp(ev) == 0:
+            ax.plot(ev, np.full(ev.shape, floor if log_scale else 0.0), "|", ms=14, color="C1", label=label,
+                    clip_on=False)
+        else:
+            ax.hist(ev, bins=min(100, max(10, ev.size // 20)), density=True, alpha=0.35, color="C1", label=label)
+    ax.set_xlim(grid.min(), grid.max())  # the density's own range: the zero line must not stretch it
+    if grid.min() <= 0.0 <= grid.max():
+        ax.axvline(0.0, color="k", lw=0.6, alpha=0.5)
     if log_scale:
         ax.set_yscale("log")
         ax.set_ylim(bottom=floor)

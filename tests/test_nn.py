@@ -730,3 +730,37 @@ def test_factorised_convolutions_keep_a_chosen_dtype_and_refuse_zero_sizes():
         jnn.SeparableConv(2, 3, 3, depth_multiplier=0, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="keep_prob must be in"):
         jnn.dropout(True, rngs=nnx.Rngs(0))
+
+
+def test_class_losses_with_minus_infinite_logits_and_traced_smoothing():
+    z, y = jnp.array([[0.0, -jnp.inf, 1.0]]), jnp.array([0])
+    # Smoothing 0 gave NaN (0 · −inf) where cross_entropy is finite.
+    np.testing.assert_allclose(jnn.label_smoothing_cross_entropy(0.0)(z, y), jnn.cross_entropy(z, y), rtol=1e-6)
+    soft = jax.vmap(lambda e: jnn.smooth_labels(jnp.array([0, 1]), 3, e))(jnp.array([0.0, 0.3]))
+    np.testing.assert_allclose(soft[1, 0], [0.8, 0.1, 0.1], rtol=1e-6)
+
+
+def test_labels_beyond_int32_are_out_of_range_not_wrapped():
+    with jax.enable_x64(True):
+        scores = jnp.zeros((1, 3))
+        wide = jnp.array([2**32 + 1], jnp.int64)  # cast to int32 it is class 1, a plausible loss
+        assert bool(jnp.isnan(jnn.negative_log_likelihood(scores, wide))[0])
+        assert bool(jnp.isnan(jnn.perceptron_loss(scores, wide))[0])
+
+
+def test_penalties_of_half_precision_parameters_do_not_overflow():
+    assert float(jnn.l2_penalty({"w": jnp.full((1000,), 10.0, jnp.float16)})) == 50_000.0
+    assert float(jnn.l1_penalty({"w": jnp.full((10_000,), 10.0, jnp.float16)})) == 100_000.0
+
+
+def test_pooling_edge_cases():
+    x = jnp.array([[[[-jnp.inf], [1.0]], [[2.0], [3.0]]]])
+    # the expectation skips an entry of probability 0, also when it is −inf (it was NaN)
+    expected = float(jnp.sum(jax.nn.softmax(jnp.array([2.0, 1.0, 3.0])) * jnp.array([2.0, 1.0, 3.0])))
+    assert float(jnn.stochastic_pool(x, 2, deterministic=True)[0, 0, 0, 0]) == pytest.approx(expected, rel=1e-6)
+    assert bool(jnp.isfinite(jnn.stochastic_pool(x, (2, 2), deterministic=True, probabilities="proportional")))
+    from jdl.nn.pooling import pooling_probabilities
+    np.testing.assert_allclose(pooling_probabilities(jnp.array([1e38, 5e37, 0.0]), "proportional"),
+                               [2 / 3, 1 / 3, 0.0], rtol=1e-6)  # NaN: 1/scale was flushed to 0
+    with pytest.raises(ValueError, match="an \\(N, C\\) input is already pooled"):
+        jnn.global_average_pool(jnp.ones((2, 3)))

@@ -350,3 +350,44 @@ def test_checked_hyperparameters_still_inject_and_vmap():
 
     out = jax.jit(jax.vmap(run))(jnp.array([1e-3, 1e-2]))
     assert out.shape == (2, 3) and bool(jnp.all(jnp.isfinite(out)))
+
+
+# --- from a review of the formulas, dtypes and settings -------------------------------------
+
+
+def test_injected_hyperparameters_in_bfloat16_are_accepted():
+    # Optax casts hyperparameters to the params' dtype; bfloat16's NumPy kind is 'V',
+    # which the check refused ("learning_rate must be a positive finite number").
+    params = jnp.zeros(3, jnp.bfloat16)
+    for opt in (optax.inject_hyperparams(jo.rmsprop)(learning_rate=1e-3),
+                optax.inject_hyperparams(jo.momentum)(learning_rate=1e-3),
+                optax.inject_hyperparams(jo.adam, static_args=("b2",))(learning_rate=1e-3)):
+        updates, _ = opt.update(jnp.ones(3, jnp.bfloat16), opt.init(params), params)
+        assert updates.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(updates)))
+    # b2 = 0.999 cast to bfloat16 is 1: Adam's bias correction 1 − b2ᵗ would be 0 (NaN updates)
+    with pytest.raises(ValueError, match=r"b2 is 1 in bfloat16.*static_args=\('b2',\)"):
+        optax.inject_hyperparams(jo.adam)(learning_rate=1e-3).init(params)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: jo.sgd(None), "learning_rate is required"),          # stepped up the loss
+    (lambda: jo.adam(None), "learning_rate is required"),
+    (lambda: jo.momentum(0.1, None), "momentum is required"),     # failed at the first update
+    (lambda: jo.rmsprop(0.1, nesterov=True), "nesterov=True needs a momentum"),  # silently plain RMSProp
+    (lambda: jo.transforms.scale_by_adam(b1=2.0), r"b1 must be in \[0, 1\)"),
+    (lambda: jo.transforms.add_momentum(1.5), r"momentum must be in \[0, 1\)"),
+    (lambda: jo.transforms.scale_by_rms(eps=0.0), "eps must be positive"),   # 0/0 = NaN
+    (lambda: jo.transforms.scale_by_adadelta(rho=1.0), r"rho must be in \[0, 1\)"),
+])
+def test_first_order_settings_are_checked_when_built(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_adam_family_in_float16_gives_no_nan_where_the_gradient_is_zero():
+    # ε = 1e-8 rounds to 0 in float16: a coordinate with zero gradient gave 0/0 = NaN.
+    params = jnp.zeros(2, jnp.float16)
+    for opt in (jo.adam(), jo.nadam(), jo.adamax()):
+        updates, state = opt.update(jnp.array([0.0, 1.0], jnp.float16), opt.init(params), params)
+        assert updates.dtype == jnp.float16 and float(updates[0]) == 0.0 and bool(jnp.isfinite(updates[1]))
+        assert all(leaf.dtype in (jnp.float16, jnp.int32) for leaf in jax.tree.leaves(state))

@@ -3,7 +3,14 @@
 Class scores are logits; softmax and log-softmax are evaluated stably as
 ``z - max(z) - log Σ exp(z - max(z))`` (Optax's implementation does this).
 
-Per-example losses reduce every axis but the batch axis, so they plug into
+Losses of real-valued targets (:func:`mean_squared_error`,
+:func:`binary_cross_entropy`, :func:`kl_divergence_standard_normal`) sum over
+every axis but the batch axis: one value per example. Class losses
+(:func:`cross_entropy`, :func:`negative_log_likelihood`,
+:func:`label_smoothing_cross_entropy`, :func:`perceptron_loss`) give one value
+per labelled position — ``(N,)`` for ``(N, k)`` scores, ``(N, T)`` for a
+sequence's per-step scores ``(N, T, k)`` — so the train step's mean is a mean
+over positions (tokens), as is usual for sequence models. Either plugs into
 :func:`jdl.training.make_train_step` unchanged. Penalties on parameters
 (:func:`l1_penalty`, :func:`l2_penalty`) return scalars to add to a loss.
 
@@ -75,9 +82,17 @@ def _check_label_shape(name: str, scores, labels) -> None:
 
 
 def _nan_where_out_of_range(loss: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
-    """``loss`` where ``0 <= label < num_classes``, NaN elsewhere (the gradient there is zero)."""
+    """``loss`` where ``0 <= label < num_classes``, NaN elsewhere (the gradient there is zero).
+    ``labels`` as given, before any cast (int64 2³² + 1 cast to int32 is class 1)."""
     valid = (labels >= 0) & (labels < num_classes)
     return jnp.where(valid, loss, jnp.asarray(jnp.nan, loss.dtype))
+
+
+def _check_smoothing(smoothing) -> None:
+    if isinstance(smoothing, jax.core.Tracer):  # a sweep under jit or vmap: checked by the caller, if at all
+        return
+    if not 0.0 <= smoothing <= 1.0:
+        raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -112,9 +127,9 @@ def negative_log_likelihood(log_probs: jax.Array, labels: jax.Array) -> jax.Arra
     A label outside ``[0, k)`` gives a NaN loss.
     """
     _check_label_shape("negative_log_likelihood", log_probs, labels)
-    labels = jnp.asarray(labels).astype(jnp.int32)
-    picked = jnp.take_along_axis(log_probs, labels[..., None], axis=-1)
-    return _nan_where_out_of_range(-picked[..., 0], labels, log_probs.shape[-1])
+    given = jnp.asarray(labels)
+    picked = jnp.take_along_axis(log_probs, given.astype(jnp.int32)[..., None], axis=-1)
+    return _nan_where_out_of_range(-picked[..., 0], given, log_probs.shape[-1])
 
 
 def binary_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -143,8 +158,7 @@ def smooth_labels(labels: jax.Array, num_classes: int, smoothing: float, dtype=N
     ``dtype``: of the targets (``None``: JAX's default float, float64 under x64;
     pass the logits' dtype to keep a loss in it).
     """
-    if not 0.0 <= smoothing <= 1.0:
-        raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
+    _check_smoothing(smoothing)
     return optax.smooth_labels(jax.nn.one_hot(labels, num_classes, dtype=dtype), smoothing)
 
 
@@ -160,13 +174,16 @@ def label_smoothing_cross_entropy(smoothing: float = 0.1) -> Callable[[jax.Array
       Szegedy, Vanhoucke, Ioffe, Shlens & Wojna (2016), "Rethinking the
       Inception architecture", CVPR, §7.
     """
-    if not 0.0 <= smoothing <= 1.0:
-        raise ValueError(f"smoothing must be in [0, 1], got {smoothing}")
+    _check_smoothing(smoothing)
 
     def loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
         _check_label_shape("label_smoothing_cross_entropy", logits, labels)
         targets = smooth_labels(labels, logits.shape[-1], smoothing, dtype=logits.dtype)
-        return _nan_where_out_of_range(optax.softmax_cross_entropy(logits, targets), labels, logits.shape[-1])
+        # A class of target weight 0 contributes 0, also where its logit is −inf
+        # (0 · −inf is NaN in optax.softmax_cross_entropy; cross_entropy is finite there).
+        log_p = jax.nn.log_softmax(logits, axis=-1)
+        terms = jnp.where(targets > 0, targets * log_p, jnp.zeros((), log_p.dtype))
+        return _nan_where_out_of_range(-jnp.sum(terms, axis=-1), labels, logits.shape[-1])
 
     return loss
 
@@ -193,12 +210,13 @@ def perceptron_loss(scores: jax.Array, labels: jax.Array) -> jax.Array:
       Rosenblatt (1958); Duda, Hart & Stork, "Pattern classification", §5.5.
     """
     _check_label_shape("perceptron_loss", scores, labels)
-    labels = jnp.asarray(labels).astype(jnp.int32)
+    given = jnp.asarray(labels)
+    labels = given.astype(jnp.int32)
     k = scores.shape[-1]
     true_score = jnp.take_along_axis(scores, labels[..., None], axis=-1)[..., 0]
     others = jnp.where(jax.nn.one_hot(labels, k, dtype=bool), -jnp.inf, scores)
     margin = jnp.max(others, axis=-1) - true_score
-    return _nan_where_out_of_range(jnp.where(margin >= 0, margin, 0), labels, k)
+    return _nan_where_out_of_range(jnp.where(margin >= 0, margin, 0), given, k)
 
 
 def l1_penalty(params: PyTree) -> jax.Array:
@@ -212,7 +230,8 @@ def l1_penalty(params: PyTree) -> jax.Array:
     """
     leaves = jax.tree.leaves(params)
     # |w| = sign(w)·w with sign(w) held constant: the same value, gradient sign(w)
-    return sum((jnp.sum(jax.lax.stop_gradient(jnp.sign(p)) * p) for p in leaves), jnp.zeros((), jnp.float32))
+    return sum((jnp.sum(jax.lax.stop_gradient(jnp.sign(p)) * p, dtype=_sum_dtype(p)) for p in leaves),
+               jnp.zeros((), jnp.float32))
 
 
 def l2_penalty(params: PyTree) -> jax.Array:
@@ -222,7 +241,12 @@ def l2_penalty(params: PyTree) -> jax.Array:
     the weights by ``(1 − ηα)`` each step: weight decay.
     """
     leaves = jax.tree.leaves(params)
-    return 0.5 * sum((jnp.sum(p * p) for p in leaves), jnp.zeros((), jnp.float32))
+    return 0.5 * sum((jnp.sum(jnp.square(p.astype(_sum_dtype(p)))) for p in leaves), jnp.zeros((), jnp.float32))
+
+
+def _sum_dtype(p) -> jnp.dtype:
+    """At least float32 for a penalty's sum: a float16 leaf's sum overflowed at 65 504."""
+    return jnp.promote_types(jnp.result_type(p), jnp.float32)
 
 
 def kl_divergence_standard_normal(mean: jax.Array, log_variance: jax.Array) -> jax.Array:

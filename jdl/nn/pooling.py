@@ -2,7 +2,12 @@
 
 Inputs are channels-last, ``(N, *spatial, C)``: ``(N, H, W, C)`` images or
 ``(N, T, C)`` sequences. ``max_pool`` and ``avg_pool`` are Flax's
-(``flax.nnx.max_pool``, ``flax.nnx.avg_pool``), re-exported.
+(``flax.nnx.max_pool``, ``flax.nnx.avg_pool``), re-exported as they are: with
+``padding="SAME"`` ``avg_pool`` counts the padded zeros
+(``count_include_pad=True`` by default, so an all-ones image averages to 0.5
+in a corner; pass ``count_include_pad=False`` for the mean of the real
+pixels), and with ``padding="VALID"`` a window larger than the input gives an
+empty output rather than an error.
 """
 
 from __future__ import annotations
@@ -44,6 +49,13 @@ def _windows(x: jax.Array, window: Sequence[int]) -> jax.Array:
     return jnp.reshape(x, x.shape[: d + 2] + (-1,))
 
 
+def _window_tuple(window, x: jax.Array) -> tuple:
+    """A window as a tuple; an integer is the same size along every spatial axis."""
+    if isinstance(window, (int, np.integer)) and not isinstance(window, (bool, np.bool_)):
+        return (int(window),) * (x.ndim - 2)
+    return tuple(window)
+
+
 def pooling_probabilities(windows: jax.Array, probabilities: Probabilities = "softmax") -> jax.Array:
     """The probabilities ``p_i`` of stochastic pooling within each window (last axis).
 
@@ -65,7 +77,11 @@ def pooling_probabilities(windows: jax.Array, probabilities: Probabilities = "so
         a = jnp.where(windows > 0, windows, jnp.zeros_like(windows))
         scale = jax.lax.stop_gradient(jnp.max(a, axis=-1, keepdims=True))
         positive = scale > 0
-        b = a / jnp.where(positive, scale, jnp.ones_like(scale))
+        # Divided by √scale twice: XLA computes a / scale as a · (1/scale), and
+        # 1/scale is subnormal, flushed to 0, for a scale near float32's largest
+        # value (1e38): p became 0/0.
+        root = jnp.sqrt(jnp.where(positive, scale, jnp.ones_like(scale)))
+        b = a / root / root
         total = jnp.sum(b, axis=-1, keepdims=True)
         uniform = jnp.full_like(a, 1.0 / a.shape[-1])
         return jnp.where(positive, b / jnp.where(positive, total, jnp.ones_like(total)), uniform)
@@ -96,7 +112,8 @@ def stochastic_pool(
 
     Args:
       x: ``(N, *spatial, C)``.
-      window: window size per spatial dimension, e.g. ``(2, 2)``.
+      window: window size per spatial dimension, e.g. ``(2, 2)``; an integer
+        is that size along every spatial axis.
       key: PRNG key for the draws (required in training).
       deterministic: evaluation mode.
       probabilities: ``"softmax"`` (default) or ``"proportional"`` (Zeiler & Fergus).
@@ -105,10 +122,10 @@ def stochastic_pool(
       Zeiler & Fergus (2013), "Stochastic pooling for regularization of deep
       convolutional neural networks", ICLR.
     """
-    windows = _windows(x, tuple(window))
+    windows = _windows(x, _window_tuple(window, x))
     p = pooling_probabilities(windows, probabilities)
-    if deterministic:
-        return jnp.sum(p * windows, axis=-1)
+    if deterministic:  # entries of probability 0 add 0, also where they are −inf (0 · −inf is NaN)
+        return jnp.sum(jnp.where(p > 0, p * windows, jnp.zeros((), windows.dtype)), axis=-1)
     if key is None:
         raise ValueError("stochastic_pool in training needs a key (or pass deterministic=True)")
     # Categorical draws from log p (Gumbel-max), in at least float32: an entry
@@ -159,9 +176,18 @@ def global_average_pool(x: jax.Array) -> jax.Array:
     the network works for any input size and has far fewer parameters (seed 000;
     Lin, Chen & Yan, 2014, "Network in network").
     """
+    _check_spatial("global_average_pool", x)
     return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
 
 
 def global_max_pool(x: jax.Array) -> jax.Array:
     """Maximum over every spatial axis: ``(N, *spatial, C) → (N, C)``."""
+    _check_spatial("global_max_pool", x)
     return jnp.max(x, axis=tuple(range(1, x.ndim - 1)))
+
+
+def _check_spatial(name: str, x: jax.Array) -> None:
+    """An ``(N, C)`` input has no spatial axis to pool over (it came back unchanged)."""
+    if x.ndim < 3:
+        raise ValueError(f"{name} pools over the spatial axes of (N, *spatial, C) inputs, got shape "
+                         f"{x.shape}; an (N, C) input is already pooled")

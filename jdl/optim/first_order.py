@@ -19,6 +19,10 @@ import numpy as np
 import optax
 
 from jdl.optim import transforms
+from jdl.optim._checks import check as _check
+from jdl.optim._checks import check_eps as _check_eps
+from jdl.optim._checks import check_required as _check_required
+from jdl.optim._checks import concrete as _concrete
 
 __all__ = [
     "adadelta",
@@ -35,41 +39,8 @@ __all__ = [
 ScalarOrSchedule = optax.ScalarOrSchedule
 
 
-def _concrete(value) -> bool:
-    """Whether ``value`` is a number (or array) to check now: not ``None``, a
-    schedule, or a value traced by ``optax.inject_hyperparams`` under
-    ``jax.jit`` or ``jax.vmap``."""
-    return value is not None and not callable(value) and not isinstance(value, jax.core.Tracer)
-
-
-def _check(value, name: str, *, positive: bool = False, below_one: bool = False) -> None:
-    """A concrete hyperparameter must be finite and ``>= 0`` (``> 0`` if
-    ``positive``; ``< 1`` too if ``below_one``), else ``ValueError``, when
-    the optimizer is built; anything else passes (:func:`_concrete`)."""
-    if not _concrete(value):
-        return
-    a = np.asarray(value)
-    ok = a.dtype.kind in "fiu" and bool(np.all(np.isfinite(a)))
-    ok = ok and bool(np.all(a > 0 if positive else a >= 0)) and (not below_one or bool(np.all(a < 1)))
-    if not ok:
-        need = ("in [0, 1)" if below_one else "a positive finite number" if positive
-                else "a finite number >= 0")
-        raise ValueError(f"{name} must be {need}, got {value!r}")
-
-
 def _check_rate(learning_rate) -> None:
-    _check(learning_rate, "learning_rate", positive=True)
-
-
-def _check_eps(eps, *, other=None, other_name: str = "") -> None:
-    """``ε > 0``, or ``ε >= 0`` where ``other`` (``ε_root``, an initial
-    accumulator) is positive and keeps the denominator away from 0."""
-    _check(eps, "eps")
-    _check(other, other_name)
-    rescued = other is not None and (not _concrete(other) or bool(np.all(np.asarray(other) > 0)))
-    if _concrete(eps) and bool(np.any(np.asarray(eps) == 0)) and not rescued:
-        raise ValueError(f"eps must be positive{f' (or {other_name} > 0)' if other_name else ''}: "
-                         "with 0 the update is 0/0 = NaN wherever the gradient is 0")
+    _check_required(learning_rate, "learning_rate", positive=True)
 
 
 def sgd(learning_rate: ScalarOrSchedule) -> optax.GradientTransformation:
@@ -116,7 +87,7 @@ def momentum(learning_rate: ScalarOrSchedule, momentum: float = 0.9) -> optax.Gr
       speeding up the convergence of iteration methods*, 1964.
     """
     _check_rate(learning_rate)
-    _check(momentum, "momentum", below_one=True)
+    _check_required(momentum, "momentum", below_one=True)
     return optax.chain(
         optax.scale_by_learning_rate(learning_rate),
         transforms.add_momentum(momentum),
@@ -139,7 +110,7 @@ def nesterov(learning_rate: ScalarOrSchedule, momentum: float = 0.9) -> optax.Gr
       initialization and momentum in deep learning*, ICML 2013.
     """
     _check_rate(learning_rate)
-    _check(momentum, "momentum", below_one=True)
+    _check_required(momentum, "momentum", below_one=True)
     return optax.chain(
         optax.scale_by_learning_rate(learning_rate),
         transforms.add_momentum(momentum, nesterov=True),
@@ -237,6 +208,9 @@ def rmsprop(
     _check(decay, "decay", below_one=True)
     _check_eps(eps)
     _check(momentum, "momentum", below_one=True)
+    if nesterov and momentum is None:
+        raise ValueError("nesterov=True needs a momentum (e.g. momentum=0.9); without one there is no "
+                         "momentum term to take in Nesterov's form")
     scale = transforms.scale_by_centered_rms if centered else transforms.scale_by_rms
     parts = [
         scale(decay=decay, eps=eps, eps_in_sqrt=eps_in_sqrt),

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jdl.optim.first_order import _check
+from jdl.optim._checks import check as _check
 
 __all__ = [
     "Coefficients",

@@ -52,7 +52,8 @@ from jax.flatten_util import ravel_pytree
 
 from jdl._linalg import eigh
 from jdl.optim import _krylov
-from jdl.optim.first_order import _check, _concrete
+from jdl.optim._checks import check as _check
+from jdl.optim._checks import concrete as _concrete
 from jdl.validation import check_count
 
 __all__ = [

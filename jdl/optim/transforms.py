@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jdl.optim._checks import check, check_eps, check_required
+
 __all__ = [
     "AdadeltaState",
     "AdagradState",
@@ -48,6 +50,20 @@ def _full_like(params, value):
 def _bias_correction(decay, count):
     """``1 − β^t`` in the moment's precision (``count`` is an int32 scalar)."""
     return 1 - decay**count
+
+
+def _wide(a) -> jnp.dtype:
+    """At least float32: the dtype a half-precision update is divided in."""
+    return jnp.promote_types(a.dtype, jnp.float32)
+
+
+def _ratio(numerator, denominator):
+    """``numerator / denominator(w)`` computed in ``w`` = at least float32 and
+    returned in the numerator's dtype. In float16 Adam's ``ε = 1e-8`` rounds
+    to 0 and a coordinate whose gradient was always 0 gave 0/0 = NaN (Optax's
+    own Adam does); float32 and float64 are unchanged."""
+    w = _wide(numerator)
+    return (numerator.astype(w) / denominator(w)).astype(numerator.dtype)
 
 
 def _increment(count):
@@ -104,6 +120,7 @@ def add_momentum(momentum: float = 0.9, *, nesterov: bool = False) -> optax.Grad
       Bengio, Boulanger-Lewandowski & Pascanu, *Advances in optimizing recurrent
       networks*, ICASSP 2013.
     """
+    check_required(momentum, "momentum", below_one=True)
 
     def init_fn(params):
         return MomentumState(velocity=_zeros_like(params))
@@ -153,6 +170,7 @@ def scale_by_adagrad(
       Duchi, Hazan & Singer, *Adaptive subgradient methods for online learning
       and stochastic optimization*, JMLR 2011.
     """
+    check_eps(eps, other=initial_accumulator_value, other_name="initial_accumulator_value")
 
     def init_fn(params):
         return AdagradState(sum_of_squares=_full_like(params, initial_accumulator_value))
@@ -219,6 +237,8 @@ def scale_by_rms(
       Tieleman & Hinton, *Lecture 6.5 — RMSProp*, COURSERA: Neural Networks for
       Machine Learning, 2012.
     """
+    check(decay, "decay", below_one=True)
+    check_eps(eps, other=initial_scale, other_name="initial_scale")
 
     def init_fn(params):
         return RmsState(mean_square=_full_like(params, initial_scale))
@@ -247,6 +267,9 @@ def scale_by_centered_rms(
       Graves, *Generating sequences with recurrent neural networks*,
       arXiv:1308.0850, 2013, eqs. 38–41.
     """
+    check(decay, "decay", below_one=True)
+    check_eps(eps)
+    check(initial_scale, "initial_scale")
 
     def init_fn(params):
         return CenteredRmsState(mean=_zeros_like(params), mean_square=_full_like(params, initial_scale))
@@ -297,6 +320,8 @@ def scale_by_adadelta(*, rho: float = 0.95, eps: float = 1e-6) -> optax.Gradient
     References:
       Zeiler, *ADADELTA: an adaptive learning rate method*, arXiv:1212.5701, 2012.
     """
+    check(rho, "rho", below_one=True)
+    check_eps(eps)
 
     def init_fn(params):
         return AdadeltaState(mean_square_grad=_zeros_like(params), mean_square_update=_zeros_like(params))
@@ -357,6 +382,9 @@ def scale_by_adam(
       Kingma & Ba, *Adam: a method for stochastic optimization*, ICLR 2015.
       Dozat, *Incorporating Nesterov momentum into Adam*, ICLR workshop 2016.
     """
+    check(b1, "b1", below_one=True)
+    check(b2, "b2", below_one=True)
+    check_eps(eps, other=eps_root, other_name="eps_root")
 
     def init_fn(params):
         return AdamState(count=jnp.zeros([], jnp.int32), mu=_zeros_like(params), nu=_zeros_like(params))
@@ -377,7 +405,7 @@ def scale_by_adam(
         else:
             mu_hat = jax.tree.map(lambda m: m / c1.astype(m.dtype), mu)
         updates = jax.tree.map(
-            lambda m, v: m / (jnp.sqrt(v / c2.astype(v.dtype) + eps_root) + eps), mu_hat, nu
+            lambda m, v: _ratio(m, lambda w: jnp.sqrt(v.astype(w) / c2.astype(w) + eps_root) + eps), mu_hat, nu
         )
         return updates, AdamState(count=count, mu=mu, nu=nu)
 
@@ -413,6 +441,9 @@ def scale_by_adamax(*, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) ->
     References:
       Kingma & Ba, *Adam: a method for stochastic optimization*, ICLR 2015, §7.1.
     """
+    check(b1, "b1", below_one=True)
+    check(b2, "b2", below_one=True)
+    check_eps(eps)
 
     def init_fn(params):
         return AdamaxState(count=jnp.zeros([], jnp.int32), mu=_zeros_like(params),
@@ -422,9 +453,13 @@ def scale_by_adamax(*, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) ->
         del params
         count = _increment(state.count)
         mu = jax.tree.map(lambda g, m: b1 * m + (1 - b1) * g, updates, state.mu)
-        u = jax.tree.map(lambda g, s: jnp.maximum(b2 * s, jnp.abs(g) + eps), updates, state.infinity_norm)
+        # u in at least float32 for the division (in float16 ε = 1e-8 rounds to 0, and a
+        # gradient that was always 0 gave 0/0); stored in the state's dtype.
+        u = jax.tree.map(lambda g, s: jnp.maximum(b2 * s.astype(_wide(s)), jnp.abs(g.astype(_wide(g))) + eps),
+                         updates, state.infinity_norm)
         c1 = _bias_correction(b1, count)
-        updates = jax.tree.map(lambda m, s: m / c1.astype(m.dtype) / s, mu, u)
+        updates = jax.tree.map(lambda m, s: _ratio(m / c1.astype(m.dtype), lambda w: s.astype(w)), mu, u)
+        u = jax.tree.map(lambda s, old: s.astype(old.dtype), u, state.infinity_norm)
         return updates, AdamaxState(count=count, mu=mu, infinity_norm=u)
 
     return optax.GradientTransformation(init_fn, update_fn)

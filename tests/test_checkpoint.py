@@ -194,24 +194,52 @@ def test_python_scalar_leaves_are_saved_and_compared(tmp_path):
             ck.restore(dict(tree, count=3.0))
 
 
-def test_resume_matches_callback_states_by_type_not_only_position(ds, tmp_path):
-    """Callback states were restored by position alone: callbacks passed in
-    another order on resume took each other's counters."""
+def test_resume_matches_callback_states_by_type_and_occurrence(ds, tmp_path):
+    """Callback states were restored by position: callbacks passed in another
+    order took each other's counters, and then (matched by position and type)
+    a stateless callback added in front was refused although the message said
+    it may be added."""
     from jdl.training import Callback, EarlyStopping
 
-    class Quiet(Callback):  # no state: may be added or left out on resume
+    class Quiet(Callback):  # no state: may be added, left out or moved on resume
         pass
 
     opt = optax.sgd(0.5)
     fit(_model(ds), cross_entropy, opt, ds, epochs=1, out_dir=tmp_path / "a",
         callbacks=[EarlyStopping(patience=50), Quiet()], **RUN)
-    with pytest.raises(ValueError, match=r"callback 0 \(jdl.training.callbacks.EarlyStopping\) kept state"):
+    with Checkpointer(tmp_path / "a" / "checkpoints") as ckpt:
+        saved = ckpt.read_meta()["callbacks"][0]
+    with pytest.raises(ValueError, match=r"callback 0 \(jdl.training.callbacks.EarlyStopping, number 1 of its "
+                                         r"type\) kept state .* have 0 of that type"):
         fit(_model(ds), cross_entropy, opt, ds, epochs=2, out_dir=tmp_path / "a", resume=True,
-            callbacks=[Quiet(), EarlyStopping(patience=50)], **RUN)
+            callbacks=[Quiet()], **RUN)
     stopper = EarlyStopping(patience=50)
+    seen = []
+
+    class Spy(Callback):
+        def on_fit_start(self, ctx, state):
+            seen.append((stopper.best, stopper.best_epoch))
+
     resumed = fit(_model(ds), cross_entropy, opt, ds, epochs=2, out_dir=tmp_path / "a", resume=True,
-                  callbacks=[stopper], **RUN)
+                  callbacks=[Quiet(), stopper, Spy()], **RUN)
+    assert seen == [(saved["best"], saved["best_epoch"])]  # the state reached the moved EarlyStopping
     assert stopper.best_epoch in (0, 1) and len(resumed.history) == 2
+
+
+def test_a_failed_resume_leaves_nothing_to_the_next_run(ds, tmp_path):
+    """A resume that failed after restoring callback state left EarlyStopping
+    marked as resumed: the next, unrelated run stopped on the old run's numbers
+    and returned its best parameters."""
+    from jdl.training import EarlyStopping
+
+    stopper = EarlyStopping(patience=1, restore_best=True)
+    fit(_model(ds), cross_entropy, optax.sgd(0.5), ds, epochs=2, out_dir=tmp_path / "a", callbacks=[stopper], **RUN)
+    with pytest.raises(ValueError, match="steps_per_call"):  # checked before anything is restored now
+        fit(_model(ds), cross_entropy, optax.sgd(0.5), ds, epochs=3, out_dir=tmp_path / "a", resume=True,
+            callbacks=[stopper], steps_per_call=0, **RUN)
+    fresh = fit(_model(ds), cross_entropy, optax.sgd(1e-4), ds, epochs=2, callbacks=[stopper], **RUN)
+    assert [r["epoch"] for r in fresh.history] == [0, 1] and stopper.best_epoch in (0, 1)
+    assert stopper.best == min(r["val_loss"] for r in fresh.history)
 
 
 def test_damaged_state_arrays_give_a_short_message_that_names_the_other_epochs(ds, tmp_path):

@@ -595,3 +595,53 @@ def test_shard_batch_names_a_scalar_entry():
     mesh = data_parallel_mesh()
     with pytest.raises(ValueError, match=r"batch entry \['n'\] is a scalar"):
         shard_batch({"x": np.zeros((8, 2), np.float32), "n": np.float32(3)}, mesh)
+
+
+# --- from a review of the training loop -------------------------------------------------------
+
+
+def _tiny_task():
+    rng = np.random.default_rng(0)
+    data = {"x": rng.normal(size=(40, 4)).astype(np.float32), "y": rng.integers(0, 2, 40).astype(np.int32)}
+    return get_model("mlp", (4,), 2, hidden=(3,)), data
+
+
+@pytest.mark.parametrize("metrics_fn, message", [
+    (lambda out, y: {"loss": jnp.float32(0.0)}, "metrics_fn returned 'loss', a name the step reports itself"),
+    (lambda out, y: {"correct": (out.argmax(-1) == y).astype(jnp.float32)},
+     r"metrics_fn's 'correct' has shape \(20,\); each metric must be a scalar"),
+])
+def test_metrics_fn_may_not_replace_the_loss_or_return_arrays(metrics_fn, message):
+    # A "loss" key replaced the loss that early stopping reads; a per-example array
+    # failed after an epoch in fit and gave 512× the accuracy in make_evaluate.
+    model, data = _tiny_task()
+    with pytest.raises(ValueError, match=message):
+        fit(model, cross_entropy, optax.sgd(0.1), data, epochs=1, batch_size=20, metrics_fn=metrics_fn,
+            progress=False)
+
+
+@pytest.mark.parametrize("options, error, message", [
+    (dict(steps_per_call=0), ValueError, "steps_per_call"),
+    (dict(loop="fast"), ValueError, "unknown loop 'fast'"),
+    (dict(metrics_fn=3), TypeError, "metrics_fn must be a function"),
+    (dict(drop_last="no"), TypeError, "drop_last must be True or False"),
+    (dict(seed=-1), ValueError, r"seed must be in \[0, 2\*\*32\)"),
+    (dict(seed=1.5), ValueError, "seed must be an integer"),
+    (dict(config={"lr": np.float32(0.01)}), TypeError, "config is saved with every checkpoint and must be JSON"),
+])
+def test_fit_settings_are_checked_before_any_work(tmp_path, options, error, message):
+    model, data = _tiny_task()
+    out = tmp_path / "run"
+    with pytest.raises(error, match=message):
+        fit(model, cross_entropy, optax.sgd(0.1), data, epochs=2, batch_size=20, out_dir=out, progress=False,
+            **options)
+    assert not out.exists()  # nothing made: the directory was created, then the run failed
+
+
+def test_early_stopping_on_validation_loss_without_validation_data_fails_at_the_start():
+    from jdl.training import EarlyStopping
+
+    model, data = _tiny_task()
+    with pytest.raises(ValueError, match="monitors 'val_loss' but this fit has no validation data"):
+        fit(model, cross_entropy, optax.sgd(0.1), data, epochs=3, batch_size=20, progress=False,
+            callbacks=[EarlyStopping()])

@@ -198,7 +198,6 @@ class ReduceLROnPlateau(Callback):
         self.min_delta, self.relative, self.cooldown = float(min_delta), relative, int(cooldown)
         self.min_learning_rate, self.mode, self.hyperparam = float(min_learning_rate), mode, hyperparam
         self._reset()
-        self._resumed = False
 
     def _reset(self) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -219,9 +218,8 @@ class ReduceLROnPlateau(Callback):
         return sign * value < sign * self.best - delta
 
     def on_fit_start(self, ctx, state):
-        if not self._resumed:  # a new run: nothing carries over from an earlier fit
+        if not ctx.resumed:  # a new run: nothing carries over from an earlier fit or a failed resume
             self._reset()
-        self._resumed = False
         # Fail before the first epoch, with the fix, rather than after it.
         set_injected_hyperparam(state.opt_state, self.hyperparam, lambda old: old)
         if self.hyperparam not in injected_hyperparams(state.opt_state):
@@ -280,4 +278,3 @@ class ReduceLROnPlateau(Callback):
     def set_state(self, state: dict) -> None:
         self.best, self.wait = state["best"], state["wait"]
         self.cooldown_left, self.reductions = state["cooldown_left"], state["reductions"]
-        self._resumed = True

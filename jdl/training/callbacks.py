@@ -35,6 +35,9 @@ class FitContext:
       callbacks: every callback of the run (so one can check for others).
       out_dir: the run directory, or None.
       stop_training: set to True to end the run after the current epoch.
+      resumed: this ``fit`` continues a checkpointed run (callback states were
+        restored with ``set_state``); ``False`` for a new run, which a
+        stateful callback starts afresh in ``on_fit_start``.
     """
 
     model: Any
@@ -50,6 +53,7 @@ class FitContext:
     callbacks: tuple = ()
     out_dir: str | None = None
     stop_training: bool = False
+    resumed: bool = False
 
 
 class Callback:
@@ -124,7 +128,6 @@ class EarlyStopping(Callback):
         self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
         self.mode, self.restore_best = mode, restore_best
         self._reset()
-        self._resumed = False
 
     def _reset(self) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -140,9 +143,14 @@ class EarlyStopping(Callback):
         return value > self.best + self.min_delta
 
     def on_fit_start(self, ctx, state):
-        if not self._resumed:  # a new run: nothing carries over from an earlier fit
+        # A new run starts afresh: nothing carries over from an earlier fit, nor
+        # from the state a failed resume had restored (a flag set by set_state
+        # outlived such a failure, and the next run stopped on its numbers).
+        if not ctx.resumed:
             self._reset()
-        self._resumed = False
+        if self.monitor.startswith("val_") and ctx.val_data is None:
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r} but this fit has no validation data; "
+                             "pass val_data (or a Dataset with a validation split), or monitor 'train_loss'")
         return None
 
     def on_epoch_end(self, ctx, state, logs):
@@ -173,7 +181,6 @@ class EarlyStopping(Callback):
     def set_state(self, state: dict) -> None:
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
         self._best_state = None
-        self._resumed = True
 
     def get_train_states(self) -> dict[str, TrainState]:
         if self.restore_best and self._best_state is not None:

@@ -16,7 +16,7 @@ import os
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +31,7 @@ from jdl.training import sharding as shd
 from jdl.training.callbacks import Callback, FitContext
 from jdl.training.checkpoint import Checkpointer
 from jdl.training.model import Model
-from jdl.training.state import TrainState, check_labels, create_train_state, step_keys
+from jdl.training.state import TrainState, check_labels, check_seed, create_train_state, step_keys
 from jdl.training.step import LoopKind, make_evaluate, make_fused_train_step, make_train_step
 from jdl.validation import (
     check_batch,
@@ -162,6 +162,26 @@ def fit(
     callbacks = _check_callbacks(callbacks)
     batch_size = check_positive_int(batch_size, "batch_size", hint="e.g. --batch-size 128")
     checkpoint_every = check_positive_int(checkpoint_every, "checkpoint_every")
+    # Every setting is checked here, before the model is built, a directory
+    # made or a checkpoint (and callback state) restored.
+    if steps_per_call is not None:
+        steps_per_call = check_positive_int(steps_per_call, "steps_per_call")
+    if loop not in get_args(LoopKind):
+        raise ValueError(f"unknown loop {loop!r}; use one of {get_args(LoopKind)}")
+    if metrics_fn is not None and not callable(metrics_fn):
+        raise TypeError(f"metrics_fn must be a function (outputs, targets) -> dict of scalars, got "
+                        f"{type(metrics_fn).__name__}")
+    for name, flag in (("drop_last", drop_last), ("grad_norm", grad_norm), ("resume", resume)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
+    if state is None:
+        check_seed(seed, "seed")
+    if config is not None:
+        try:
+            json.dumps(config)
+        except TypeError as e:
+            raise TypeError(f"config is saved with every checkpoint and must be JSON ({e}); convert NumPy or "
+                            "JAX scalars with float() or int()") from None
     if isinstance(data, Dataset):
         train, val = data.train, data.val if val_data is None else val_data
     else:
@@ -221,7 +241,9 @@ def fit(
         history: list[dict] = []
         start_epoch = 0
         stopped = False
+        resumed = False
         if resume and checkpointer is not None and checkpointer.latest_epoch() is not None:
+            resumed = True
             state, meta = checkpointer.restore(state)
             if meta.get("model") not in (None, model.name):  # same tree, another model (an activation, a class)
                 raise ValueError(f"the checkpoint in {out_dir} is of the model {meta['model']!r}, but this fit's "
@@ -256,7 +278,7 @@ def fit(
         evaluate = make_evaluate(model, loss_fn, metrics_fn=metrics_fn)
 
         steps_per_epoch = n // batch_size
-        chunk = steps_per_epoch if steps_per_call is None else check_positive_int(steps_per_call, "steps_per_call")
+        chunk = steps_per_epoch if steps_per_call is None else steps_per_call
         ctx = FitContext(
             model=model,
             loss_fn=loss_fn,
@@ -270,6 +292,7 @@ def fit(
             history=history,
             callbacks=tuple(callbacks),
             out_dir=out_dir,
+            resumed=resumed,
         )
         if out_dir is not None:
             _write_history(out_dir, history)
@@ -382,28 +405,34 @@ def _callback_type(cb: Callback) -> str:
 def _matched_callbacks(callbacks: tuple[Callback, ...], meta: dict, extra_states: list[str]):
     """``(i, callback)`` for each saved callback state ``i`` to restore.
 
-    States are saved by position. A callback whose saved state is not empty
-    (counters, a best state) must find a callback of the same type at its
-    position when the run resumes — callbacks passed in another order would
-    otherwise take each other's state; stateless ones may come and go.
+    A saved state goes to the callback of the same type and the same
+    occurrence among callbacks of that type (the second ``EarlyStopping``'s
+    to the second ``EarlyStopping``), wherever it now stands in the list: so
+    callbacks of other types may be added, left out or reordered. A saved
+    state that is not empty (counters, a best state) must find its callback.
     Checkpoints from before types were recorded are matched by position.
     """
     states = meta.get("callbacks", [])
     types = meta.get("callback_types")
     if types is None:
         return list(enumerate(callbacks[: len(states)]))
-    now = [_callback_type(cb) for cb in callbacks]
+    now: dict[str, list[Callback]] = {}
+    for cb in callbacks:
+        now.setdefault(_callback_type(cb), []).append(cb)
+    seen: dict[str, int] = {}
     matched = []
     for i, (kind, cb_state) in enumerate(zip(types, states)):
-        if i < len(callbacks) and now[i] == kind:
-            matched.append((i, callbacks[i]))
-            continue
-        if cb_state or any(name.startswith(f"callback{i}_") for name in extra_states):
-            found = now[i] if i < len(callbacks) else "no callback"
+        nth = seen.get(kind, 0)
+        seen[kind] = nth + 1
+        candidates = now.get(kind, [])
+        if nth < len(candidates):
+            matched.append((i, candidates[nth]))
+        elif cb_state or any(name.startswith(f"callback{i}_") for name in extra_states):
             raise ValueError(
-                f"the run was checkpointed with callbacks {types}; callback {i} ({kind}) kept state that the "
-                f"resumed run needs, but callback {i} now is {found}. Pass the same callbacks in the same "
-                "order to resume (callbacks without state may be added or left out)")
+                f"the run was checkpointed with callbacks {types}; callback {i} ({kind}, number {nth + 1} of its "
+                f"type) kept state that the resumed run needs, but the callbacks passed now have "
+                f"{len(candidates)} of that type. Pass it again to resume (callbacks of other types, and "
+                "callbacks without state, may be added, left out or reordered)")
     return matched
 
 

@@ -57,6 +57,27 @@ def make_loss(model: Model, loss_fn: LossFn, *, train: bool = False) -> Callable
     return loss
 
 
+def _extra_metrics(metrics_fn, outputs, targets, *, reserved: tuple[str, ...]) -> dict:
+    """``metrics_fn(outputs, targets)``, checked when the step is traced: a dict
+    of scalars (the epoch's figure is a mean over steps weighted by minibatch
+    size, so a per-example array has no place in it) that does not reuse the
+    step's own names (a ``"loss"`` replaced the loss that early stopping and
+    the learning-rate plateau rule read)."""
+    extra = metrics_fn(outputs, targets)
+    if not isinstance(extra, dict):
+        raise TypeError(f"metrics_fn must return a dict of scalar metrics, got {type(extra).__name__}")
+    taken = sorted(set(extra) & set(reserved))
+    if taken:
+        raise ValueError(f"metrics_fn returned {taken[0]!r}, a name the step reports itself ({', '.join(reserved)}); "
+                         "rename that metric")
+    shaped = {k: jnp.shape(v) for k, v in extra.items() if jnp.shape(v) != ()}
+    if shaped:
+        name, shape = next(iter(shaped.items()))
+        raise ValueError(f"metrics_fn's {name!r} has shape {shape}; each metric must be a scalar for the "
+                         f"minibatch (e.g. jnp.mean(...) over its examples)")
+    return extra
+
+
 def _train_step_fn(model: Model, loss_fn: LossFn, optimizer, metrics_fn: MetricsFn | None, grad_norm: bool = False):
     loss = make_loss(model, loss_fn, train=True)
     metrics_fn = metrics_fn or classification_metrics
@@ -79,7 +100,7 @@ def _train_step_fn(model: Model, loss_fn: LossFn, optimizer, metrics_fn: Metrics
         metrics = {"loss": value}
         if grad_norm:  # opt-in: it keeps the gradient alive past the update (≈5 % on a small MLP)
             metrics["grad_norm"] = optax.tree.norm(grads)
-        metrics.update(metrics_fn(outputs, batch["y"]))
+        metrics.update(_extra_metrics(metrics_fn, outputs, batch["y"], reserved=("loss", "grad_norm")))
         new_state = state.replace(params=params, model_state=model_state, opt_state=opt_state, step=state.step + 1)
         return new_state, metrics
 
@@ -175,7 +196,7 @@ def make_eval_step(
 
     def eval_step(state: TrainState, batch: Batch) -> dict:
         value, (outputs, _) = loss(state.params, state.model_state, batch)
-        return {"loss": value, **metrics_fn(outputs, batch["y"])}
+        return {"loss": value, **_extra_metrics(metrics_fn, outputs, batch["y"], reserved=("loss", "grad_norm"))}
 
     step = _checked(eval_step)
     return _jit_checked(step) if jit else step

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["eigh"]
+__all__ = ["eigh", "power_of_two_scale", "scaled_norm"]
 
 _EIGH_QR = getattr(getattr(jax.lax.linalg, "EighImplementation", None), "QR", None)  # jax ≥ 0.8.1
 
@@ -37,3 +37,23 @@ def eigh(a: jax.Array) -> tuple[jax.Array, jax.Array]:
         return values, vectors
 
     return jax.lax.platform_dependent(a, default=default, cuda=divide_and_conquer, rocm=divide_and_conquer)
+
+
+def scaled_norm(v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(‖v‖, v / ‖v‖)`` without underflow or overflow: the entries are first
+    divided by ``max|vᵢ|`` (``‖v‖²`` underflows in float32 for entries near
+    1e-20 and overflows near 1e19). A zero ``v`` gives ``(0, 0)``."""
+    peak = jnp.max(jnp.abs(v))
+    safe = jnp.where(peak > 0, peak, 1)
+    unit = v / safe
+    norm = jnp.linalg.norm(unit)
+    return peak * norm, jnp.where(norm > 0, unit / jnp.where(norm > 0, norm, 1), 0)
+
+
+def power_of_two_scale(v: jax.Array) -> jax.Array:
+    """``2^round(log₂ max|vᵢ|)`` in ``v``'s dtype (1 for a zero or non-finite
+    ``v``): dividing by it is exact, and brings ``v`` to order 1."""
+    peak = jnp.max(jnp.abs(v))
+    ok = jnp.isfinite(peak) & (peak > 0)
+    exponent = jnp.round(jnp.log2(jnp.where(ok, peak, 1)))
+    return jnp.exp2(exponent).astype(v.dtype)

@@ -18,6 +18,7 @@ from jdl.hessian import (
     model_objective,
     power_iteration,
     random_like,
+    spectral_density,
 )
 from jdl.models import get_model
 from jdl.nn import cross_entropy
@@ -623,3 +624,53 @@ def test_gpu_programs_solve_small_eigenproblems_by_divide_and_conquer(platform, 
     assert "lapack" not in text  # nothing of the CPU branch is left in a GPU program
     cpu = traced.lower(lowering_platforms=("cpu",)).as_text()
     assert "lapack_ssyevd_ffi" in cpu and solver not in cpu
+
+
+# --- from a review of restarts, scales and edge cases ---------------------------------------
+
+
+def test_a_finished_restarted_space_may_not_hide_further_copies_of_a_wanted_value():
+    # v0 an eigenvector of a triple top: the restarted space found 1.5 once more and
+    # the run stopped with [1.5, 1.5, 0] (converged) for [1.5, 1.5, 1.5].
+    with jax.enable_x64(True):
+        d = jnp.array([1.5] * 3 + [0.0] * 5)
+        r = lanczos(8, k=3, which="LA")(lambda v: d * v, jnp.zeros(8).at[0].set(1.0))
+        np.testing.assert_allclose(r.eigenvalues, [1.5, 1.5, 1.5], atol=1e-12)
+        assert bool(jnp.all(r.converged))
+        d = jnp.array([2.0] + [-1.0] * 5 + [1.0] * 5)
+        r = lanczos(11, k=2, which="SA")(lambda v: d * v, jnp.zeros(11).at[0].set(1.0))
+        np.testing.assert_allclose(r.eigenvalues, [-1.0, -1.0], atol=1e-12)
+
+
+def test_block_lanczos_after_a_restart_is_not_converged_until_the_space_is_spanned():
+    d = jnp.array([5.0, 3.0, 3.0] + [0.0] * 9)
+    v0 = jnp.zeros((2, 12)).at[0, 1].set(1.0).at[1, 2].set(1.0)  # sees only the 3s
+    short = lanczos(4, k=2, which="LA", block_size=2)(lambda v: d * v, v0)
+    assert not bool(jnp.any(short.converged))  # [3, 3] with zero residuals was reported converged
+    full = lanczos(12, k=2, which="LA", block_size=2)(lambda v: d * v, v0)
+    np.testing.assert_allclose(full.eigenvalues, [5.0, 3.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e20])
+def test_eigensolvers_work_at_any_operator_scale_in_float32(scale):
+    # Squares of entries near 1e-20 underflow in float32: λmax read 3.72 for 10, converged.
+    d = (jnp.linspace(-3.0, 10.0, 40) * scale).astype(jnp.float32)
+    for which, expected in (("LA", 10.0), ("SA", -3.0)):
+        r = lanczos(40, k=1, which=which)(lambda v: d * v, jnp.ones(40))
+        assert float(r.eigenvalues[0]) / scale == pytest.approx(expected, rel=1e-5) and bool(r.converged[0])
+    block = lanczos(40, k=1, which="LA", block_size=2)(lambda v: d * v, jnp.stack([jnp.ones(40), jnp.arange(40.0)]))
+    assert float(block.eigenvalues[0]) / scale == pytest.approx(10.0, rel=1e-5)
+    density = spectral_density(lambda v: d * v, jnp.ones(40), key=0, num_steps=20, num_probes=2)
+    nodes = np.asarray(density.quadrature.nodes) / scale
+    assert nodes.min() == pytest.approx(-3.0, rel=1e-3) and nodes.max() == pytest.approx(10.0, rel=1e-3)
+
+
+def test_operator_products_must_keep_the_input_structure():
+    # A product of the right size in another structure was flattened in a wrong order silently.
+    params = {"a": jnp.ones((2, 3)), "b": jnp.ones(4)}
+    with pytest.raises(ValueError, match="must return a pytree shaped like its input"):
+        lanczos(4)(lambda v: {"x": v}, params)
+    with pytest.raises(ValueError, match=r"leaf of shape \(3, 2\) for an input leaf of shape \(2, 3\)"):
+        lanczos(4)(lambda v: {"a": v["a"].T, "b": v["b"]}, params)
+    with pytest.raises(ValueError, match="v0 holds no numbers"):
+        lanczos_tridiagonal(4)(lambda v: v, {})

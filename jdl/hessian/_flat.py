@@ -148,11 +148,28 @@ def flat_matvec(matvec: Callable, unflatten: Callable, params: tuple) -> Callabl
 
     def mv(x: jax.Array) -> jax.Array:
         tree = jax.lax.optimization_barrier(unflatten(x))
-        out, _ = ravel_pytree(matvec(tree, *params))
+        product = matvec(tree, *params)
+        out, _ = ravel_pytree(product)
         check_product_size(out, x)
+        check_product_structure(product, tree)
         return out.astype(x.dtype)
 
     return mv
+
+
+def check_product_structure(product: PyTree, like: PyTree) -> None:
+    """An operator's product must be a pytree of the input's structure and leaf
+    shapes (checked at trace time): one of the right size only — ``{"x": v}``
+    for ``v``, or transposed leaves — was flattened into a wrong order silently."""
+    got, want = jax.tree.structure(product), jax.tree.structure(like)
+    if got != want:
+        raise ValueError(f"the operator must return a pytree shaped like its input ({want}), got {got}; return "
+                         "the product in the input's structure (e.g. jax.tree.map over the params)")
+    shapes = [(jnp.shape(a), jnp.shape(b)) for a, b in zip(jax.tree.leaves(product), jax.tree.leaves(like))]
+    bad = next(((a, b) for a, b in shapes if a != b), None)
+    if bad is not None:
+        raise ValueError(f"the operator returned a leaf of shape {bad[0]} for an input leaf of shape {bad[1]}; "
+                         "each leaf of the product must have its input leaf's shape")
 
 
 def check_product_size(out: jax.Array, x: jax.Array) -> None:

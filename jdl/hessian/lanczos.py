@@ -53,7 +53,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jdl._linalg import eigh
+from jdl._linalg import eigh, power_of_two_scale, scaled_norm
 from jdl.hessian._flat import (
     check_count,
     check_eigensolver_dtype,
@@ -216,6 +216,7 @@ class _State(NamedTuple):
     restart: jax.Array       # (n,) a fixed Gaussian vector; rolled by j it restarts step j
     krylov_start: jax.Array  # first row of the current Krylov space (> 0 after a restart)
     previous_start: jax.Array  # first row of the space before it (0: none, or the one from v0)
+    unit: jax.Array          # the run works on A / unit (see _lanczos_step); T's entries are in these units
 
 
 def _lanczos_step(mv: Callable, state: _State) -> _State:
@@ -225,7 +226,13 @@ def _lanczos_step(mv: Callable, state: _State) -> _State:
     # later read of the basis, scheduled after its update, costs XLA two
     # copies of the whole basis per step).
     q, previous = jax.lax.optimization_barrier((basis[j], basis[jnp.maximum(j - 1, 0)]))
+    # The run works on A / unit, unit a power of two from the first product
+    # (so dividing is exact): the norms and sums of squares below then neither
+    # underflow nor overflow for an operator of any scale (in float32 an
+    # operator with |λ| near 1e-20 gave wrong eigenvalues marked converged).
     w = mv(q)
+    unit = jnp.where(j == 0, power_of_two_scale(w), state.unit)
+    w = w / unit
     # The three-term recurrence, then one full classical Gram–Schmidt pass:
     # w already is orthogonal to the basis up to rounding, so the pass only
     # removes that rounding ("twice is enough" with the recurrence as the
@@ -273,21 +280,23 @@ def _lanczos_step(mv: Callable, state: _State) -> _State:
         restart=state.restart,
         krylov_start=jnp.where(invariant & ~full, j + 1, state.krylov_start),
         previous_start=jnp.where(invariant & ~full, state.krylov_start, state.previous_start),
+        unit=unit,
     )
 
 
 def _initial_state(v0: jax.Array, num_steps: int) -> tuple[_State, jax.Array]:
-    norm = jnp.linalg.norm(v0)
+    norm, _ = scaled_norm(v0)
     # Drawn once per call: drawing a fresh vector in every step costs more
     # than the step's Gram–Schmidt passes on CPU.
     restart = jax.random.normal(jax.random.key(0x1A2C05), v0.shape, v0.dtype)
     # A zero start has no direction: the run starts from the restart vector
     # (rolled, so that it is not the one a first restart would use).
     start = jnp.where(norm > 0, v0, jnp.roll(restart, -1))
-    basis = jnp.zeros((num_steps + 1,) + v0.shape, v0.dtype).at[0].set(start / jnp.linalg.norm(start))
+    basis = jnp.zeros((num_steps + 1,) + v0.shape, v0.dtype).at[0].set(scaled_norm(start)[1])
     zeros = jnp.zeros((num_steps,), v0.dtype)
     state = _State(jnp.zeros((), jnp.int32), basis, zeros, zeros, jnp.zeros((), v0.dtype),
-                   jnp.zeros((), bool), restart, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+                   jnp.zeros((), bool), restart, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32),
+                   jnp.ones((), v0.dtype))
     return state, norm
 
 
@@ -303,15 +312,18 @@ def lanczos_tridiagonal(num_steps: int) -> Callable[..., TridiagonalDecompositio
 
     def decompose(matvec: Callable, v0: PyTree, *params) -> TridiagonalDecomposition:
         x0, unflatten = flatten(v0)
+        if x0.shape[0] == 0:
+            raise ValueError("v0 holds no numbers (an empty pytree); pass a vector shaped like the operator's "
+                             "input, e.g. the params")
         m = min(num_steps, x0.shape[0])
         mv = flat_matvec(matvec, unflatten, params)
         state, norm = _initial_state(x0, m)
         state = jax.lax.fori_loop(0, m, lambda _, s: _lanczos_step(mv, s), state)
         return TridiagonalDecomposition(
             basis=state.basis[:m],
-            diagonal=state.diagonal,
-            off_diagonal=state.off_diagonal[: m - 1],
-            residual_norm=state.off_diagonal[m - 1],
+            diagonal=state.unit * state.diagonal,
+            off_diagonal=state.unit * state.off_diagonal[: m - 1],
+            residual_norm=state.unit * state.off_diagonal[m - 1],
             initial_norm=norm,
         )
 
@@ -437,10 +449,18 @@ def _not_beaten(t: jax.Array, end: jax.Array, start: jax.Array, beta: jax.Array,
         return _end_trusted(-earlier, valid, -threshold, -values[flipped], converged[flipped], count, tolerance,
                             finished)
 
+    # A finished space shows one copy of each of its eigenvalues: its extreme
+    # must beat no wanted value at all, not only those from the earlier spaces
+    # (with v0 an eigenvector of a triple top, the restarted space found the
+    # value once more and the run stopped with [1.5, 1.5, 0] for [1.5, 1.5, 1.5]).
     def worst_above(floor):  # the smallest earlier value among the wanted ones (≥ floor)
+        if finished:
+            return floor
         return jnp.min(jnp.where(valid & (earlier >= floor - tolerance), earlier, inf))
 
     def worst_below(ceiling):
+        if finished:
+            return ceiling
         return jnp.max(jnp.where(valid & (earlier <= ceiling + tolerance), earlier, -inf))
 
     if which == "LA":
@@ -450,7 +470,7 @@ def _not_beaten(t: jax.Array, end: jax.Array, start: jax.Array, beta: jax.Array,
     if which == "LM":
         smallest = jnp.min(jnp.abs(wanted))
         share = valid & (jnp.abs(earlier) >= smallest - tolerance)
-        worst = jnp.min(jnp.where(share, jnp.abs(earlier), inf))
+        worst = smallest if finished else jnp.min(jnp.where(share, jnp.abs(earlier), inf))
         return top_end(worst) & bottom_end(-worst)
     bottom = sel.shape[0] // 2  # BE: ⌊k/2⌋ from the bottom, the rest from the top
     ok = top_end(worst_above(jnp.min(wanted[bottom:])))
@@ -605,6 +625,7 @@ class _BlockState(NamedTuple):
     scale: jax.Array
     done: jax.Array
     restarted: jax.Array     # whether a lost direction was ever replaced by a fresh one
+    unit: jax.Array          # the run works on A / unit (as in _lanczos_step)
 
 
 def _block_lanczos_step(mv: Callable, state: _BlockState, restart: jax.Array) -> _BlockState:
@@ -612,6 +633,8 @@ def _block_lanczos_step(mv: Callable, state: _BlockState, restart: jax.Array) ->
     p, n = restart.shape
     q = jax.lax.dynamic_slice_in_dim(basis, j * p, p)
     w = jax.vmap(mv)(q)  # (p, n): the block's products, evaluated together
+    unit = jnp.where(j == 0, power_of_two_scale(w), state.unit)
+    w = w / unit
     scale = jnp.maximum(state.scale, jnp.max(jnp.linalg.norm(w, axis=1)))
     coefficients = basis @ w.T  # ((m + 1) p, p); written so that no transposed copy of the basis is made
     a = jax.lax.dynamic_slice_in_dim(coefficients, j * p, p, axis=0)
@@ -625,7 +648,7 @@ def _block_lanczos_step(mv: Callable, state: _BlockState, restart: jax.Array) ->
     t = jax.lax.dynamic_update_slice(t, b, ((j + 1) * p, j * p))
     t = jax.lax.dynamic_update_slice(t, b.T, (j * p, (j + 1) * p))
     basis = jax.lax.dynamic_update_slice_in_dim(basis, fresh, (j + 1) * p, axis=0)
-    return _BlockState(j + 1, basis, t, b, scale, state.done, state.restarted | restarted)
+    return _BlockState(j + 1, basis, t, b, scale, state.done, state.restarted | restarted, unit)
 
 
 def _block_eigsh(num_steps: int, k: int, which: str, tol, block_size: int, fixed_steps: bool):
@@ -642,10 +665,12 @@ def _block_eigsh(num_steps: int, k: int, which: str, tol, block_size: int, fixed
         check_eigensolver_dtype(x0.dtype, "lanczos")
         n = x0.shape[0]
         rows = jax.vmap(lambda tree: flatten(tree)[0])(v0)  # (p, n)
+        rows = rows / power_of_two_scale(rows)  # only their span matters: to order 1, exactly
         m = min(num_steps, n) // p  # block steps
         if m < 1 or k > m * p:
             raise ValueError(f"block_size={p} with num_steps={num_steps} on an operator of dimension {n} "
-                             f"allows {m} block steps; k={k} eigenpairs need at least k products")
+                             f"allows {m} block step(s) of {p} products (⌊min(num_steps, n) / block_size⌋), "
+                             f"{m * p} products in all; k={k} eigenpairs need at least k: lower block_size or k")
         eps_tol = jnp.sqrt(jnp.finfo(x0.dtype).eps) if tol is None else tol
         mv = flat_matvec(matvec, unflatten, params)
         restart = jax.random.normal(jax.random.key(0x1A2C05), (p, n), x0.dtype)
@@ -660,6 +685,7 @@ def _block_eigsh(num_steps: int, k: int, which: str, tol, block_size: int, fixed
             scale=jnp.zeros((), x0.dtype),
             done=jnp.zeros((), bool),
             restarted=jnp.zeros((), bool),
+            unit=jnp.ones((), x0.dtype),
         )
 
         def ritz_residuals(s: _BlockState):
@@ -696,12 +722,15 @@ def _block_eigsh(num_steps: int, k: int, which: str, tol, block_size: int, fixed
         scale = jnp.max(jnp.where(jnp.arange((m + 1) * p) < size, jnp.abs(theta), 0))
         settled = jnp.all(guards <= eps_tol * scale)
         ritz_vectors = vecs[:, sel].T @ state.basis
-        return LanczosResult(
-            eigenvalues=theta[sel],
+        return LanczosResult(  # back from A / unit to A
+            eigenvalues=state.unit * theta[sel],
             eigenvectors=unflatten_rows(unflatten, ritz_vectors),
-            residuals=residuals,
+            residuals=state.unit * residuals,
             num_matvecs=size,
-            converged=(residuals <= eps_tol * scale) & settled,
+            # After a restart (a lost direction replaced) zero residuals cannot show
+            # that a further copy of a wanted eigenvalue is not still unexplored:
+            # only a basis that spans the whole space settles it.
+            converged=(residuals <= eps_tol * scale) & settled & (~state.restarted | (size >= n)),
         )
 
     return eigsh
@@ -788,8 +817,12 @@ def lanczos(
     than that (measured: 6e-5·scale, a diagonal operator with triple and
     double eigenvalues, 1 start in 10): the space is then not recognised as
     invariant and, as in ordinary Lanczos, copies of repeated eigenvalues can
-    be missed. Use float64, or ``block_size`` of at least the multiplicity,
-    when repeated eigenvalues matter.
+    be missed. Invariance is only recognised if it comes before the wanted
+    values converge: in float64 too, eigenvalues 10 (×4) and 5 (×3) among 33
+    spread in [−2, 2] gave ``[10, 10, 5]`` for ``k=3``, converged, after 27
+    products. And in float32 a cluster narrower than ``tol · max|θ|`` counts
+    as one value. Use ``block_size`` of at least the multiplicity when
+    repeated or clustered eigenvalues matter.
 
     Returns:
       ``eigsh(matvec, v0, *params) -> LanczosResult``, pure and jittable;
@@ -888,10 +921,10 @@ def lanczos(
         # has exact residuals but no assurance that nothing better is missed.
         # A basis that spans the whole space leaves nothing unexplored.
         complete = restart_complete(state, t, theta, sel, beta, eps_tol * scale) | (state.step >= n)
-        return LanczosResult(
-            eigenvalues=theta[sel],
+        return LanczosResult(  # back from A / unit to A
+            eigenvalues=state.unit * theta[sel],
             eigenvectors=unflatten_rows(unflatten, ritz_vectors),
-            residuals=residuals,
+            residuals=state.unit * residuals,
             num_matvecs=state.step,
             converged=(residuals <= eps_tol * scale) & complete & settled,
         )

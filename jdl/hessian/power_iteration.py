@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jdl._linalg import scaled_norm
 from jdl.hessian._flat import check_count, check_number, flat_matvec, flatten, unflatten_rows
 
 PyTree = Any
@@ -114,9 +115,11 @@ def power_iteration(
 
         def one(i, carry):
             found, values, residuals, steps, converged = carry
+            # Norms scaled by the largest entry (scaled_norm): squares of entries
+            # near 1e-20 underflow in float32, and an operator that small read as zero.
             v = deflate(x0, found)
-            v = jnp.where(jnp.linalg.norm(v) > 0, v, deflate(fallback, found))
-            v = v / jnp.linalg.norm(v)
+            v = jnp.where(scaled_norm(v)[0] > 0, v, deflate(fallback, found))
+            v = scaled_norm(v)[1]
 
             def cond(s):
                 t, _, _, _, _, done = s
@@ -129,12 +132,11 @@ def power_iteration(
                 # residual ‖(I − P) A v − λ v‖ hides A v's part along the
                 # vectors found, which is what an inexact earlier v leaves.
                 new = jnp.vdot(v, av)
-                res = jnp.linalg.norm(av - new * v)
+                res = scaled_norm(av - new * v)[0]
                 done = jnp.abs(new - lam) / (jnp.abs(lam) + 1e-6) < tol
-                w = deflate(av, found)
-                norm = jnp.linalg.norm(w)
+                norm, unit = scaled_norm(deflate(av, found))
                 # A v = 0: v is an eigenvector (eigenvalue 0); keep it rather than divide by 0.
-                following = jnp.where(norm > 0, w / jnp.where(norm > 0, norm, 1), v)
+                following = jnp.where(norm > 0, unit, v)
                 # Keep v, the iterate λ and the residual belong to; its successor
                 # has no product yet.
                 return t + 1, following, v, new, res, done & (t > 0)

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from jdl._linalg import scaled_norm as scaled_norm
+
 
 def flat_objective(value_fn: Callable, params) -> tuple[jax.Array, Callable, Callable]:
     """``(x, f, unravel)``: the parameters as one vector and ``f(x) = value_fn(unravel(x))``."""
@@ -48,18 +50,6 @@ class CGResult(NamedTuple):
     iterations: jax.Array
     curvature: jax.Array
     residual_norm: jax.Array
-
-
-def scaled_norm(v: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(‖v‖, v / ‖v‖)`` without underflow or overflow: the entries are first
-    divided by ``max|vᵢ|`` (in float32 ``‖v‖²`` underflows for entries near
-    1e-20, and a gradient that small gave a zero step). A zero ``v`` gives
-    ``(0, 0)``."""
-    peak = jnp.max(jnp.abs(v))
-    safe = jnp.where(peak > 0, peak, 1)
-    unit = v / safe
-    norm = jnp.linalg.norm(unit)
-    return peak * norm, jnp.where(norm > 0, unit / jnp.where(norm > 0, norm, 1), 0)
 
 
 def conjugate_gradient(matvec: Callable, b: jax.Array, *, max_iters: int, tol: float) -> CGResult:

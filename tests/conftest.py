@@ -3,6 +3,7 @@ tests, and strict rank promotion so silent broadcasting bugs fail loudly."""
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -15,6 +16,15 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 4)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# One XLA compilation cache for the whole run, shared by the xdist workers: many
+# tests compile the same program (a model's fused epoch, a solver's loop) in
+# separate processes or closures, and each compiles it afresh otherwise. Tracing
+# still happens, so tests that count traces or jit cache entries are unaffected.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), f"jdl-tests-xla-{_RUN}"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -336,3 +336,15 @@ def test_opening_to_read_creates_nothing_and_a_file_is_refused(tmp_path):
     with pytest.raises(NotADirectoryError, match="exists and is not a directory"):
         Checkpointer(target)
     assert target.read_text() == "keep me"
+
+
+def test_resume_refuses_other_minibatching_or_another_training_set_size(ds, tmp_path):
+    # A changed batch size resumed silently: steps went 7, 14, 16, 18 and the shuffling no longer continued.
+    fit(_model(ds), cross_entropy, optax.adam(1e-2), ds, epochs=1, out_dir=tmp_path, **RUN)
+    with pytest.raises(ValueError, match=r"other data settings \(batch_size 100 then, 50 now\)"):
+        fit(_model(ds), cross_entropy, optax.adam(1e-2), ds, epochs=2, out_dir=tmp_path, resume=True,
+            **dict(RUN, batch_size=50))
+    fewer = {k: v[:1000] for k, v in ds.train.items()}
+    with pytest.raises(ValueError, match=r"num_examples .* then, 1000 now"):
+        fit(_model(ds), cross_entropy, optax.adam(1e-2), fewer, val_data=ds.val, epochs=2, out_dir=tmp_path,
+            resume=True, **RUN)

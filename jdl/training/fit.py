@@ -138,7 +138,8 @@ def fit(
         A directory that already holds a run is never overwritten: pass
         ``resume=True`` to continue it.
       resume: continue from the latest checkpoint in ``out_dir``, written by
-        a model of the same name (``Model.name``) and parameter tree.
+        a model of the same name (``Model.name``) and parameter tree, on as
+        many training examples with the same ``batch_size`` and ``drop_last``.
       checkpoint_every: checkpoint every this many epochs (and at the end).
       drop_last: skip each epoch's final partial minibatch.
       steps_per_call: steps fused into one compiled call (default: a whole
@@ -249,6 +250,14 @@ def fit(
                 raise ValueError(f"the checkpoint in {out_dir} is of the model {meta['model']!r}, but this fit's "
                                  f"model is {model.name!r}; resume with the model that wrote it, or pass another "
                                  "out_dir (or resume=False) to start afresh")
+            saved_data = meta.get("data")  # absent in checkpoints from before it was recorded
+            now = _data_record(n, batch_size, drop_last)
+            if saved_data is not None and saved_data != now:
+                changed = ", ".join(f"{k} {saved_data.get(k)!r} then, {v!r} now" for k, v in now.items()
+                                    if saved_data.get(k) != v)
+                raise ValueError(f"the run in {out_dir} was trained with other data settings ({changed}): its "
+                                 "steps and shuffling would not continue; resume with the settings it was "
+                                 "started with, or pass another out_dir to start afresh")
             history = list(meta.get("history", []))
             start_epoch = int(meta["epoch"]) + 1
             stopped = bool(meta.get("stopped", False))  # a run that stopped early stays stopped
@@ -361,6 +370,7 @@ def fit(
                             "callbacks": [cb.get_state() for cb in callbacks],
                             "callback_types": [_callback_type(cb) for cb in callbacks],
                             "model": model.name,
+                            "data": _data_record(n, batch_size, drop_last),
                             "stopped": bool(ctx.stop_training),
                         },
                         extra,
@@ -396,6 +406,12 @@ def _check_callbacks(callbacks) -> tuple[Callback, ...]:
         raise TypeError(f"callbacks must be jdl.training.Callback objects, got {bad[0]!r} "
                         f"({type(bad[0]).__name__}); subclass Callback and override the hooks you need")
     return callbacks
+
+
+def _data_record(n: int, batch_size: int, drop_last: bool) -> dict:
+    """What a resumed run must share with the run it continues for its steps
+    and shuffling to continue: the training set's size and the minibatching."""
+    return {"num_examples": int(n), "batch_size": int(batch_size), "drop_last": bool(drop_last)}
 
 
 def _callback_type(cb: Callback) -> str:

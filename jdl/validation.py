@@ -44,6 +44,15 @@ def check_batch_entries(batch) -> None:
 _WIDE = (np.dtype(np.float64), np.dtype(np.complex128))
 
 
+def _rounded_to(a) -> str | None:
+    """The dtype JAX in 32-bit mode would silently round ``a`` to (``"float32"``
+    or ``"complex64"``), or ``None`` when it keeps ``a``'s dtype."""
+    dtype = getattr(a, "dtype", None)
+    if jax.config.jax_enable_x64 or dtype is None or np.dtype(dtype) not in _WIDE:
+        return None
+    return "float32" if np.dtype(dtype).kind == "f" else "complex64"
+
+
 def check_no_silent_downcast(batch, *, where: str = "batch") -> None:
     """Refuse float64 (complex128) entries while JAX runs in 32-bit mode.
 
@@ -54,16 +63,11 @@ def check_no_silent_downcast(batch, *, where: str = "batch") -> None:
     (``create_train_state``, ``fit``, the train and eval steps) rather than
     accepted by some and rounded.
     """
-    import jax
-
-    if jax.config.jax_enable_x64:
-        return
     for name, a in batch.items():
-        dtype = getattr(a, "dtype", None)
-        if dtype is not None and np.dtype(dtype) in _WIDE:
-            narrow = "float32" if np.dtype(dtype).kind == "f" else "complex64"
+        narrow = _rounded_to(a)
+        if narrow:
             raise ValueError(
-                f"{where} entry {name!r} is {np.dtype(dtype)} but JAX runs in 32-bit mode "
+                f"{where} entry {name!r} is {np.dtype(a.dtype)} but JAX runs in 32-bit mode "
                 f"(jax_enable_x64 is off) and would silently round it to {narrow}; cast it, e.g. "
                 f"{name}.astype(np.{narrow}), or enable 64-bit with "
                 "jax.config.update('jax_enable_x64', True) before creating the model"
@@ -73,14 +77,11 @@ def check_no_silent_downcast(batch, *, where: str = "batch") -> None:
 def check_tree_no_silent_downcast(tree, *, where: str) -> None:
     """:func:`check_no_silent_downcast` for the leaves of any pytree (a model's
     initial parameters, an optimizer state), each named by its path."""
-    if jax.config.jax_enable_x64:
-        return
     for path, a in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        dtype = getattr(a, "dtype", None)
-        if dtype is not None and np.dtype(dtype) in _WIDE:
-            narrow = "float32" if np.dtype(dtype).kind == "f" else "complex64"
+        narrow = _rounded_to(a)
+        if narrow:
             raise ValueError(
-                f"{where}{jax.tree_util.keystr(path)} is {np.dtype(dtype)} but JAX runs in 32-bit mode "
+                f"{where}{jax.tree_util.keystr(path)} is {np.dtype(a.dtype)} but JAX runs in 32-bit mode "
                 f"(jax_enable_x64 is off) and would silently round it to {narrow}; build it as {narrow} "
                 "(e.g. np.asarray(w, np.float32)), or enable 64-bit with "
                 "jax.config.update('jax_enable_x64', True) first"

@@ -44,7 +44,12 @@ def _mode_for(path: str) -> int:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` all at once or not at all: into a fresh temporary
+    """:func:`write_bytes_atomic` of ``text`` encoded as UTF-8."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` all at once or not at all: into a fresh temporary
     file beside it (a unique name, so concurrent writers do not collide), flushed
     to disk, then renamed over ``path``. A failure removes the temporary file.
     The file gets the permissions a plain ``open`` would give it (those of the
@@ -53,8 +58,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     path = os.fspath(path)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".{os.path.basename(path)}.")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, _mode_for(path))

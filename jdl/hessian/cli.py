@@ -10,6 +10,7 @@ Registered on the main parser by :func:`add_parser`; the work is done by
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import os
 import sys
@@ -205,10 +206,10 @@ def cmd_hessian(args) -> int:
     import jax
     import jax.numpy as jnp
 
-    from jdl._io import write_json_atomic
+    from jdl._io import write_bytes_atomic, write_json_atomic
     from jdl.hessian.analysis import hessian_analysis
     from jdl.hessian.operators import model_objective
-    from jdl.hessian.plots import plot_spectral_density
+    from jdl.hessian.plots import DPI, plot_spectral_density
     from jdl.run import load_run
     from jdl.training.fit import epochs_checkpointed
     from jdl.validation import check_writable_dir
@@ -308,20 +309,21 @@ def cmd_hessian(args) -> int:
                 "top_k": args.top_k, "num_steps": args.num_steps, "num_probes": args.num_probes,
                 "trace_matvecs": args.trace_matvecs, "method_requested": args.method,
                 "dense_max": args.dense_max, "batch_size": args.batch_size}
-    # The plot first, through a temporary file: a failure leaves neither file
-    # half-written, nor a new report beside an old plot.
-    stem, extension = os.path.splitext(out_png)
-    partial = f"{stem}.partial{extension}"
+    # The plot is drawn in memory and written first, atomically: a failure
+    # leaves neither file half-written, nor a new report beside an old plot.
+    fig = plot_spectral_density(
+        analysis.density, None, eigenvalues=analysis.eigenvalues,
+        title=(f"Hessian spectrum: {run.config.model} on {run.config.dataset} "
+               f"({args.split}, step {int(run.state.step)})"),
+    )
+    image = io.BytesIO()
     try:
-        plot_spectral_density(
-            analysis.density, partial, eigenvalues=analysis.eigenvalues,
-            title=(f"Hessian spectrum: {run.config.model} on {run.config.dataset} "
-                   f"({args.split}, step {int(run.state.step)})"),
-        )
-        os.replace(partial, out_png)
+        fig.savefig(image, format=os.path.splitext(out_png)[1].lstrip(".").lower(), dpi=DPI)
     finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+        import matplotlib.pyplot as plt  # after plots chose the backend
+
+        plt.close(fig)
+    write_bytes_atomic(out_png, image.getvalue())
     write_json_atomic(json_path, analysis.to_json() | settings)
     print(f"  {'saved':<16}  {out_png}, {json_path}{' (replaced)' if taken else ''}")
     return 0

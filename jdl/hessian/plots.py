@@ -28,12 +28,16 @@ def _pyplot():
     return plt
 
 
+#: Resolution of every saved plot.
+DPI = 110
+
+
 def _finish(fig, path: str | None, title: str):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=DPI)
         _pyplot().close(fig)
     return fig
 

@@ -67,7 +67,7 @@ def plot_spectral_density(
     """
     grid, dens = np.asarray(density.grid), np.asarray(density.density)
     ev = None if eigenvalues is None else np.asarray(eigenvalues, dtype=float).ravel()
-    if not (np.all(np.isfinite(grid)) and np.all(np.isfinite(dens))) or (ev is not None and not np.all(np.isfinite(ev))):
+    if not all(np.all(np.isfinite(a)) for a in (grid, dens, () if ev is None else ev)):
         raise ValueError("the spectral density or the eigenvalues are not finite (NaN or inf): there is no "
                          "spectrum to plot; the loss was probably not finite at these parameters")
     plt = _pyplot()

@@ -14,15 +14,12 @@ exact settings under which each one equals its Optax counterpart.
 
 from __future__ import annotations
 
-import jax
-import numpy as np
 import optax
 
 from jdl.optim import transforms
 from jdl.optim._checks import check as _check
 from jdl.optim._checks import check_eps as _check_eps
 from jdl.optim._checks import check_required as _check_required
-from jdl.optim._checks import concrete as _concrete
 
 __all__ = [
     "adadelta",

@@ -159,10 +159,10 @@ def _check_learning_rate(learning_rate, name: str, *, static: str = ""):
     _check(learning_rate, "learning_rate", positive=True)
 
 
-def _check_damping(damping, min_damping, max_damping, *, positive: bool) -> None:
-    """``λ ≥ 0`` (``> 0`` if ``positive``) and ``0 ≤ min_damping ≤ max_damping``,
-    for concrete values (traced ones, under ``optax.inject_hyperparams``, pass)."""
-    _check(damping, "damping", positive=positive)
+def _check_damping(damping, min_damping, max_damping) -> None:
+    """``λ ≥ 0`` and ``0 ≤ min_damping ≤ max_damping``, for concrete values
+    (traced ones, under ``optax.inject_hyperparams``, pass)."""
+    _check(damping, "damping")
     _check(min_damping, "min_damping")
     _check(max_damping, "max_damping", positive=True)
     if _concrete(min_damping) and _concrete(max_damping) and float(min_damping) > float(max_damping):
@@ -404,7 +404,7 @@ def damped_newton(
       optimization*, ICML 2010, §4.1.
     """
     _check_learning_rate(learning_rate, "damped_newton")
-    _check_damping(damping, min_damping, max_damping, positive=False)
+    _check_damping(damping, min_damping, max_damping)
     _check_count_setting(max_shift_attempts, "max_shift_attempts", 0)
 
     def init_fn(params):
@@ -488,7 +488,7 @@ def damped_newton_cg(
       Pearlmutter, *Fast exact multiplication by the Hessian*, 1994.
     """
     _check_learning_rate(learning_rate, "damped_newton_cg")
-    _check_damping(damping, min_damping, max_damping, positive=False)
+    _check_damping(damping, min_damping, max_damping)
     _check(tol, "tol")
     _check_count_setting(max_iters, "max_iters", 1)
     _check_count_setting(max_restarts, "max_restarts", 0)
@@ -621,7 +621,7 @@ def saddle_free_newton(
       optimization*, NeurIPS 2014.
     """
     _check_learning_rate(learning_rate, "saddle_free_newton")
-    _check_damping(damping, min_damping, max_damping, positive=False)
+    _check_damping(damping, min_damping, max_damping)
 
     init_fn = _saddle_free_init(damping)
 
@@ -699,7 +699,7 @@ def saddle_free_newton_lanczos(
       Lanczos, 1950.
     """
     _check_learning_rate(learning_rate, "saddle_free_newton_lanczos", static="num_steps")
-    _check_damping(damping, min_damping, max_damping, positive=False)
+    _check_damping(damping, min_damping, max_damping)
     _check_count_setting(num_steps, "num_steps", 1)
 
     init_fn = _saddle_free_init(damping)

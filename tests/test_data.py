@@ -1,19 +1,25 @@
 """Datasets without network, and minibatching."""
 
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from jdl.data import (
     DATASETS,
+    Dataset,
     batches,
     digits,
     epoch_indices,
+    epoch_permutation,
     load_dataset,
     mnist1d,
     num_batches,
+    spirals,
     split_arrays,
     standardize,
+    two_moons,
     xor,
 )
 
@@ -176,12 +182,12 @@ def test_mnist1d_refuses_a_validation_fraction_outside_0_1():
 
 
 def test_spirals_has_num_samples_points_and_refuses_fewer_than_one_per_arm():
-    from jdl.data import spirals
-
     ds = spirals(1000)
     assert sum(len(s["y"]) for s in (ds.train, ds.val, ds.test)) == 1000
-    with pytest.raises(ValueError, match="num_samples must be an integer >= 3"):
-        spirals(2)
+    # at least one point per arm, and 10 in all so that the 10 % validation split holds one
+    for num_samples, num_classes, minimum in ((2, 3, 10), (9, 3, 10), (11, 12, 12)):
+        with pytest.raises(ValueError, match=f"num_samples must be an integer >= {minimum}"):
+            spirals(num_samples, num_classes=num_classes)
 
 
 def test_batches_refuse_empty_data_and_a_bad_epoch_by_name():
@@ -215,3 +221,117 @@ def test_num_batches_agrees_with_batches_and_refuses_what_batches_refuses():
             num_batches(10, batch_size, drop_last=False)
         with pytest.raises(ValueError, match="larger than the 10"):
             list(batches(data, batch_size))
+
+
+def test_epoch_indices_and_permutation_take_an_int_seed_like_batches():
+    # an int seed used to fail deep inside jax.random ("invalid PRNG key data")
+    full, rest = epoch_indices(3, 1, 10, 4)
+    full_k, rest_k = epoch_indices(jax.random.key(3), 1, 10, 4)
+    np.testing.assert_array_equal(full, full_k)
+    np.testing.assert_array_equal(rest, rest_k)
+    data = {"x": np.arange(10, dtype=np.float32)[:, None], "y": np.arange(10, dtype=np.int32)}
+    order = [b["y"].tolist() for b in batches(data, 4, key=3, epoch=1)]
+    assert order == [*np.asarray(full).tolist(), np.asarray(rest).tolist()]
+    np.testing.assert_array_equal(epoch_permutation(3, 1, 10), np.concatenate([np.ravel(full), rest]))
+    with pytest.raises(TypeError, match="key must be an integer seed or a PRNG key, got None"):
+        epoch_indices(None, 0, 10, 4)
+    np.testing.assert_array_equal(epoch_indices(None, 0, 10, 4, shuffle=False)[0], [[0, 1, 2, 3], [4, 5, 6, 7]])
+    for bad in (10.0, -5):  # used to fail inside jax.random.permutation, or say "larger than the -5"
+        with pytest.raises(ValueError, match="num_examples must be an integer >= 0"):
+            epoch_indices(jax.random.key(0), 0, bad, 4)
+
+
+def test_a_negative_or_too_large_numpy_epoch_is_refused_not_wrapped():
+    # np.int64(-1) was folded in as 2**32 - 1: a silent, different shuffle
+    key = jax.random.key(0)
+    for bad in (np.int64(-1), jnp.int32(-1), 2**32, np.uint64(2**32)):
+        with pytest.raises(ValueError, match="epoch must be an integer >= 0"):
+            epoch_permutation(key, bad, 10)
+    # a traced epoch still works, and agrees with the concrete one
+    traced = jax.jit(lambda e: epoch_permutation(key, e, 10))(jnp.int32(3))
+    np.testing.assert_array_equal(traced, epoch_permutation(key, 3, 10))
+
+
+def test_batches_check_their_arguments_at_the_call_not_at_the_first_batch():
+    data = {"x": np.zeros((10, 2), np.float32), "y": np.zeros(10, np.int32)}
+    with pytest.raises(ValueError, match="larger than the 10"):
+        batches(data, 11)  # no list(): the error comes from the call itself
+    with pytest.raises(ValueError, match="different lengths"):
+        batches({"x": data["x"], "y": data["y"][:9]}, 2)
+    with pytest.raises(TypeError, match="key must be"):
+        batches(data, 2, key="abc")
+    device = {k: jnp.asarray(v) for k, v in data.items()}  # device arrays: NumPy batches, as for NumPy data
+    assert all(isinstance(b["x"], np.ndarray) for b in batches(device, 4, key=0))
+
+
+def test_generated_datasets_refuse_bad_sizes_noise_and_seeds_by_name():
+    # two_moons(5) used to blame a val_fraction the caller never passed; seed=None
+    # failed inside NumPy ("NoneType has no len()"); noise=nan gave NaN inputs
+    for bad in (5, 0, -10, 1.5):
+        with pytest.raises(ValueError, match="num_samples must be an integer >= 10"):
+            two_moons(bad)
+    assert sum(len(s["y"]) for s in two_moons(10)[1:4]) == 10
+    for bad in (float("nan"), -0.1, float("inf")):
+        with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
+            two_moons(noise=bad)
+        with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
+            spirals(noise=bad)
+    x, y = np.zeros((10, 1)), np.arange(10) % 2
+    for bad in (None, -1, 1.5):
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            split_arrays(x, y, val_fraction=0.1, test_fraction=0.1, seed=bad)
+        for loader in (two_moons, spirals, digits, mnist1d):
+            with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+                loader(seed=bad)
+    with pytest.raises(ValueError, match="0 examples"):
+        split_arrays(np.zeros((0, 1)), np.zeros(0, np.int32), val_fraction=0, test_fraction=0, seed=0)
+
+
+def test_mnist1d_never_leaves_a_split_empty_and_checks_its_generator_arguments():
+    from jdl.data import mnist1d_arrays
+
+    # 0.99999 · 4000 rounds to 4000: training used to come back with 0 sequences
+    with pytest.raises(ValueError, match="leaves none for training"):
+        mnist1d(val_fraction=0.99999)
+    with pytest.raises(ValueError, match="less than one"):
+        mnist1d(val_fraction=1e-5)
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+        mnist1d(val_fraction="0.1")  # used to be a TypeError from a comparison
+    for kwargs, name in (({"max_translation": 0}, "max_translation"), ({"num_samples": 2.5}, "num_samples"),
+                         ({"length": 0}, "length"), ({"padding": (60, 36)}, "padding")):
+        with pytest.raises(ValueError, match=name):
+            mnist1d_arrays(**kwargs)
+
+
+def test_standardize_matches_a_reference_and_keeps_constant_features_finite_with_eps_zero():
+    rng = np.random.default_rng(0)
+    train = rng.normal(3.0, 2.0, size=(50, 3)).astype(np.float32)
+    train[:, 2] = 0.0  # never varies in training, like the digits' border pixels
+    test = rng.normal(size=(7, 3)).astype(np.float32)
+    split = lambda x: {"x": x, "y": np.zeros(len(x), np.int32)}  # noqa: E731
+    ds = Dataset("toy", split(train), split(test[:2]), split(test), 1)
+    mu, sigma = train.astype(np.float64).mean(0), train.astype(np.float64).std(0)
+    got = standardize(ds, eps=0.1)
+    np.testing.assert_allclose(got.test["x"], (test - mu) / (sigma + 0.1), rtol=1e-6)  # training statistics only
+    # eps=0: (x - μ) / 0 used to give NaN in training and ±inf in test
+    got = standardize(ds, eps=0)
+    assert all(np.isfinite(s["x"]).all() for s in (got.train, got.val, got.test))
+    np.testing.assert_allclose(got.test["x"][:, :2], (test[:, :2] - mu[:2]) / sigma[:2], rtol=1e-5)
+    np.testing.assert_array_equal(got.test["x"][:, 2], test[:, 2])  # only centred (its mean is 0)
+    for bad in (-0.1, float("nan"), None):
+        with pytest.raises(ValueError, match="eps must be a finite number >= 0"):
+            standardize(ds, eps=bad)
+
+
+def test_split_arrays_with_one_class_per_example_keeps_every_example_with_its_label():
+    # Grouping by class is one sort (it was one `y == c` per class, quadratic in the number of
+    # distinct integer targets: ~5 s for 1.5·10⁵). How long it takes is for a benchmark to say;
+    # this checks the grouping is right when every target is its own class.
+    n = 20_000
+    train, val, test = split_arrays(np.arange(n, dtype=np.float32)[:, None], np.arange(n), val_fraction=0.1,
+                                    test_fraction=0.2, seed=0)
+    assert [len(s["y"]) for s in (train, val, test)] == [14_000, 2_000, 4_000]
+    ids = np.concatenate([s["x"][:, 0] for s in (train, val, test)]).astype(int)
+    np.testing.assert_array_equal(np.sort(ids), np.arange(n))
+    for s in (train, val, test):
+        np.testing.assert_array_equal(s["y"], s["x"][:, 0].astype(int))

@@ -21,6 +21,7 @@ from jdl.validation import as_key, check_batch_entries, check_count, check_posit
 
 def _check_batch_size(batch_size: int, num_examples: int) -> int:
     """A positive batch size no larger than the data (what :func:`batches` can serve)."""
+    num_examples = check_count(num_examples, "num_examples", 0, hint="the number of examples, e.g. len(data['y'])")
     batch_size = check_positive_int(batch_size, "batch_size")
     if num_examples == 0:
         raise ValueError("the data holds 0 examples: minibatches need at least one (check the split or filter "
@@ -45,22 +46,37 @@ def num_batches(num_examples: int, batch_size: int, *, drop_last: bool) -> int:
     return full + (0 if drop_last or rest == 0 else 1)
 
 
-def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_examples: int) -> jax.Array:
-    """The order of examples in ``epoch``: ``permutation(fold_in(key, epoch))``.
-
-    ``epoch`` is an integer ``>= 0`` (a traced integer inside a compiled loop):
-    ``1.5`` would be truncated to epoch 1, and ``fold_in`` cannot take ``-1``.
-    """
+def _check_epoch(epoch):
+    """``epoch`` as ``fold_in`` takes it: an integer in ``[0, 2³²)``. A traced
+    integer passes unchecked (its value is unknown until it runs)."""
     if isinstance(epoch, jax.Array) or hasattr(epoch, "dtype"):
         if not jnp.issubdtype(epoch.dtype, jnp.integer) or jnp.ndim(epoch) != 0:
             raise ValueError(f"epoch must be an integer scalar, got an array of {epoch.dtype}{list(jnp.shape(epoch))}")
+        if isinstance(epoch, jax.core.Tracer):
+            return epoch
+        value = int(epoch)  # a concrete NumPy or JAX integer: fold_in would wrap -1 to 2**32 - 1
     else:
-        epoch = check_count(epoch, "epoch", 0)
-    return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+        value = epoch = check_count(epoch, "epoch", 0)
+    if not 0 <= value < 2**32:
+        raise ValueError(f"epoch must be an integer >= 0 and < 2**32 (fold_in takes a uint32), got {value}")
+    return epoch
+
+
+def epoch_permutation(key: jax.Array | int, epoch: int | jax.Array, num_examples: int) -> jax.Array:
+    """The order of examples in ``epoch``: ``permutation(fold_in(key, epoch))``.
+
+    ``key`` is a typed key, raw ``uint32[2]`` key data, or an integer seed
+    (``jax.random.key(seed)``), as for :func:`batches`. ``epoch`` is an integer
+    ``>= 0`` (a traced integer inside a compiled loop): ``1.5`` would be
+    truncated to epoch 1, and ``fold_in`` cannot take ``-1``.
+    """
+    epoch = _check_epoch(epoch)
+    num_examples = check_count(num_examples, "num_examples", 0, hint="the number of examples, e.g. len(data['y'])")
+    return jax.random.permutation(jax.random.fold_in(as_key(key), epoch), num_examples)
 
 
 def epoch_indices(
-    key: jax.Array,
+    key: jax.Array | int | None,
     epoch: int,
     num_examples: int,
     batch_size: int,
@@ -68,6 +84,9 @@ def epoch_indices(
     shuffle: bool = True,
 ) -> tuple[jax.Array, jax.Array | None]:
     """Minibatch indices for one epoch.
+
+    ``key`` is as for :func:`epoch_permutation` (unused when ``shuffle`` is
+    false, so it may be ``None`` then).
 
     Returns:
       ``(full, rest)``: ``full`` is ``int32[N // B, B]``; ``rest`` holds the
@@ -100,6 +119,8 @@ def batches(
       epoch: the epoch number, folded into ``key`` so each epoch reshuffles.
       drop_last: skip the final partial batch.
     """
+    # Checked here, not on the first next(): a generator function would defer
+    # every error to the loop, far from the call that caused it.
     check_batch_entries(data)
     n = len(data["y"])
     if key is not None:
@@ -108,5 +129,5 @@ def batches(
     groups = list(np.asarray(full))
     if rest is not None and not drop_last:
         groups.append(np.asarray(rest))
-    for idx in groups:
-        yield {k: np.asarray(v)[idx] for k, v in data.items()}
+    arrays = {k: np.asarray(v) for k, v in data.items()}  # once, not once per batch
+    return ({k: v[idx] for k, v in arrays.items()} for idx in groups)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -24,10 +25,13 @@ from jdl.run import (
     models_taking,
     num_params,
     read_config,
+    read_history,
     write_json_atomic,
 )
 from jdl.training.callbacks import Callback
-from jdl.training.fit import epochs_checkpointed, has_checkpoint
+from jdl.training.fit import METRICS_FILE, epochs_checkpointed, has_checkpoint
+
+CURVE_FILE = "learning_curve.png"
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -109,7 +113,9 @@ def add_train_parser(sub) -> None:
         help="keep raw inputs instead of standardising features",
     )
     p.add_argument("--out", default=None, help="run directory (default runs/<dataset>-<model>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint, with its saved settings (only --epochs, "
+                   "the new total of epochs, may change)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -136,28 +142,83 @@ def _resolve_given_config(args) -> tuple[RunConfig, str]:
     config_path = os.path.join(out, CONFIG_FILE)
     if args.resume:
         if not os.path.isfile(config_path):
+            if has_checkpoint(out):  # "drop --resume" would only meet "already holds a run"
+                raise FileNotFoundError(f"--resume: {out} holds checkpoints but no {CONFIG_FILE}, which records how "
+                                        "the run was configured, so it cannot be rebuilt and resumed; start a new "
+                                        "run with another --out")
             raise FileNotFoundError(f"--resume: {out} holds no run ({CONFIG_FILE} missing); drop --resume to start one")
         saved = read_config(out)
         clash = {k: (getattr(saved, k), v) for k, v in given.items() if k != "epochs" and getattr(saved, k) != v}
         if clash:
-            detail = ", ".join(f"--{k.replace('_', '-')} was {a!r}, now {b!r}" for k, (a, b) in clash.items())
+            detail = ", ".join(_clash(k, a, b) for k, (a, b) in clash.items())
             raise ValueError(
                 f"--resume continues the run as it was configured ({detail}); "
                 "only --epochs may change. Start a new run with another --out instead"
             )
         done = epochs_checkpointed(out)
-        if given.get("epochs", saved.epochs) < done:
+        epochs = given.get("epochs", saved.epochs)
+        if epochs < done:
+            given_how = "--epochs" if "epochs" in given else f"{CONFIG_FILE}'s epochs"
             raise ValueError(f"--resume: the run has trained {done} epochs already, so --epochs (the total, not "
-                             f"the number to add) must be at least {done}, got {given['epochs']}")
-        return dataclasses.replace(saved, epochs=given.get("epochs", saved.epochs)).validate(), out
-    # A config.json without a checkpoint is left by an attempt that failed before training anything;
-    # the new run replaces it. Only a directory holding a checkpoint is a run to protect.
+                             f"the number to add) must be at least {done}, got {epochs} ({given_how})")
+        if epochs == 0:  # nothing run yet: the run would train nothing and save no checkpoint
+            raise ValueError("--epochs 0 would resume a run that has trained nothing into one that trains "
+                             "nothing and saves no checkpoint; give at least 1 (e.g. --epochs 1)")
+        return dataclasses.replace(saved, epochs=epochs).validate(), out
+    # A jdl config.json (and an empty metrics.jsonl) without a checkpoint is left by an attempt that
+    # failed before its first checkpoint; the new run replaces them. A checkpoint, or any other file
+    # the run would overwrite, is kept.
     if has_checkpoint(out):
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    _check_nothing_to_overwrite(out)
     if given.get("epochs") == 0:
         raise ValueError("--epochs 0 would start a run that trains nothing and saves no checkpoint; "
                          "give at least 1 (e.g. --epochs 1)")
     return RunConfig(**given).validate(), out
+
+
+def _clash(field: str, saved, given) -> str:
+    """How a setting given with --resume differs from the run's, in the flag's own words."""
+    if field == "standardize":  # the only way to give it is --no-standardize
+        return "--no-standardize given, but the run standardised its inputs"
+    flag = "--lr" if field == "learning_rate" else f"--{field.replace('_', '-')}"
+    return f"{flag} was {saved!r}, now {given!r}"
+
+
+def _check_nothing_to_overwrite(out: str) -> None:
+    """Refuse a new run in ``out`` (which holds no checkpoint) where it would overwrite files
+    that are not the leftovers of a `jdl train` attempt that failed before its first checkpoint.
+
+    Such an attempt leaves a jdl ``config.json`` and an empty ``metrics.jsonl``; anything
+    else under a run file's name (another program's ``config.json``, a finished run's
+    ``summary.json`` or curve whose checkpoints were deleted, recorded epochs) is kept.
+    """
+    if not os.path.isdir(out):
+        return
+    kept = []
+    config_path = os.path.join(out, CONFIG_FILE)
+    if os.path.lexists(config_path):
+        try:
+            with open(config_path) as f:
+                saved = json.load(f)
+            if not isinstance(saved, dict):
+                raise ValueError("not a JSON object")
+            RunConfig.from_json(saved)
+        except (OSError, ValueError, TypeError):
+            kept.append(f"{CONFIG_FILE} (not a jdl run configuration)")
+    if os.path.lexists(os.path.join(out, METRICS_FILE)):
+        try:
+            recorded = bool(read_history(out))
+        except (OSError, ValueError):
+            recorded = True
+        if recorded:
+            kept.append(f"{METRICS_FILE} (recorded epochs)")
+    kept += [name for name in (SUMMARY_FILE, CURVE_FILE) if os.path.lexists(os.path.join(out, name))]
+    if kept:
+        raise FileExistsError(
+            f"{out} holds no checkpoint, but a new run there would overwrite {', '.join(kept)}; "
+            "choose another --out, or move those files away"
+        )
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
@@ -177,8 +238,10 @@ class _WriteConfigOnStart(Callback):
 
 
 def cmd_train(args) -> int:
+    import jax
+
     from jdl.plotting import plot_learning_curves
-    from jdl.training import fit, make_evaluate
+    from jdl.training import fit, make_evaluate, make_train_step
     from jdl.validation import check_writable_dir
 
     # Every check on the configuration (options, dataset against model and batch size, the model's
@@ -187,6 +250,10 @@ def cmd_train(args) -> int:
     parts = build_run(config)
     t0 = time.perf_counter()
     state = initial_state(config, parts)
+    # One train step traced (not compiled, not run): what only tracing finds, such as a dense Newton
+    # optimizer's Hessian that does not fit in memory, is refused here too, before the directory is made.
+    sample = {k: v[: config.batch_size] for k, v in parts.dataset.train.items()}
+    jax.eval_shape(make_train_step(parts.model, parts.loss_fn, parts.optimizer, jit=False), state, sample)
     check_writable_dir(out, what="output directory (--out)")
     if args.resume:
         saved = read_config(out)
@@ -239,7 +306,7 @@ def cmd_train(args) -> int:
     write_json_atomic(os.path.join(out, SUMMARY_FILE), summary)
     if result.history:
         plot_learning_curves(
-            result.history, os.path.join(out, "learning_curve.png"), title=f"{config.model} on {config.dataset}"
+            result.history, os.path.join(out, CURVE_FILE), title=f"{config.model} on {config.dataset}"
         )
     rows = [
         ("parameters", f"{summary['num_params']:,}"),

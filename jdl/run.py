@@ -263,6 +263,8 @@ def load_run(run_dir: str | os.PathLike, *, epoch: int | None = None) -> LoadedR
       ValueError: the checkpoint is corrupt or does not match the config.
     """
     run_dir = os.fspath(run_dir)
+    if epoch is not None:  # 2.0 or "2" named a checkpoint "2.0" that was reported as corrupt
+        epoch = check_count(epoch, "epoch", 0, hint="a checkpoint's epoch number (an int), or None for the latest")
     config = read_config(run_dir)
     parts = build_run(config)
     template = initial_state(config, parts)

@@ -226,3 +226,72 @@ def test_optimizer_lookup(ds):
         get_optimizer("adamm", 1e-3)
     with pytest.raises(ValueError, match="learning_rate must be a positive"):
         get_optimizer("sgd", 0.0)
+
+
+# --- from a review of jdl train and run directories ----------------------------------------------
+
+
+def test_cli_new_run_never_overwrites_files_it_did_not_leave(tmp_path, capsys):
+    # Only a checkpoint protected a directory: another program's config.json, or a finished
+    # run's summary.json and metrics whose checkpoints were deleted, were overwritten silently.
+    base = ["train", "--no-progress", "--hidden", "8", "--epochs", "1"]
+    foreign = tmp_path / "project"
+    foreign.mkdir()
+    (foreign / "config.json").write_text('{"name": "my project"}')
+    finished = tmp_path / "finished"
+    finished.mkdir()
+    (finished / "config.json").write_text(json.dumps({"dataset": "digits", "epochs": 1}))
+    (finished / "metrics.jsonl").write_text('{"epoch": 0, "train_loss": 0.5}\n')
+    (finished / "summary.json").write_text('{"test": {"accuracy": 0.98}}')
+    for out, named in ((foreign, "config.json (not a jdl run configuration)"),
+                       (finished, "metrics.jsonl (recorded epochs), summary.json")):
+        before = _files(tmp_path)
+        assert main([*base, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"would overwrite {named}" in err and "Traceback" not in err
+        assert _files(tmp_path) == before
+
+
+def test_cli_resume_messages_lead_somewhere(tmp_path, capsys):
+    # Checkpoints without config.json: "--resume" said "drop --resume", and without it the
+    # run was refused as "already holds a run; pass --resume". A config.json whose epochs
+    # are fewer than the checkpoints hold (edited by hand) crashed with KeyError, and
+    # --no-standardize was reported as "--standardize", a flag that does not exist.
+    out = tmp_path / "run"
+    (out / "checkpoints" / "2").mkdir(parents=True)
+    assert main(["train", "--out", str(out), "--no-progress", "--resume"]) == 2
+    assert "holds checkpoints but no config.json" in capsys.readouterr().err
+    (out / "config.json").write_text(json.dumps({"hidden": [8], "epochs": 1}))
+    assert main(["train", "--out", str(out), "--no-progress", "--resume"]) == 2
+    assert "must be at least 3, got 1 (config.json's epochs)" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--no-progress", "--resume", "--no-standardize"]) == 2
+    assert "--no-standardize given, but the run standardised its inputs" in capsys.readouterr().err
+    # A failed attempt resumed with --epochs 0 trained nothing but wrote summary.json and a curve.
+    (out / "checkpoints" / "2").rmdir()
+    assert main(["train", "--out", str(out), "--no-progress", "--resume", "--epochs", "0"]) == 2
+    assert "--epochs 0 would resume a run that has trained nothing" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "config.json"]
+
+
+def test_cli_an_error_found_when_tracing_leaves_no_run_directory(tmp_path, capsys, monkeypatch):
+    # The dense Newton optimizers refuse a Hessian too large for memory when the step is
+    # traced; that happened inside fit, after config.json and metrics.jsonl were written.
+    from jdl.hessian import operators
+
+    monkeypatch.setattr(operators, "available_memory", lambda: 2**20)
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--no-progress", "--hidden", "16", "--optimizer", "jdl:newton",
+            "--lr", "1", "--schedule", "constant", "--epochs", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "dense Hessian that newton inverts" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_load_run_refuses_an_epoch_that_is_not_an_integer(tmp_path):
+    # epoch=2.0 looked for a checkpoint "2.0" and called the run's checkpoint corrupt.
+    from jdl.run import load_run
+
+    for epoch in (2.0, "2", -1, True):
+        with pytest.raises(ValueError, match="epoch must be an integer >= 0"):
+            load_run(tmp_path, epoch=epoch)

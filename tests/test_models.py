@@ -23,6 +23,7 @@ from jdl.models import (
     RecurrentClassifier,
     SmallCNN,
     TiedAutoencoder,
+    TransformerEncoder,
     bind,
     build_module,
     generate,
@@ -430,3 +431,57 @@ def test_from_nnx_init_is_a_snapshot_of_the_module():
     after = model.init(None, None)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
     assert float(jnp.max(jnp.abs(after.model_state["stem_norm"]["mean"]))) == 0.0
+
+
+# --- configuration and inputs are checked at the boundary -----------------------------------
+
+
+def test_mlp_keep_probabilities_need_dropout_and_conflict_with_dropout_rate():
+    # hidden_keep_prob without dropout=True was silently ignored (no dropout at all), and
+    # dropout=True with dropout_rate silently dropped the input dropout.
+    with pytest.raises(ValueError, match="only applies with dropout=True"):
+        MLP(4, (8,), 2, hidden_keep_prob=0.7, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="give one"):
+        MLP(4, (8,), 2, dropout=True, dropout_rate=0.3, rngs=nnx.Rngs(0))
+    mlp = nnx.eval_shape(
+        lambda: MLP(4, (8,), 2, dropout=True, input_keep_prob=0.9, hidden_keep_prob=0.7, rngs=nnx.Rngs(0))
+    )
+    assert abs(mlp.input_dropout.rate - 0.1) < 1e-12 and abs(mlp.dropouts[0].rate - 0.3) < 1e-12
+    with pytest.raises(ValueError, match="hidden_keep_prob must be in"):
+        MLP(4, (8,), 2, dropout=True, hidden_keep_prob=0.0, rngs=nnx.Rngs(0))
+
+
+def test_cnn_convolutions_before_batch_norm_have_no_bias():
+    # The bias of a convolution followed by BatchNorm cancels with the batch mean: it only
+    # added exactly flat directions (zero Hessian eigenvalues), as the MLP and ResNet avoid.
+    with_bn = nnx.eval_shape(lambda: CNN(1, 3, input_size=(8, 8), channels=(2, 2), batch_norm=True, rngs=nnx.Rngs(0)))
+    assert all(conv.bias is None for conv in with_bn.convs)
+    plain = nnx.eval_shape(lambda: CNN(1, 3, input_size=(8, 8), channels=(2, 2), rngs=nnx.Rngs(0)))
+    assert all(conv.bias is not None for conv in plain.convs)
+
+
+def test_models_name_the_input_shape_they_were_built_for():
+    # A mismatched batch was a dot_general / conv_general_dilated shape error from inside XLA.
+    # (Abstract modules: the check runs before any parameter is used.)
+    def make(cls, *args, **kwargs):
+        return nnx.eval_shape(lambda: cls(*args, **kwargs, rngs=nnx.Rngs(0)))
+
+    cases = [
+        (make(MLP, 6, (4,), 3), (2, 7), r"MLP was built for examples of 6 features.*\(2, 7\)"),
+        (make(MLP, 6, (4,), 3), (6,), r"lacks the batch axis: pass x\[None\]"),
+        (make(VAE, 6, 2, (4,)), (2, 3, 3), r"VAE was built for examples of 6 features"),
+        (make(SmallCNN, 1, 3, channels=(2,), hidden=4), (2, 8, 8, 3), r"built for 1 input channel"),
+        (make(SmallCNN, 1, 3, channels=(2,), hidden=4), (2, 10, 10, 1), r"image_size=10"),
+        (make(CNN, 1, 3, input_size=(8, 8), channels=(2,)), (2, 6, 6, 1), r"spatial size \(8, 8\).*head='global'"),
+        (make(RecurrentClassifier, 2, 3, cell="gru", hidden=(3,)), (2, 5, 3), r"2 feature\(s\) per time step"),
+        (make(TransformerEncoder, 2, 3, max_length=6, width=8, num_heads=2, num_layers=1), (2, 6, 3), r"2 feature"),
+    ]
+    for model, shape, message in cases:
+        with pytest.raises(ValueError, match=message):
+            model(jnp.ones(shape))
+    def out_shape(model, shape):
+        return nnx.eval_shape(lambda m: m(jnp.ones(shape)), model).shape
+
+    global_head = make(CNN, 1, 3, input_size=(8, 8), channels=(2,), head="global")
+    assert out_shape(global_head, (1, 6, 6, 1)) == (1, 3)  # a global-pooling head takes any size
+    assert out_shape(make(MLP, 1, (), 1), (5,)) == (5, 1)  # (N,): N examples of one feature

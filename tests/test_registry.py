@@ -258,3 +258,49 @@ def test_cli_refuses_an_option_the_model_does_not_take_before_creating_the_run(t
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists()
+
+
+# --- the arguments themselves ---------------------------------------------------------------------
+
+
+def test_input_shape_and_num_classes_are_checked_at_the_boundary():
+    # get_model("mlp", 64, 10) was "'int' object is not iterable"; a zero class count or
+    # input size a ZeroDivisionError from inside an initialiser.
+    with pytest.raises(TypeError, match=re.escape("input_shape must be the shape of one example") + r".*\(64,\)"):
+        get_model("mlp", 64, 10)
+    with pytest.raises(ValueError, match=re.escape("input_shape must be a non-empty tuple of positive integers")):
+        build_module("cnn", (8, 8, 0), 3)
+    for classes in (0, 2.5, True):
+        with pytest.raises(ValueError, match=re.escape("num_classes for model 'mlp' must be a positive integer")):
+            get_model("mlp", (6,), classes)
+    get_model("vae", (6,), 0, latent=2)  # a reconstruction model has no classes
+
+
+@pytest.mark.parametrize(
+    "name,shape,options,message",
+    [
+        ("cnn", (8, 8, 1), {"channels": (0,)}, "channels must be positive integer widths"),
+        ("cnn_global", (8, 8, 1), {"kernel_size": 0}, "kernel_size must be a positive integer"),
+        ("transformer", (12,), {"num_heads": 0}, "num_heads must be a positive integer"),
+        ("transformer", (12,), {"patch_size": 0}, "patch_size must be a positive integer"),  # was: the default
+        ("transformer", (12,), {"dropout_rate": 1.5}, "dropout_rate must be in [0, 1)"),  # was: accepted
+        ("mlp", (6,), {"batch_norm": True, "batch_norm_momentum": 1.5}, "batch_norm_momentum must be in [0, 1]"),
+        ("resnet", (8, 8, 1), {"batch_norm_momentum": -0.1}, "batch_norm_momentum must be in [0, 1]"),
+        ("vae", (6,), {"latent": 0}, "latent_features must be a positive integer"),
+        ("tied_autoencoder", (6,), {"latent": 0}, "latent_features (the code size) must be a positive integer"),
+        ("denoising_autoencoder", (6,), {"corruption": "gausian"}, "unknown corruption 'gausian'"),  # was: at apply
+        ("denoising_autoencoder", (6,), {"noise_level": -1.0}, "noise_level for 'gaussian' corruption"),
+    ],
+)
+def test_a_bad_option_value_is_one_clear_error_when_the_model_is_built(name, shape, options, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_module(name, shape, 3, **options)
+
+
+def test_a_single_width_may_be_given_as_an_integer():
+    # hidden=8 was "'int' object is not iterable" (the CNN builder alone took it).
+    assert nnx.eval_shape(lambda: build_module("mlp", (6,), 3, hidden=8)).layers[0].out_features == 8
+    assert nnx.eval_shape(lambda: build_module("gru", (5,), 3, hidden=4)).head.in_features == 4
+    assert len(nnx.eval_shape(lambda: build_module("resnet", (8, 8, 1), 3, stages=4)).blocks) == 1
+    with pytest.raises(TypeError, match="hidden must be a sequence of positive widths"):
+        build_module("vae", (6,), 0, hidden="64")

@@ -7,17 +7,21 @@ shape; train them with ``{"x": x, "y": x}`` batches and
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jdl.models import _checks
 from jdl.nn.activations import get_activation
 from jdl.nn.augmentation import Corruption, corrupt
 
 
-def _flatten(x: jax.Array) -> jax.Array:
+def _flatten(model: nnx.Module, x: jax.Array) -> jax.Array:
+    _checks.flat_features(type(model).__name__, x, model.in_features)
     return jnp.reshape(x, (x.shape[0], -1))
 
 
@@ -42,11 +46,13 @@ class LinearAutoencoder(nnx.Module):
     """
 
     def __init__(self, in_features: int, latent_features: int, *, rngs: nnx.Rngs):
+        self.in_features = in_features = _checks.count(in_features, "in_features")
+        latent_features = _checks.count(latent_features, "latent_features (the code size)")
         self.encoder = nnx.Linear(in_features, latent_features, rngs=rngs)
         self.decoder = nnx.Linear(latent_features, in_features, rngs=rngs)
 
     def encode(self, x: jax.Array) -> jax.Array:
-        return self.encoder(_flatten(x))
+        return self.encoder(_flatten(self, x))
 
     def decode(self, code: jax.Array) -> jax.Array:
         return self.decoder(code)
@@ -84,13 +90,15 @@ class TiedAutoencoder(nnx.Module):
         output_activation: str | Callable = "identity",
         rngs: nnx.Rngs,
     ):
+        self.in_features = in_features = _checks.count(in_features, "in_features")
+        latent_features = _checks.count(latent_features, "latent_features (the code size)")
         self.encoder = nnx.Linear(in_features, latent_features, rngs=rngs)
         self.decoder_bias = nnx.Param(jnp.zeros((in_features,), jnp.float32))
         self.activation = get_activation(activation)
         self.output_activation = get_activation(output_activation)
 
     def encode(self, x: jax.Array) -> jax.Array:
-        return self.activation(self.encoder(_flatten(x)))
+        return self.activation(self.encoder(_flatten(self, x)))
 
     def decode(self, code: jax.Array) -> jax.Array:
         kernel = self.encoder.kernel[...]  # (d, k): the decoder uses its transpose
@@ -141,6 +149,18 @@ class DenoisingAutoencoder(nnx.Module):
         deterministic: bool = False,
         rngs: nnx.Rngs,
     ):
+        self.in_features = in_features = _checks.count(in_features, "in_features")
+        hidden = _checks.widths(hidden, "hidden")
+        latent_features = _checks.count(latent_features, "latent_features (the code size)")
+        if corruption not in ("gaussian", "masking", "salt_and_pepper"):
+            raise ValueError(f"unknown corruption {corruption!r}; choose 'gaussian', 'masking' or 'salt_and_pepper'")
+        if (
+            isinstance(noise_level, bool)
+            or not isinstance(noise_level, numbers.Real)
+            or not (0 <= noise_level < math.inf if corruption == "gaussian" else 0 <= noise_level <= 1)
+        ):
+            need = "a finite standard deviation >= 0" if corruption == "gaussian" else "a probability in [0, 1]"
+            raise ValueError(f"noise_level for {corruption!r} corruption must be {need}, got {noise_level!r}")
         widths = [in_features, *hidden, latent_features]
         self.encoder = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
         back = widths[::-1]
@@ -153,7 +173,7 @@ class DenoisingAutoencoder(nnx.Module):
         self.rngs = rngs["dropout"].fork()
 
     def encode(self, x: jax.Array) -> jax.Array:
-        h = _flatten(x)
+        h = _flatten(self, x)
         for i, layer in enumerate(self.encoder):
             h = layer(h)
             if i < len(self.encoder) - 1:

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jdl.models import _checks
 from jdl.nn.conv import AsymmetricConv, SeparableConv
 from jdl.nn.pooling import StochasticPool, global_average_pool
 
@@ -54,17 +55,33 @@ class SmallCNN(nnx.Module):
         rngs: nnx.Rngs,
     ):
         d = spatial_dims
+        if spatial_dims not in (1, 2):
+            raise ValueError(f"spatial_dims must be 1 (sequences) or 2 (images), got {spatial_dims!r}")
+        in_channels = _checks.count(in_channels, "in_channels")
+        num_classes = _checks.count(num_classes, "num_classes")
+        channels = _checks.widths(channels, "channels")
+        hidden = _checks.count(hidden, "hidden (the dense layer's width)")
+        image_size = _checks.count(image_size, "image_size", minimum=2)
         sizes = [in_channels, *channels]
         self.convs = nnx.List(
             [nnx.Conv(a, b, kernel_size=(3,) * d, padding="SAME", rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])]
         )
         self.window = (2,) * d
+        self.in_channels = in_channels
+        self.image_size = image_size
         pooled = image_size // 2
         self.dense = nnx.Linear(pooled**d * sizes[-1], hidden, rngs=rngs)
         self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = with_channels(x, len(self.window))
+        d = len(self.window)
+        x = with_channels(x, d)
+        _checks.channels("SmallCNN", x, self.in_channels, d)
+        if x.shape[1:-1] != (self.image_size,) * d:
+            raise ValueError(
+                f"SmallCNN was built for inputs of spatial size {(self.image_size,) * d} (its dense layer's "
+                f"fan-in depends on it), got shape {x.shape}; build it with image_size={x.shape[1]}"
+            )
         for conv in self.convs:
             x = nnx.relu(conv(x))
         x = nnx.max_pool(x, window_shape=self.window, strides=self.window)
@@ -102,7 +119,8 @@ class CNN(nnx.Module):
         ``"global"`` (1×1 convolution to the classes, then global average
         pooling: no dense layer, any input size).
       dense_width: width of the dense head's hidden layer.
-      batch_norm: BatchNorm after each convolution.
+      batch_norm: BatchNorm after each convolution (a standard convolution then
+        has no bias: BatchNorm's β replaces it, seed 003).
       batch_norm_momentum: decay of BatchNorm's running averages.
       rngs: ``nnx.Rngs``.
     """
@@ -134,17 +152,29 @@ class CNN(nnx.Module):
             raise ValueError(f"pooling must be 'max', 'avg', 'stochastic' or 'none', got {pooling!r}")
         if head not in ("dense", "global"):
             raise ValueError(f"head must be 'dense' or 'global', got {head!r}")
+        in_channels = _checks.count(in_channels, "in_channels")
+        num_classes = _checks.count(num_classes, "num_classes")
+        input_size = _checks.widths(input_size, "input_size", allow_empty=False)
+        if len(input_size) not in (1, 2):
+            raise ValueError(f"input_size must be (H, W) for images or (T,) for sequences, got {input_size}")
+        channels = _checks.widths(channels, "channels")
+        kernel_size = _checks.count(kernel_size, "kernel_size")
+        dilation = _checks.count(dilation, "dilation")
+        dense_width = _checks.count(dense_width, "dense_width")
+        batch_norm_momentum = _checks.momentum(batch_norm_momentum)
         d = len(input_size)
         if conv == "asymmetric" and (d != 2 or dilation != 1):
             raise ValueError("asymmetric (1×k then k×1) convolutions need 2-D inputs and dilation 1")
         self.pooling = pooling
         self.window = (2,) * d
         self.head_kind = head
+        self.in_channels = in_channels
+        self.input_size = input_size
         size = list(input_size)
         sizes = [in_channels, *channels]
         convs, norms, pools = [], [], []
         for a, b in zip(sizes[:-1], sizes[1:]):
-            convs.append(self._make_conv(conv, a, b, kernel_size, dilation, padding, d, rngs))
+            convs.append(self._make_conv(conv, a, b, kernel_size, dilation, padding, d, batch_norm, rngs))
             size = [_conv_output_size(s, kernel_size, dilation, padding) for s in size]
             if batch_norm:
                 norms.append(nnx.BatchNorm(b, momentum=batch_norm_momentum, rngs=rngs))
@@ -168,12 +198,14 @@ class CNN(nnx.Module):
             self.classifier = nnx.Linear(dense_width, num_classes, rngs=rngs)
 
     @staticmethod
-    def _make_conv(kind, a, b, k, dilation, padding, d, rngs):
+    def _make_conv(kind, a, b, k, dilation, padding, d, batch_norm, rngs):
         if kind == "separable":
             return SeparableConv(a, b, (k,) * d, padding=padding, kernel_dilation=dilation, rngs=rngs)
         if kind == "asymmetric":
             return AsymmetricConv(a, b, k, padding=padding, rngs=rngs)
-        return nnx.Conv(a, b, (k,) * d, padding=padding, kernel_dilation=dilation, rngs=rngs)
+        # Before BatchNorm a bias is subtracted out again with the batch mean (BatchNorm's β
+        # replaces it, seed 003): it would only add flat directions, zero Hessian eigenvalues.
+        return nnx.Conv(a, b, (k,) * d, padding=padding, kernel_dilation=dilation, use_bias=not batch_norm, rngs=rngs)
 
     def _pool(self, i: int, x: jax.Array) -> jax.Array:
         if self.pooling == "max":
@@ -186,7 +218,14 @@ class CNN(nnx.Module):
 
     def features(self, x: jax.Array) -> jax.Array:
         """The last block's feature maps ``(N, *spatial, C)``."""
-        x = with_channels(x, len(self.window))
+        d = len(self.window)
+        x = with_channels(x, d)
+        _checks.channels("CNN", x, self.in_channels, d)
+        if self.head_kind == "dense" and x.shape[1:-1] != self.input_size:
+            raise ValueError(
+                f"this CNN was built for inputs of spatial size {self.input_size} (its dense head's fan-in "
+                f"depends on it), got shape {x.shape}; build it for this size, or use head='global'"
+            )
         for i, conv in enumerate(self.convs):
             x = conv(x)
             if self.norms:

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx, struct
 
+from jdl.models import _checks
 from jdl.nn.losses import discriminator_loss, generator_loss
 from jdl.nn.regularization import HIDDEN_KEEP_PROB, dropout
 from jdl.training.model import Model, Variables
@@ -44,10 +45,15 @@ class Generator(nnx.Module):
     """
 
     def __init__(self, latent_features: int, out_features: int, hidden: Sequence[int] = (64, 64), *, rngs: nnx.Rngs):
-        widths = [latent_features, *hidden, out_features]
+        latent_features = _checks.count(latent_features, "latent_features")
+        out_features = _checks.count(out_features, "out_features")
+        widths = [latent_features, *_checks.widths(hidden, "hidden"), out_features]
+        self.latent_features = latent_features
         self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
 
     def __call__(self, z: jax.Array) -> jax.Array:
+        if z.ndim != 2 or z.shape[1] != self.latent_features:
+            raise ValueError(f"Generator takes noise (N, {self.latent_features}), got shape {z.shape}")
         h = z
         for layer in self.layers[:-1]:
             h = nnx.relu(layer(h))
@@ -69,12 +75,15 @@ class Discriminator(nnx.Module):
     def __init__(
         self, in_features: int, hidden: Sequence[int] = (64, 64), *, keep_prob: float = HIDDEN_KEEP_PROB, rngs: nnx.Rngs
     ):
+        self.in_features = in_features = _checks.count(in_features, "in_features")
+        hidden = _checks.widths(hidden, "hidden")
         widths = [in_features, *hidden]
         self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(widths[:-1], widths[1:])])
         self.dropouts = nnx.List([dropout(keep_prob, rngs=rngs) for _ in hidden])
         self.head = nnx.Linear(widths[-1], 1, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        _checks.flat_features("Discriminator", x, self.in_features)
         h = jnp.reshape(x, (x.shape[0], -1))
         for layer, drop in zip(self.layers, self.dropouts):
             h = drop(nnx.leaky_relu(layer(h), 0.2))

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jdl.models import _checks
 from jdl.nn.activations import sign
 
 
@@ -30,13 +31,17 @@ class Perceptron(nnx.Module):
     """
 
     def __init__(self, in_features: int, num_classes: int = 2, *, rngs: nnx.Rngs):
-        if num_classes < 2:
+        in_features = _checks.count(in_features, "in_features")
+        if isinstance(num_classes, bool) or num_classes < 2:
             raise ValueError(f"a perceptron separates at least 2 classes, got num_classes={num_classes}")
+        num_classes = _checks.count(num_classes, "num_classes")
         self.num_classes = num_classes
+        self.in_features = in_features
         self.linear = nnx.Linear(in_features, 1 if num_classes == 2 else num_classes, rngs=rngs)
 
     def net_input(self, x: jax.Array) -> jax.Array:
         """``wᵀx + b``: shape ``(N,)`` for two classes, ``(N, k)`` otherwise."""
+        _checks.flat_features("Perceptron", x, self.in_features)
         net = self.linear(jnp.reshape(x, (x.shape[0], -1)))
         return net[:, 0] if self.num_classes == 2 else net
 
@@ -62,7 +67,9 @@ class LogisticRegression(nnx.Module):
     """
 
     def __init__(self, in_features: int, num_classes: int, *, rngs: nnx.Rngs):
-        self.linear = nnx.Linear(in_features, num_classes, rngs=rngs)
+        self.in_features = _checks.count(in_features, "in_features")
+        self.linear = nnx.Linear(self.in_features, _checks.count(num_classes, "num_classes"), rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        _checks.flat_features("LogisticRegression", x, self.in_features)
         return self.linear(jnp.reshape(x, (x.shape[0], -1)))

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jdl.models import _checks
 from jdl.nn.activations import get_activation
 from jdl.nn.initializers import Initializer, get_initializer
 from jdl.nn.regularization import HIDDEN_KEEP_PROB, INPUT_KEEP_PROB
@@ -28,9 +29,11 @@ class MLP(nnx.Module):
         ``input_keep_prob`` (default 0.8) on the inputs and ``hidden_keep_prob``
         (default 0.5) after each hidden layer.
       input_keep_prob, hidden_keep_prob: the keep-probabilities when ``dropout``
-        is on (1 disables that dropout).
+        is on (1 disables that dropout); giving one without ``dropout=True`` is
+        an error (it would have no effect).
       dropout_rate: shorthand kept for the CLI: if > 0, dropout with drop rate
-        ``dropout_rate`` after each hidden layer only (keep ``1 − dropout_rate``).
+        ``dropout_rate`` after each hidden layer only (keep ``1 − dropout_rate``);
+        not together with ``dropout=True``.
       batch_norm: BatchNorm between each hidden Linear and its activation (the
         Linear then has no bias: BatchNorm's β replaces it, seed 003).
       batch_norm_momentum: decay ``m`` of BatchNorm's running averages
@@ -54,8 +57,8 @@ class MLP(nnx.Module):
         *,
         activation: str | Callable[[jax.Array], jax.Array] = nnx.relu,
         dropout: bool = False,
-        input_keep_prob: float = INPUT_KEEP_PROB,
-        hidden_keep_prob: float = HIDDEN_KEEP_PROB,
+        input_keep_prob: float | None = None,
+        hidden_keep_prob: float | None = None,
         dropout_rate: float = 0.0,
         batch_norm: bool = False,
         batch_norm_momentum: float = 0.9,
@@ -63,13 +66,31 @@ class MLP(nnx.Module):
         kernel_init: str | Initializer | None = None,
         rngs: nnx.Rngs,
     ):
-        hidden = tuple(int(h) for h in hidden)
-        if any(h <= 0 for h in hidden):
-            raise ValueError(f"hidden widths must be positive, got {hidden}")
-        if not 0.0 <= dropout_rate < 1.0:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
+        in_features = _checks.count(in_features, "in_features")
+        out_features = _checks.count(out_features, "out_features")
+        hidden = _checks.widths(hidden, "hidden")
+        dropout_rate = _checks.rate(dropout_rate, "dropout_rate")
+        batch_norm_momentum = _checks.momentum(batch_norm_momentum)
+        given = [
+            name
+            for name, p in (("input_keep_prob", input_keep_prob), ("hidden_keep_prob", hidden_keep_prob))
+            if p is not None
+        ]
+        if given and not dropout:
+            # without dropout=True the keep-probabilities were silently ignored: no dropout at all
+            raise ValueError(
+                f"{' and '.join(given)} set(s) dropout's keep-probability, which only applies "
+                "with dropout=True; pass dropout=True as well"
+            )
+        if dropout and dropout_rate > 0:
+            raise ValueError(
+                f"dropout=True (keep-probabilities on the inputs and hidden layers) and "
+                f"dropout_rate={dropout_rate} (hidden layers only) both set dropout; give one"
+            )
+        input_keep_prob = INPUT_KEEP_PROB if input_keep_prob is None else input_keep_prob
+        hidden_keep_prob = HIDDEN_KEEP_PROB if hidden_keep_prob is None else hidden_keep_prob
         for name, p in (("input_keep_prob", input_keep_prob), ("hidden_keep_prob", hidden_keep_prob)):
-            if not 0.0 < p <= 1.0:
+            if isinstance(p, bool) or not 0.0 < p <= 1.0:
                 raise ValueError(f"{name} must be in (0, 1], got {p}")
         input_rate, hidden_rate = (1.0 - input_keep_prob, 1.0 - hidden_keep_prob) if dropout else (0.0, 0.0)
         if dropout_rate > 0:
@@ -87,9 +108,11 @@ class MLP(nnx.Module):
         self.skips = tuple(residual and a == b for a, b in zip(sizes[:-1], sizes[1:]))
         self.head = nnx.Linear(sizes[-1], out_features, rngs=rngs, **linear_kw)
         self.activation = get_activation(activation)
+        self.in_features = in_features
 
     def features(self, x: jax.Array) -> jax.Array:
         """The last hidden layer's activations."""
+        _checks.flat_features("MLP", x, self.in_features)
         x = jnp.reshape(x, (x.shape[0], -1))
         if self.input_dropout is not None:
             x = self.input_dropout(x)

@@ -26,9 +26,11 @@ import difflib
 import functools
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Collection, Sequence
 from typing import Literal, NamedTuple
 
+import numpy as np
 from flax import nnx
 
 from jdl.models.autoencoder import DenoisingAutoencoder, LinearAutoencoder, TiedAutoencoder
@@ -167,7 +169,7 @@ def _logistic(input_shape, num_classes, *, rngs):
 
 @_takes({"hidden"} | _keyword_options(MLP))
 def _mlp(input_shape, num_classes, *, rngs, hidden=(256, 256), **options):
-    return MLP(math.prod(input_shape), tuple(hidden), num_classes, rngs=rngs, **options)
+    return MLP(math.prod(input_shape), hidden, num_classes, rngs=rngs, **options)
 
 
 def _small_cnn(input_shape, num_classes, *, rngs, channels=(16, 32), hidden=None, dense_width=None):
@@ -178,7 +180,7 @@ def _small_cnn(input_shape, num_classes, *, rngs, channels=(16, 32), hidden=None
     return SmallCNN(
         in_channels,
         num_classes,
-        channels=tuple(channels),
+        channels=channels,
         **({} if width is None else {"hidden": width}),
         image_size=size[0],
         spatial_dims=len(size),
@@ -210,8 +212,6 @@ def _cnn(**fixed) -> Callable[..., nnx.Module]:
 @_takes(_keyword_options(ResNet, exclude=("spatial_dims",)))
 def _resnet(input_shape, num_classes, *, rngs, **options):
     channels, size = _spatial(input_shape, "resnet")
-    if "stages" in options:
-        options["stages"] = tuple(options["stages"])
     return ResNet(channels, num_classes, spatial_dims=len(size), rngs=rngs, **options)
 
 
@@ -227,8 +227,6 @@ def _recurrent(cell: str, bidirectional: bool = False) -> Callable[..., nnx.Modu
     @_takes(accepted)
     def build(input_shape, num_classes, *, rngs, **options):
         _, features = sequence_shape(input_shape)
-        if "hidden" in options:
-            options["hidden"] = tuple(options["hidden"])
         return RecurrentClassifier(features, num_classes, cell=cell, bidirectional=bidirectional, rngs=rngs, **options)
 
     return build
@@ -249,7 +247,7 @@ def _transformer(input_shape, num_classes, *, rngs, patch_size=None, **options):
         features,
         num_classes,
         max_length=length,
-        patch_size=patch_size or _default_patch(length),
+        patch_size=_default_patch(length) if patch_size is None else patch_size,
         rngs=rngs,
         **options,
     )
@@ -273,12 +271,12 @@ def _tied_autoencoder(input_shape, num_classes, *, rngs, latent=16, **options):
 @_takes({"hidden", "latent"} | _keyword_options(DenoisingAutoencoder, exclude=("deterministic",)))
 def _denoising_autoencoder(input_shape, num_classes, *, rngs, hidden=(64,), latent=16, **options):
     del num_classes
-    return DenoisingAutoencoder(math.prod(input_shape), tuple(hidden), latent, rngs=rngs, **options)
+    return DenoisingAutoencoder(math.prod(input_shape), hidden, latent, rngs=rngs, **options)
 
 
 def _vae(input_shape, num_classes, *, rngs, hidden=(128,), latent=8):
     del num_classes
-    return VAE(math.prod(input_shape), latent, tuple(hidden), rngs=rngs)
+    return VAE(math.prod(input_shape), latent, hidden, rngs=rngs)
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -400,14 +398,42 @@ def check_options(name: str, options: Collection[str]) -> None:
         raise ValueError(_unknown_options_message(f"model {name!r}", unknown, accepted))
 
 
+def _checked_shape_and_classes(name: str, entry: ModelEntry, input_shape, num_classes) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of positive ints, after checking it and ``num_classes``: a
+    misplaced argument (``get_model("mlp", 64, 10)``) or a zero would otherwise surface as a
+    ``TypeError`` or ``ZeroDivisionError`` from inside the builder or an initialiser."""
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence | np.ndarray):
+        raise TypeError(
+            f"input_shape must be the shape of one example without the batch axis, a tuple such as (64,) "
+            f"or (8, 8, 1), got {input_shape!r}" + (f"; pass ({input_shape},)" if isinstance(input_shape, int) else "")
+        )
+    shape = tuple(input_shape)
+    if not shape or any(isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral) or d < 1 for d in shape):
+        raise ValueError(f"input_shape must be a non-empty tuple of positive integers, got {shape!r}")
+    minimum = 1 if entry.task == "classification" else 0
+    if (
+        isinstance(num_classes, (bool, np.bool_))
+        or not isinstance(num_classes, numbers.Integral)
+        or (num_classes < minimum)
+    ):
+        what = (
+            "a positive integer (the number of classes)"
+            if minimum
+            else "an integer >= 0 (unused: the outputs are shaped like the inputs)"
+        )
+        raise ValueError(f"num_classes for model {name!r} must be {what}, got {num_classes!r}")
+    return tuple(int(d) for d in shape)
+
+
 def build_module(name: str, input_shape: tuple[int, ...], num_classes: int, *, seed: int = 0, **options) -> nnx.Module:
     """The registered model ``name`` as an NNX module (initialised from ``seed``).
 
     Raises ``ValueError`` for an option the model does not take (see :func:`model_options`).
     """
     entry = model_entry(name)
+    input_shape = _checked_shape_and_classes(name, entry, input_shape, num_classes)
     check_options(name, options)
-    return entry.build(tuple(input_shape), num_classes, rngs=nnx.Rngs(seed), **options)
+    return entry.build(input_shape, num_classes, rngs=nnx.Rngs(seed), **options)
 
 
 def get_model(name: str, input_shape: tuple[int, ...], num_classes: int, **options) -> Model:
@@ -418,8 +444,9 @@ def get_model(name: str, input_shape: tuple[int, ...], num_classes: int, **optio
     take raises ``ValueError`` (see :func:`model_options`).
     """
     entry = model_entry(name)
+    input_shape = _checked_shape_and_classes(name, entry, input_shape, num_classes)
     check_options(name, options)
-    return from_nnx_factory(lambda rngs: entry.build(tuple(input_shape), num_classes, rngs=rngs, **options), name=name)
+    return from_nnx_factory(lambda rngs: entry.build(input_shape, num_classes, rngs=rngs, **options), name=name)
 
 
 def bind(module: nnx.Module, variables: Variables, *, train: bool = False) -> nnx.Module:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from jdl.models import _checks
 from jdl.models.cnn import with_channels
 from jdl.nn.pooling import global_average_pool
 
@@ -46,6 +47,12 @@ class ResidualBlock(nnx.Module):
         rngs: nnx.Rngs,
     ):
         d = spatial_dims
+        if spatial_dims not in (1, 2):
+            raise ValueError(f"spatial_dims must be 1 (sequences) or 2 (images), got {spatial_dims!r}")
+        in_features = _checks.count(in_features, "in_features")
+        out_features = _checks.count(out_features, "out_features")
+        stride = _checks.count(stride, "stride")
+        batch_norm_momentum = _checks.momentum(batch_norm_momentum)
 
         def norm(channels: int) -> nnx.BatchNorm | None:
             return nnx.BatchNorm(channels, momentum=batch_norm_momentum, rngs=rngs) if batch_norm else None
@@ -104,9 +111,15 @@ class ResNet(nnx.Module):
         batch_norm_momentum: float = 0.9,
         rngs: nnx.Rngs,
     ):
-        if not stages or blocks_per_stage < 1:
-            raise ValueError(f"need at least one stage and one block per stage, got {stages}, {blocks_per_stage}")
+        stages = _checks.widths(stages, "stages (the channels of each stage)", allow_empty=False)
+        blocks_per_stage = _checks.count(blocks_per_stage, "blocks_per_stage")
+        in_channels = _checks.count(in_channels, "in_channels")
+        num_classes = _checks.count(num_classes, "num_classes")
+        batch_norm_momentum = _checks.momentum(batch_norm_momentum)
+        if spatial_dims not in (1, 2):
+            raise ValueError(f"spatial_dims must be 1 (sequences) or 2 (images), got {spatial_dims!r}")
         d = spatial_dims
+        self.in_channels = in_channels
         self.spatial_dims = spatial_dims
         self.stem = nnx.Conv(in_channels, stages[0], (3,) * d, use_bias=not batch_norm, rngs=rngs)
         self.stem_norm = nnx.BatchNorm(stages[0], momentum=batch_norm_momentum, rngs=rngs) if batch_norm else None
@@ -133,6 +146,7 @@ class ResNet(nnx.Module):
     def features(self, x: jax.Array) -> jax.Array:
         """Globally pooled features ``(N, C)``."""
         x = with_channels(x, self.spatial_dims)
+        _checks.channels("ResNet", x, self.in_channels, self.spatial_dims)
         x = self.stem(x)
         if self.stem_norm is not None:
             x = self.stem_norm(x)

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jdl.models import _checks
 from jdl.models.sequence import as_sequence
 from jdl.nn.recurrent import CellKind, recurrent_cell, zero_carry
 
@@ -55,14 +56,15 @@ class RecurrentClassifier(nnx.Module):
         radius: float | None = None,
         rngs: nnx.Rngs,
     ):
-        hidden = tuple(int(h) for h in hidden)
-        if not hidden or any(h <= 0 for h in hidden):
-            raise ValueError(f"hidden must list at least one positive width, got {hidden}")
+        in_features = _checks.count(in_features, "in_features")
+        num_classes = _checks.count(num_classes, "num_classes")
+        hidden = _checks.widths(hidden, "hidden", allow_empty=False)
         if readout not in ("last", "mean"):
             raise ValueError(f"readout must be 'last' or 'mean', got {readout!r}")
         self.bidirectional = bidirectional
         self.readout = readout
         self.last_width = hidden[-1]
+        self.in_features = in_features
 
         def make_rnn(a: int, b: int, reverse: bool) -> nnx.RNN:
             c = recurrent_cell(cell, a, b, forget_bias=forget_bias, radius=radius, rngs=rngs)
@@ -89,6 +91,11 @@ class RecurrentClassifier(nnx.Module):
         params and inputs are float64.
         """
         x = as_sequence(x)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"RecurrentClassifier was built for {self.in_features} feature(s) per time step, got inputs of "
+                f"shape {x.shape} as a sequence (N, T, C) ({x.shape[-1]} per step)"
+            )
         for layer in self.layers:
             if self.bidirectional:
                 carry = (zero_carry(layer.forward_rnn, x), zero_carry(layer.backward_rnn, x))

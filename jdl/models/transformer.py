@@ -24,6 +24,7 @@ from flax import nnx
 from flax.nnx.nn.attention import dot_product_attention_weights
 from flax.nnx.nn.dtypes import promote_dtype
 
+from jdl.models import _checks
 from jdl.models.sequence import as_sequence
 
 
@@ -83,6 +84,10 @@ class TransformerBlock(nnx.Module):
     """
 
     def __init__(self, width: int, num_heads: int, *, mlp_ratio: int = 2, dropout_rate: float = 0.0, rngs: nnx.Rngs):
+        width = _checks.count(width, "width")
+        num_heads = _checks.count(num_heads, "num_heads")
+        mlp_ratio = _checks.count(mlp_ratio, "mlp_ratio")
+        dropout_rate = _checks.rate(dropout_rate, "dropout_rate")
         if width % num_heads:
             raise ValueError(f"width {width} must be divisible by num_heads {num_heads}")
         self.norm1 = nnx.LayerNorm(width, rngs=rngs)
@@ -135,9 +140,17 @@ class TransformerEncoder(nnx.Module):
         dropout_rate: float = 0.0,
         rngs: nnx.Rngs,
     ):
+        in_features = _checks.count(in_features, "in_features")
+        num_classes = _checks.count(num_classes, "num_classes")
+        max_length = _checks.count(max_length, "max_length")
+        patch_size = _checks.count(patch_size, "patch_size")
+        num_layers = _checks.count(num_layers, "num_layers", minimum=0)
+        width = _checks.count(width, "width")
+        dropout_rate = _checks.rate(dropout_rate, "dropout_rate")
         if max_length % patch_size:
             raise ValueError(f"sequence length {max_length} must be divisible by patch_size {patch_size}")
         self.patch_size = patch_size
+        self.in_features = in_features
         self.num_tokens = max_length // patch_size
         self.embed = nnx.Linear(patch_size * in_features, width, rngs=rngs)
         # float32 like every other parameter (the default float would make it float64 under x64)
@@ -158,6 +171,11 @@ class TransformerEncoder(nnx.Module):
         if t != self.num_tokens * self.patch_size:
             raise ValueError(
                 f"the model was built for sequences of length {self.num_tokens * self.patch_size}, got {t}"
+            )
+        if c != self.in_features:
+            raise ValueError(
+                f"the model was built for {self.in_features} feature(s) per time step, got inputs of shape "
+                f"{x.shape} as a sequence (N, T, C) ({c} per step)"
             )
         x = jnp.reshape(x, (n, self.num_tokens, self.patch_size * c))
         x = self.embed(x) + self.positions[...][None]

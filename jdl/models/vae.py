@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jdl.models import _checks
 from jdl.nn.losses import binary_cross_entropy, kl_divergence_standard_normal
 
 
@@ -60,6 +61,10 @@ class VAE(nnx.Module):
         deterministic: bool = False,
         rngs: nnx.Rngs,
     ):
+        in_features = _checks.count(in_features, "in_features")
+        latent_features = _checks.count(latent_features, "latent_features")
+        hidden = _checks.widths(hidden, "hidden")
+        self.in_features = in_features
         self.latent_features = latent_features
         self.encoder = _mlp([in_features, *hidden], rngs)
         last = hidden[-1] if hidden else in_features
@@ -71,6 +76,7 @@ class VAE(nnx.Module):
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(μ, log σ²)`` of ``q(z|x)``."""
+        _checks.flat_features("VAE", x, self.in_features)
         h = jnp.reshape(x, (x.shape[0], -1))
         for layer in self.encoder:
             h = nnx.relu(layer(h))

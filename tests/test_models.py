@@ -454,10 +454,16 @@ def test_mlp_keep_probabilities_need_dropout_and_conflict_with_dropout_rate():
 def test_cnn_convolutions_before_batch_norm_have_no_bias():
     # The bias of a convolution followed by BatchNorm cancels with the batch mean: it only
     # added exactly flat directions (zero Hessian eigenvalues), as the MLP and ResNet avoid.
-    with_bn = nnx.eval_shape(lambda: CNN(1, 3, input_size=(8, 8), channels=(2, 2), batch_norm=True, rngs=nnx.Rngs(0)))
-    assert all(conv.bias is None for conv in with_bn.convs)
-    plain = nnx.eval_shape(lambda: CNN(1, 3, input_size=(8, 8), channels=(2, 2), rngs=nnx.Rngs(0)))
-    assert all(conv.bias is not None for conv in plain.convs)
+    def output_bias(conv):  # the bias of the stage that feeds BatchNorm
+        return getattr(conv, "pointwise", getattr(conv, "column", conv)).bias
+
+    for kind in ("standard", "separable", "asymmetric"):
+        with_bn = nnx.eval_shape(lambda kind=kind: CNN(1, 3, input_size=(8, 8), channels=(2, 2), conv=kind,
+                                                       batch_norm=True, rngs=nnx.Rngs(0)))
+        assert all(output_bias(conv) is None for conv in with_bn.convs), kind
+        plain = nnx.eval_shape(lambda kind=kind: CNN(1, 3, input_size=(8, 8), channels=(2, 2), conv=kind,
+                                                     rngs=nnx.Rngs(0)))
+        assert all(output_bias(conv) is not None for conv in plain.convs), kind
 
 
 def test_models_name_the_input_shape_they_were_built_for():

@@ -199,13 +199,15 @@ class CNN(nnx.Module):
 
     @staticmethod
     def _make_conv(kind, a, b, k, dilation, padding, d, batch_norm, rngs):
-        if kind == "separable":
-            return SeparableConv(a, b, (k,) * d, padding=padding, kernel_dilation=dilation, rngs=rngs)
-        if kind == "asymmetric":
-            return AsymmetricConv(a, b, k, padding=padding, rngs=rngs)
-        # Before BatchNorm a bias is subtracted out again with the batch mean (BatchNorm's β
+        # Before BatchNorm an output bias is subtracted out again with the batch mean (BatchNorm's β
         # replaces it, seed 003): it would only add flat directions, zero Hessian eigenvalues.
-        return nnx.Conv(a, b, (k,) * d, padding=padding, kernel_dilation=dilation, use_bias=not batch_norm, rngs=rngs)
+        use_bias = not batch_norm
+        if kind == "separable":
+            return SeparableConv(a, b, (k,) * d, padding=padding, kernel_dilation=dilation, use_bias=use_bias,
+                                 rngs=rngs)
+        if kind == "asymmetric":
+            return AsymmetricConv(a, b, k, padding=padding, use_bias=use_bias, rngs=rngs)
+        return nnx.Conv(a, b, (k,) * d, padding=padding, kernel_dilation=dilation, use_bias=use_bias, rngs=rngs)
 
     def _pool(self, i: int, x: jax.Array) -> jax.Array:
         if self.pooling == "max":

@@ -55,6 +55,8 @@ class SeparableConv(nnx.Module):
       padding, kernel_dilation: as for ``nnx.Conv`` (depthwise stage).
       depth_multiplier: depthwise output channels per input channel.
       spatial_dims: spatial dimensions when ``kernel_size`` is an int.
+      use_bias: the pointwise stage's bias (the layer's only one); ``False``
+        before BatchNorm, whose shift ``β`` replaces it.
       dtype, param_dtype: as for ``nnx.Conv`` (the computation's dtype,
         ``None``: the inputs' and params'; the parameters', float32).
       rngs: ``nnx.Rngs``.
@@ -74,6 +76,7 @@ class SeparableConv(nnx.Module):
         kernel_dilation: int | Sequence[int] = 1,
         depth_multiplier: int = 1,
         spatial_dims: int = 2,
+        use_bias: bool = True,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -95,8 +98,8 @@ class SeparableConv(nnx.Module):
             param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.pointwise = nnx.Conv(mid, out_features, (1,) * len(kernel), dtype=dtype, param_dtype=param_dtype,
-                                  rngs=rngs)
+        self.pointwise = nnx.Conv(mid, out_features, (1,) * len(kernel), use_bias=use_bias, dtype=dtype,
+                                  param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.pointwise(self.depthwise(x))
@@ -115,6 +118,10 @@ class AsymmetricConv(nnx.Module):
       kernel_size: ``n``.
       padding: ``"SAME"`` or ``"VALID"`` (VALID shrinks each side by ``n − 1``).
       hidden_features: channels between the two convolutions (default ``out_features``).
+      use_bias: the ``n×1`` (output) stage's bias; ``False`` before BatchNorm,
+        whose shift ``β`` replaces it. The ``1×n`` stage keeps its bias: with
+        ``"SAME"`` padding it reaches border positions differently, so it is
+        not a constant shift.
       dtype, param_dtype: as for ``nnx.Conv``.
       rngs: ``nnx.Rngs``.
 
@@ -131,6 +138,7 @@ class AsymmetricConv(nnx.Module):
         *,
         padding: str = "SAME",
         hidden_features: int | None = None,
+        use_bias: bool = True,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -140,7 +148,7 @@ class AsymmetricConv(nnx.Module):
         _check_positive(mid, "hidden_features")
         types = dict(padding=padding, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.row = nnx.Conv(in_features, mid, (1, kernel_size), **types)
-        self.column = nnx.Conv(mid, out_features, (kernel_size, 1), **types)
+        self.column = nnx.Conv(mid, out_features, (kernel_size, 1), use_bias=use_bias, **types)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         if x.ndim != 4:

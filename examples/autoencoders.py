@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import publish  # the examples' shared helpers (examples/_cli.py)
 
 from jdl.data import digits
 from jdl.models import bind, build_module, get_model
@@ -207,15 +208,15 @@ def plot_denoising(results: dict, path: Path, *, count: int = 12) -> None:
     plt.close(fig)
 
 
-def main(**options) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def main(**options) -> dict:
     results = run(**options)
     text = table(results)
     print(text)
-    (RESULTS / "autoencoders.md").write_text("# Autoencoders on the digits\n\n" + text + "\n")
-    plot_pca(results, RESULTS / "autoencoders_pca.png")
-    plot_denoising(results, RESULTS / "autoencoders_denoising.png")
+    publish(RESULTS, {"autoencoders_pca.png": lambda path: plot_pca(results, path),
+                      "autoencoders_denoising.png": lambda path: plot_denoising(results, path),
+                      "autoencoders.md": lambda path: path.write_text(f"# Autoencoders on the digits\n\n{text}\n")})
     print(f"wrote {RESULTS / 'autoencoders_pca.png'}, autoencoders_denoising.png and autoencoders.md")
+    return results
 
 
 if __name__ == "__main__":

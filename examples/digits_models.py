@@ -21,6 +21,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import optax
+from _cli import publish, run_settings  # the examples' shared helpers (examples/_cli.py)
 
 from jdl.data import digits
 from jdl.models import get_model
@@ -45,6 +46,9 @@ def run(
     *, epochs: int = 30, batch_size: int = 64, learning_rate: float = 2e-3, models=tuple(MODELS), seed: int = 0
 ) -> dict:
     """Train each model on the digits; return test accuracy, parameters, time and histories."""
+    unknown = [label for label in models if label not in MODELS]
+    if unknown:  # before any training, not after the models listed earlier
+        raise ValueError(f"unknown models {unknown}; choose from {list(MODELS)}")
     out = {}
     for label in models:
         name, options, image = MODELS[label]
@@ -105,18 +109,24 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(**options) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    results = run(**options)
-    text = table(results)
-    print(text)
+def report(results: dict, settings: dict) -> str:
+    """The Markdown record: the settings the numbers were computed with, then the table."""
     n_test = next(iter(results.values()))["test_size"]
-    (RESULTS / "digits_models.md").write_text(
-        "# Digits: MLP vs CNN vs ResNet\n\n30 epochs, Adam 2e-3 with cosine decay, batch 64, seed 0; "
-        f"test split of {n_test} images.\n\n" + text + "\n"
+    return (
+        f"# Digits: MLP vs CNN vs ResNet\n\n{settings['epochs']} epochs, Adam {settings['learning_rate']:g} with "
+        f"cosine decay, batch {settings['batch_size']}, seed {settings['seed']}; test split of {n_test} images.\n\n"
+        + table(results) + "\n"
     )
-    plot(results, RESULTS / "digits_models.png")
+
+
+def main(**options) -> dict:
+    settings = run_settings(run, options)  # an unknown option fails here, before any training
+    results = run(**options)
+    print(table(results))
+    publish(RESULTS, {"digits_models.png": lambda path: plot(results, path),
+                      "digits_models.md": lambda path: path.write_text(report(results, settings))})
     print(f"wrote {RESULTS / 'digits_models.png'} and digits_models.md")
+    return results
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import publish, run_settings  # the examples' shared helpers (examples/_cli.py)
 
 from jdl.models import Discriminator, Generator, generate, init_gan, make_gan_step
 from jdl.training import from_nnx_factory
@@ -72,7 +73,14 @@ def run(
     keep_prob: float = 0.8,
     seed: int = 0,
 ) -> dict:
-    """Train the GAN for ``steps`` steps (fused with ``lax.scan`` between snapshots)."""
+    """Train the GAN for ``steps`` steps (fused with ``lax.scan`` between snapshots).
+
+    The steps are split into ``snapshots`` chunks of as equal a length as can be
+    (``steps=1000, snapshots=3``: 334, 333, 333), with a snapshot of the
+    generator's samples after each.
+    """
+    if not 1 <= snapshots <= steps:  # checked before anything is compiled
+        raise ValueError(f"snapshots must be from 1 to steps ({steps}), got {snapshots}")
     generator = from_nnx_factory(lambda rngs: Generator(LATENT, 2, (128, 128), rngs=rngs), name="generator")
     discriminator = from_nnx_factory(
         lambda rngs: Discriminator(2, (128, 128), keep_prob=keep_prob, rngs=rngs), name="discriminator"
@@ -98,10 +106,11 @@ def run(
 
         return jax.lax.scan(body, state, keys)
 
-    chunk = max(steps // snapshots, 1)
+    # every chunk has steps // snapshots steps, the first steps % snapshots one more (at most two compilations)
+    chunks = [steps // snapshots + (i < steps % snapshots) for i in range(snapshots)]
     history, frames = [], []
     start = time.perf_counter()
-    for i in range(snapshots):
+    for i, chunk in enumerate(chunks):
         keys = jax.random.split(jax.random.fold_in(data_key, i), chunk)
         state, metrics = train_chunk(state, keys)
         history.append({k: np.asarray(v) for k, v in metrics.items()})
@@ -153,7 +162,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set_xticks([])
         ax.set_yticks([])
     h = results["history"]
-    window = 100
+    window = min(100, len(h["d_real"]))  # np.convolve would swap a window longer than the history
     smooth = lambda v: np.convolve(v, np.ones(window) / window, mode="valid")  # noqa: E731
     axes[-1].plot(smooth(h["d_real"]), label="D(x)")
     axes[-1].plot(smooth(h["d_fake"]), label="D(G(z))")
@@ -172,19 +181,25 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(**options) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    results = run(**options)
-    text = table(results)
-    print(text)
-    (RESULTS / "gan_mixture.md").write_text(
+def report(results: dict, settings: dict) -> str:
+    """The Markdown record: the settings the numbers were computed with, then the table."""
+    return (
         "# GAN on a mixture of 8 Gaussians\n\n"
-        f"{results['steps']} steps, batch 256, Adam 1e-3 (β₁ = 0.5) for both players, non-saturating "
-        "generator loss, dropout (keep 0.8) in the discriminator; 10 000 samples scored. "
-        f"Training time {results['seconds']:.0f} s on CPU.\n\n" + text + "\n"
+        f"{results['steps']} steps, batch {settings['batch_size']}, Adam {settings['learning_rate']:g} (β₁ = 0.5) "
+        "for both players, non-saturating generator loss, dropout "
+        f"(keep {settings['keep_prob']:g}) in the discriminator, seed {settings['seed']}; 10 000 samples scored. "
+        f"Training time {results['seconds']:.0f} s on CPU.\n\n" + table(results) + "\n"
     )
-    plot(results, RESULTS / "gan_mixture.png")
+
+
+def main(**options) -> dict:
+    settings = run_settings(run, options)  # an unknown option fails here, before any training
+    results = run(**options)
+    print(table(results))
+    publish(RESULTS, {"gan_mixture.png": lambda path: plot(results, path),
+                      "gan_mixture.md": lambda path: path.write_text(report(results, settings))})
     print(f"wrote {RESULTS / 'gan_mixture.png'} and gan_mixture.md")
+    return results
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import publish  # the examples' shared helpers (examples/_cli.py)
 
 from jdl.data import load_dataset
 from jdl.hessian import critical_point_report, critical_point_summary, escape_saddle, find_critical_point
@@ -171,13 +172,12 @@ def plot(results: dict, path) -> None:
     plt.close(fig)
 
 
-def main(**options) -> None:
+def main(**options) -> dict:
     results = run(**options)
     print(table(results))
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "hessian_index_vs_loss.png"
-    plot(results, path)
+    (path,) = publish(RESULTS, {"hessian_index_vs_loss.png": lambda path: plot(results, path)})
     print(f"wrote {path}")
+    return results
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import publish  # the examples' shared helpers (examples/_cli.py)
 
 from jdl.data import load_dataset
 from jdl.data.datasets import load_digits_arrays
@@ -192,12 +193,12 @@ def plot(results: dict, directory) -> list[Path]:
     return paths
 
 
-def main(**options) -> None:
+def main(**options) -> dict:
     results = run(**options)
     print(table(results))
-    RESULTS.mkdir(exist_ok=True)
-    for path in plot(results, RESULTS):
+    for path in publish(RESULTS, lambda staging: plot(results, staging)):  # all three plots, or none
         print(f"wrote {path}")
+    return results
 
 
 if __name__ == "__main__":

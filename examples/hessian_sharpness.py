@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import optax
+from _cli import publish  # the examples' shared helpers (examples/_cli.py)
 
 from jdl.data import load_dataset
 from jdl.hessian import SharpnessTracker, plot_sharpness
@@ -74,13 +75,12 @@ def plot(results: dict, path) -> None:
                    title=f"full-batch GD, η = {results['learning_rate']}: sharpness vs 2/η")
 
 
-def main(**options) -> None:
+def main(**options) -> dict:
     results = run(**options)
     print(table(results))
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "hessian_sharpness.png"
-    plot(results, path)
+    (path,) = publish(RESULTS, {"hessian_sharpness.png": lambda path: plot(results, path)})
     print(f"wrote {path}")
+    return results
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import publish, run_settings  # the examples' shared helpers (examples/_cli.py)
 
 from jdl.data import Dataset, mnist1d
 from jdl.models import get_model
@@ -83,6 +84,9 @@ def run(
     Returns ``{label: {"original": {...}, "shuffled": {...}}}`` with test and
     final-epoch training accuracy and training time.
     """
+    unknown = [label for label in models if label not in MODELS]
+    if unknown:  # before any training, not after the models listed earlier
+        raise ValueError(f"unknown models {unknown}; choose from {list(MODELS)}")
     ds = mnist1d() if dataset is None else dataset
     permutation = np.random.default_rng(seed).permutation(ds.input_shape[0])
     shuffled = permute_positions(ds, permutation)
@@ -131,22 +135,28 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(**options) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    ds = mnist1d()
-    results = run(dataset=ds, **options)
-    text = table(results)
-    print(text)
+def report(results: dict, settings: dict, ds: Dataset) -> str:
+    """The Markdown record: the data and settings the numbers were computed with, then the table."""
     seconds = sum(v["seconds"] for r in results.values() for v in r.values())
-    (RESULTS / "mnist1d_models.md").write_text(
+    return (
         "# MNIST-1D: original vs shuffled positions\n\n"
         f"{len(ds.train['y'])} train / {len(ds.test['y'])} test sequences of length {ds.input_shape[0]}; "
-        "30 epochs of AdamW (3e-3, cosine decay, weight decay 1e-4, gradient clipping 1), batch 128, seed 0. "
-        "The shuffled column uses one fixed permutation of the 40 positions for every example. "
-        f"Total training time {seconds:.0f} s on CPU.\n\n" + text + "\n"
+        f"{settings['epochs']} epochs of AdamW ({settings['learning_rate']:g}, cosine decay, weight decay 1e-4, "
+        f"gradient clipping 1), batch {settings['batch_size']}, seed {settings['seed']}. "
+        f"The shuffled column uses one fixed permutation of the {ds.input_shape[0]} positions for every example. "
+        f"Total training time {seconds:.0f} s on CPU.\n\n" + table(results) + "\n"
     )
-    plot(results, RESULTS / "mnist1d_models.png")
+
+
+def main(*, dataset: Dataset | None = None, **options) -> dict:
+    settings = run_settings(run, options)  # an unknown option fails here, before any training
+    ds = mnist1d() if dataset is None else dataset
+    results = run(dataset=ds, **options)
+    print(table(results))
+    publish(RESULTS, {"mnist1d_models.png": lambda path: plot(results, path),
+                      "mnist1d_models.md": lambda path: path.write_text(report(results, settings, ds))})
     print(f"wrote {RESULTS / 'mnist1d_models.png'} and mnist1d_models.md")
+    return results
 
 
 if __name__ == "__main__":

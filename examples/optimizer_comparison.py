@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import publish  # the examples' shared helpers (examples/_cli.py)
 
 import jdl.optim as jo
 from jdl.data import digits
@@ -292,10 +293,6 @@ def run_comparison(out_dir: str | os.PathLike = RESULTS, *, steps: int = 300, di
     if digits_steps:
         digits_losses = digits_curves(list(first_order) + list(network_second_order), steps=digits_steps,
                                       hidden=hidden)
-    trajectories_png = out_dir / "optimizer_trajectories.png"
-    curves_png = out_dir / "optimizer_loss_curves.png"
-    plot_trajectories(chosen, results, trajectories_png, colours)
-    plot_loss_curves(chosen, results, digits_losses, curves_png, colours)
     final = {surface: {name: float(losses[-1]) for name, (_, losses) in runs.items()}
              for surface, runs in results.items()}
     escape = {}
@@ -306,10 +303,14 @@ def run_comparison(out_dir: str | os.PathLike = RESULTS, *, steps: int = 300, di
                 for name, (_, losses) in results[surface.name].items()}
     if digits_losses:
         final["digits MLP"] = {name: float(np.mean(losses[-10:])) for name, losses in digits_losses.items()}
-    summary = out_dir / "optimizer_comparison.json"
-    summary.write_text(json.dumps({"steps": steps, "digits_steps": digits_steps, "final_loss": final,
-                                   "escape_step": escape}, indent=2, allow_nan=True))
-    return {"files": [trajectories_png, curves_png, summary], "final_loss": final, "escape_step": escape}
+    summary = json.dumps({"steps": steps, "digits_steps": digits_steps, "final_loss": final, "escape_step": escape},
+                         indent=2, allow_nan=True)
+    files = publish(out_dir, {  # all or none, the summary last
+        "optimizer_trajectories.png": lambda path: plot_trajectories(chosen, results, path, colours),
+        "optimizer_loss_curves.png": lambda path: plot_loss_curves(chosen, results, digits_losses, path, colours),
+        "optimizer_comparison.json": lambda path: path.write_text(summary),
+    })
+    return {"files": files, "final_loss": final, "escape_step": escape}
 
 
 def main(argv=None) -> dict:

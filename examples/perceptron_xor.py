@@ -18,6 +18,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import publish  # the examples' shared helpers (examples/_cli.py)
 
 from jdl.data import xor
 from jdl.models import get_model
@@ -145,14 +146,14 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(**options) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def main(**options) -> dict:
     results = run(**options)
     text = table(results)
     print(text)
-    (RESULTS / "perceptron_xor.md").write_text("# Perceptron vs MLP on XOR\n\n" + text + "\n")
-    plot(results, RESULTS / "perceptron_xor.png")
+    publish(RESULTS, {"perceptron_xor.png": lambda path: plot(results, path),
+                      "perceptron_xor.md": lambda path: path.write_text(f"# Perceptron vs MLP on XOR\n\n{text}\n")})
     print(f"wrote {RESULTS / 'perceptron_xor.png'} and perceptron_xor.md")
+    return results
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import publish, run_settings  # the examples' shared helpers (examples/_cli.py)
 
 from jdl.models import get_model
 from jdl.training import fit, make_evaluate
@@ -204,21 +205,31 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(**options) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    results = run(**options)
-    text = table(results)
-    print(text)
+def report(results: dict, settings: dict) -> str:
+    """The Markdown record: the settings the numbers were computed with, then the table."""
     seconds = sum(r["seconds"] for by in results.values() for r in by.values())
-    (RESULTS / "sequence_memory.md").write_text(
+    s = settings
+    steps = s["epochs"] * -(-s["num_train"] // s["batch_size"])  # fit keeps the last, smaller batch
+    seeds = list(s["seeds"])
+    seeds = f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, seeds[:-1])) + f" and {seeds[-1]}"
+    return (
         "# Sequence memory: the adding problem\n\n"
-        "Test MSE on 1000 sequences after 20 epochs over 8192 training sequences (2560 steps), hidden "
-        "size 32, Adam 3e-3, gradient clipping 1, batch 64, seeds 0 and 1. Always answering 1 scores "
+        f"Test MSE on 1000 sequences after {s['epochs']} epochs over {s['num_train']} training sequences "
+        f"({steps} steps), hidden size {s['hidden']}, Adam {s['learning_rate']:g}, gradient clipping 1, "
+        f"batch {s['batch_size']}, {seeds}. Always answering 1 scores "
         f'1/6 ≈ 0.167; adding only the second number scores 1/12 ≈ 0.083; "solved" means MSE < {SOLVED_MSE}. '
-        f"Total training time {seconds:.0f} s on CPU.\n\n" + text + "\n"
+        f"Total training time {seconds:.0f} s on CPU.\n\n" + table(results) + "\n"
     )
-    plot(results, RESULTS / "sequence_memory.png")
+
+
+def main(**options) -> dict:
+    settings = run_settings(run, options)  # an unknown option fails here, before any training
+    results = run(**options)
+    print(table(results))
+    publish(RESULTS, {"sequence_memory.png": lambda path: plot(results, path),
+                      "sequence_memory.md": lambda path: path.write_text(report(results, settings))})
     print(f"wrote {RESULTS / 'sequence_memory.png'} and sequence_memory.md")
+    return results
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from _cli import publish, run_settings  # the examples' shared helpers (examples/_cli.py)
 
 from jdl.data import digits
 from jdl.models import get_model
@@ -80,6 +81,9 @@ def run(
     seed: int = 0,
 ) -> dict:
     """Gradient norms at initialisation and test accuracy after ``epochs`` epochs of Adam."""
+    unknown = [variant for variant in variants if variant not in VARIANTS]
+    if unknown:  # before any training, not after the variants listed earlier
+        raise ValueError(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     ds = digits()
     batch = {k: jnp.asarray(v[:256]) for k, v in ds.train.items()}
     test = {k: jnp.asarray(v) for k, v in ds.test.items()}
@@ -151,18 +155,25 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main(**options) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    results = run(**options)
-    text = table(results)
-    print(text)
-    (RESULTS / "vanishing_gradients.md").write_text(
-        "# Vanishing gradients in a deep MLP\n\n20 hidden layers of width 64, Glorot-uniform weights "
-        "(and He-normal for the last ReLU row), digits; gradient norms of a 256-example batch at "
-        "initialisation, then 15 epochs of Adam 1e-3 (batch 64); BatchNorm momentum 0.9.\n\n" + text + "\n"
+def report(results: dict, settings: dict) -> str:
+    """The Markdown record: the settings the numbers were computed with, then the table."""
+    s = settings
+    trained = f"then {s['epochs']} epochs of Adam 1e-3 (batch 64)" if s["epochs"] else "no training"
+    return (
+        f"# Vanishing gradients in a deep MLP\n\n{s['depth']} hidden layers of width {s['width']}, Glorot-uniform "
+        "weights (another initialiser where a row names it), digits; gradient norms of a 256-example batch at "
+        f"initialisation, {trained}, seed {s['seed']}; BatchNorm momentum 0.9.\n\n" + table(results) + "\n"
     )
-    plot(results, RESULTS / "vanishing_gradients.png")
+
+
+def main(**options) -> dict:
+    settings = run_settings(run, options)  # an unknown option fails here, before any training
+    results = run(**options)
+    print(table(results))
+    publish(RESULTS, {"vanishing_gradients.png": lambda path: plot(results, path),
+                      "vanishing_gradients.md": lambda path: path.write_text(report(results, settings))})
     print(f"wrote {RESULTS / 'vanishing_gradients.png'} and vanishing_gradients.md")
+    return results
 
 
 if __name__ == "__main__":

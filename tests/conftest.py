@@ -41,8 +41,11 @@ def _float64_is_off_at_the_start():
 def load_example(monkeypatch):
     """``load_example(name, *functions)``: the script ``examples/{name}.py``
     imported as a module (its ``main`` not run), with matplotlib on the Agg
-    backend; ``main`` and the named ``functions`` must be callable."""
+    backend and ``examples/`` on the import path (for the scripts' shared
+    ``_cli``, as when a script runs); ``main`` and the named ``functions``
+    must be callable."""
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.syspath_prepend(str(EXAMPLES))
 
     def load(name, *functions):
         spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")

@@ -1,25 +1,13 @@
 """The optimizer comparison example runs its whole pipeline on a tiny budget."""
 
-import importlib.util
 import json
 import math
-import pathlib
 
 import pytest
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_optimizer_comparison_writes_its_figures(tmp_path, monkeypatch):
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    example = _load("optimizer_comparison")
+def test_optimizer_comparison_writes_its_figures(tmp_path, monkeypatch, load_example):
+    example = load_example("optimizer_comparison", "run_comparison")
     quadratic, saddle = example.SURFACES[0].name, example.SURFACES[2].name
     out = example.run_comparison(
         tmp_path, steps=16, digits_steps=3, first_order=("jdl:adam",),

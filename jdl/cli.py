@@ -116,7 +116,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint, with its saved settings (only --epochs, "
                    "the new total of epochs, may change)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is shown only when stderr is a terminal, never in a piped log)")
     p.set_defaults(func=cmd_train)
 
 
@@ -289,7 +290,7 @@ def cmd_train(args) -> int:
         out_dir=out,
         resume=args.resume,
         callbacks=callbacks,
-        progress=not args.no_progress,
+        progress=False if args.no_progress else None,  # None: fit shows it only on a terminal
         config=config.to_json(),
     )
     elapsed = time.perf_counter() - t0

@@ -138,6 +138,19 @@ def test_cli_a_failed_run_can_be_retried_with_fixed_options(tmp_path, capsys):
     assert json.loads((stale / "config.json").read_text())["batch_size"] == 4
 
 
+def test_cli_progress_bar_only_on_a_terminal_unless_turned_off(tmp_path, monkeypatch):
+    # A piped log filled up with bar redraws: the default is fit's (a bar only on a terminal).
+    import jdl.training
+
+    seen = []
+    real_fit = jdl.training.fit
+    monkeypatch.setattr(jdl.training, "fit", lambda *a, **k: seen.append(k["progress"]) or real_fit(*a, **k))
+    base = ["train", "--dataset", "xor", "--model", "logistic", "--epochs", "1", "--batch-size", "4"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert seen == [None, False]
+
+
 def test_cli_unwritable_output_directory(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")

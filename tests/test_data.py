@@ -62,6 +62,9 @@ def test_mnist1d_sizes_and_determinism():
 def test_xor_is_not_linearly_separable_by_construction():
     ds = xor()
     np.testing.assert_array_equal(ds.train["y"], [0, 1, 1, 0])
+    # the splits hold the same points but not the same arrays: one changed in place leaves the others
+    ds.train["x"] *= 2
+    np.testing.assert_array_equal(ds.test["x"], [[0, 0], [0, 1], [1, 0], [1, 1]])
 
 
 def test_standardize_uses_training_statistics():

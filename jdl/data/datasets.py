@@ -185,14 +185,17 @@ _MIN_SAMPLES = 10
 
 
 def xor() -> Dataset:
-    """The four XOR points, labels ``x₁ XOR x₂``; all splits are the same four points.
+    """The four XOR points, labels ``x₁ XOR x₂``; all splits are the same four points
+    (as copies: changing one split in place leaves the others as they were).
 
     Not linearly separable: a perceptron cannot fit it, one hidden layer can (seed 001).
     """
     x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
     y = np.array([0, 1, 1, 0], np.int32)
-    s = _as_split(x, y)
-    return Dataset("xor", s, dict(s), dict(s), 2)
+    def split():
+        return _as_split(x.copy(), y.copy())
+
+    return Dataset("xor", split(), split(), split(), 2)
 
 
 def two_moons(num_samples: int = 1000, *, noise: float = 0.1, seed: int = 0) -> Dataset:

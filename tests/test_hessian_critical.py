@@ -526,3 +526,34 @@ def test_critical_point_settings_are_checked_before_tracing():
         s = jax.jit(lambda tol: critical_point_summary(saddle, jnp.zeros(2), gradient_tol=tol,
                                                        eigenvalue_atol=tol))(1e-8)
         assert s.class_names() == "saddle" and bool(s.is_critical)
+
+
+def test_slices_refuse_integer_params_instead_of_rounding_the_steps():
+    # Integer params took the direction and each α cast to integers: every
+    # point of the slice was L(θ) (here 4, where L(1.5, 1) = 10.25).
+    with pytest.raises(TypeError, match="params must hold real floating-point"):
+        loss_slice(saddle, jnp.array([1, 1]), jnp.array([1.0, 0.0]), alphas=jnp.array([0.5]))
+    with pytest.raises(TypeError, match="params must hold real floating-point"):
+        loss_surface(saddle, jnp.array([1, 1]), jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0]),
+                     alphas=jnp.array([0.5]), betas=jnp.array([0.5]))
+    np.testing.assert_allclose(loss_slice(saddle, jnp.array([1.0, 1.0]), jnp.array([1.0, 0.0]),
+                                          alphas=jnp.array([0.5])), [10.25])
+
+
+def test_condition_number_of_half_precision_eigenvalues():
+    from jdl.hessian.condition import condition_number
+    # The default rtol n·ε of bfloat16 is 1.56 for 200 eigenvalues: it excluded all of them (κ = inf).
+    c = condition_number(jnp.linspace(1.0, 10.0, 200).astype(jnp.bfloat16))
+    assert c.definition == "definite" and float(c.value) == pytest.approx(10.0) and int(c.num_excluded) == 0
+    # κ = 1e5 overflowed float16's range (65 504).
+    assert float(condition_number(jnp.array([1e-3, 100.0], jnp.float16)).value) == pytest.approx(1e5, rel=1e-3)
+    with pytest.raises(TypeError, match="eigenvalues must be real"):
+        condition_number(jnp.array([1.0 + 1.0j, 2.0]))
+
+
+def test_block_eigenvalues_checks_dense_max_params():
+    # Was accepted as is: -1 or None silently chose Lanczos, True meant "dense up to 1".
+    loss = lambda p: jnp.sum(p["a"] ** 2)  # noqa: E731
+    for bad in (-1, True, None, 2.5):
+        with pytest.raises(ValueError, match="dense_max_params must be an integer >= 0"):
+            block_eigenvalues(loss, {"a": jnp.ones(2)}, block="a", dense_max_params=bad)

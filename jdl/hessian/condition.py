@@ -29,7 +29,8 @@ saddles) — so this module also provides variants with stated definitions:
 ``"auto"`` — ``"definite"`` when every eigenvalue is above
     ``rtol · max|λ|``, else ``"magnitude"``.
 
-``rtol`` defaults to ``n · ε`` for ``n`` eigenvalues of the dtype's ``ε`` — the
+``rtol`` defaults to ``n · ε`` for ``n`` eigenvalues of the dtype's ``ε`` (half-precision
+eigenvalues are worked with in float32, and take float32's ``ε``) — the
 numerical-rank tolerance of ``numpy.linalg.matrix_rank`` and
 ``scipy.linalg.pinvh``: a backward-stable ``eigh`` finds each eigenvalue to
 within a small multiple of ``ε · max|λ|``, so smaller ones cannot be told from
@@ -124,8 +125,16 @@ def condition_number(
       ('magnitude', 5.0)
     """
     lam = jnp.asarray(eigenvalues)
+    if jnp.issubdtype(lam.dtype, jnp.complexfloating):
+        raise TypeError(f"eigenvalues must be real (those of a symmetric matrix, e.g. jnp.linalg.eigvalsh), "
+                        f"got {lam.dtype}; dropping the imaginary parts would hide a non-symmetric matrix")
     if not jnp.issubdtype(lam.dtype, jnp.floating):  # integers, bools: JAX's default float
         lam = lam.astype(jnp.result_type(float))
+    elif jnp.finfo(lam.dtype).bits < 32:
+        # Half precision: in float32, as NumPy's eigensolvers return (and ``numpy.linalg.matrix_rank``
+        # then takes float32's ε). In float16 a κ above 65 504 overflows to inf, and the default
+        # n·ε would reach 1 at 128 (bfloat16) or 1 024 (float16) eigenvalues, excluding them all.
+        lam = lam.astype(jnp.float32)
     if lam.ndim != 1 or lam.shape[0] == 0:
         raise ValueError(f"eigenvalues must be a non-empty vector, got shape {lam.shape}")
     if definition not in ("auto", "definite", "magnitude", "positive"):

@@ -29,6 +29,7 @@ from jax.flatten_util import ravel_pytree
 from jdl.hessian._flat import (
     check_count,
     check_eigensolver_dtype,
+    check_floating,
     check_like,
     check_number,
     flatten,
@@ -169,6 +170,7 @@ def block_eigenvalues(
     """
     k = check_count(k, "k")
     num_steps = check_count(num_steps, "num_steps")
+    dense_max_params = check_count(dense_max_params, "dense_max_params", 0)
     restricted, sub = block_loss(loss, params, block)
     check_eigensolver_dtype(flatten(sub)[0].dtype, "block_eigenvalues")
     n = sum(int(jnp.size(leaf)) for leaf in sub)
@@ -212,6 +214,9 @@ def _direction(d: PyTree, params: PyTree, normalize: bool, what: str) -> PyTree:
     A zero ``d`` has no direction: concrete, it raises ``ValueError``; traced
     (under ``jax.jit``), it stays zero, so the slice is the constant ``L(θ)``.
     """
+    # Integer params would take the direction, and each α, cast to integers:
+    # a silently constant (or coarsely stepped) slice.
+    check_floating(params, "params")
     check_like(d, params, what, check_dtypes=False)
     if not normalize:
         return jax.tree.map(lambda u, p: jnp.asarray(u, leaf_dtype(p)), d, params)

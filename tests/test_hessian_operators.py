@@ -420,3 +420,36 @@ def test_dense_builders_refuse_a_bad_chunk_size():
             dense_hessian(f, jnp.ones(4), chunk_size=bad)
         with pytest.raises(ValueError, match="chunk_size must be a positive integer"):
             dense_matrix(lambda v: v, jnp.ones(4), chunk_size=bad)
+
+
+def test_categorical_fisher_refuses_one_logit_and_matches_bernoulli_when_stacked():
+    # A sigmoid model's (N, 1) logits passed as a categorical: softmax over one
+    # logit is constant, and the Fisher came out as the zero matrix silently.
+    from jdl.nn import binary_cross_entropy
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(5)
+        x = jnp.asarray(rng.normal(size=(9, 3)))
+        y = jnp.asarray(rng.integers(0, 2, size=(9, 1)), jnp.float64)
+        w = jnp.asarray(rng.normal(size=(3, 1)))
+        one_logit = lambda w, x: x @ w  # noqa: E731
+        with pytest.raises(ValueError, match="at least two logits per example"):
+            fisher(one_logit)(w, w, x)
+        # The way out the message names: the Bernoulli Fisher Σ p(1−p) x xᵀ / N.
+        stacked = lambda w, x: jnp.concatenate([-x @ w / 2, x @ w / 2], axis=-1)  # noqa: E731
+        f = dense_matrix(fisher(stacked), w, w, x)
+        p = np.asarray(jax.nn.sigmoid(x @ w))[:, 0]
+        ref = (np.asarray(x).T * (p * (1 - p))) @ np.asarray(x) / 9
+        np.testing.assert_allclose(f, ref, rtol=1e-10, atol=1e-14)
+        g = dense_matrix(gauss_newton(one_logit, lambda z, x: jnp.mean(binary_cross_entropy(z, y))), w, w, x)
+        np.testing.assert_allclose(f, g, rtol=1e-10, atol=1e-14)
+
+
+def test_dense_matrix_refuses_a_product_not_shaped_like_its_input():
+    like = {"a": jnp.zeros(3), "b": jnp.zeros((2, 2))}
+    # Too few numbers: a non-square 3 × 7 "matrix" came back silently.
+    with pytest.raises(ValueError, match="vectors of 7 numbers .* returned 3"):
+        dense_matrix(lambda v: {"a": v["a"]}, like)
+    # As many numbers under other keys: flattened in another order, a permuted matrix.
+    with pytest.raises(ValueError, match="pytree shaped like its input"):
+        dense_matrix(lambda v: {"b": v["b"], "x": v["a"]}, like)

@@ -219,6 +219,19 @@ def test_frobenius_norm_estimate():
         hutch_plus_plus(2)
 
 
+def test_trace_estimators_refuse_a_product_not_shaped_like_its_input():
+    # A product with transposed leaves has the right size, so it was flattened in
+    # another order: the trace of a permuted operator, returned without a word.
+    like = {"a": jnp.zeros((2, 3))}
+    transposed = lambda v: {"a": v["a"].T}  # noqa: E731
+    renamed = lambda v: {"b": v["a"]}  # noqa: E731
+    for estimator in (hutchinson(4), hutch_plus_plus(6), frobenius_norm(4)):
+        with pytest.raises(ValueError, match=r"leaf of shape \(3, 2\) for an input leaf of shape \(2, 3\)"):
+            estimator(transposed, like, key=0)
+        with pytest.raises(ValueError, match="pytree shaped like its input"):
+            estimator(renamed, like, key=0)
+
+
 def test_condition_number_definitions():
     c = condition_number(jnp.array([2.0, 5.0, 100.0]))
     assert (c.definition, float(c.value)) == ("definite", 50.0)

@@ -45,6 +45,8 @@ from jdl.hessian._flat import (
     check_eigensolver_dtype,
     check_floating,
     check_like,
+    check_product_size,
+    check_product_structure,
     flatten,
 )
 from jdl.training.model import Model, Variables
@@ -330,14 +332,24 @@ def _output_fisher(likelihood: str, outputs: jax.Array, u: jax.Array) -> jax.Arr
 def _check_fisher_outputs(likelihood: str, outputs) -> None:
     """The Fisher is a mean over the rows of ``(N, C)`` outputs: raise on any other shape."""
     shape = jnp.shape(outputs)
+    if likelihood == "categorical" and len(shape) == 2 and shape[1] == 1:
+        # softmax of a single logit is 1 whatever the logit: F_z = p − p² = 0,
+        # so a sigmoid model's (N, 1) logits gave the zero matrix silently.
+        raise ValueError(
+            f"fisher(likelihood='categorical') needs at least two logits per example, got outputs of shape "
+            f"{shape}: a softmax over one logit is constant, so its Fisher is 0. For a binary (sigmoid) model "
+            "with one logit z per example, return jnp.concatenate([-z / 2, z / 2], axis=-1) from predict "
+            "(softmax of that is (1 − sigmoid(z), sigmoid(z)))")
     if len(shape) == 2 or (likelihood == "gaussian" and len(shape) == 1):
         return
     if len(shape) > 2:
         fix = ("for outputs (N, T, C) with a loss averaged over all N·T positions, return "
                "outputs.reshape(-1, outputs.shape[-1]) from predict")
-    else:
+    elif likelihood == "categorical":
         fix = ("return one row of logits per example from predict (for one logit z per example, "
                "jnp.stack([-z / 2, z / 2], axis=-1))")
+    else:
+        fix = "return one row of means per example from predict (one mean per example: shape (N,))"
     allowed = "(N, C)" if likelihood == "categorical" else "(N, C) or (N,)"
     raise ValueError(f"fisher(likelihood={likelihood!r}) needs predict to return outputs of shape {allowed}, "
                      f"one row per example (the Fisher is the mean over the N rows), got shape {shape}; {fix}")
@@ -623,7 +635,13 @@ def dense_matrix(matvec: Matvec, like: PyTree, *params, chunk_size: int = 32,
     def compute(*params):
         def column(j):
             e = jnp.zeros((n,), flat.dtype).at[j].set(1)
-            out, _ = ravel_pytree(matvec(unflatten(e), *params))
+            tree = unflatten(e)
+            product = matvec(tree, *params)
+            out, _ = ravel_pytree(product)
+            # Shapes are static: a product of the wrong size or structure is refused at
+            # trace time, not stacked into a non-square (or silently permuted) matrix.
+            check_product_size(out, e)
+            check_product_structure(product, tree)
             return out.astype(flat.dtype)
 
         m = jax.lax.map(column, jnp.arange(n), batch_size=chunk_size).T

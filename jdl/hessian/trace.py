@@ -30,7 +30,14 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from jdl.hessian._flat import as_key, check_count, check_eigensolver_dtype, check_product_size, flatten
+from jdl.hessian._flat import (
+    as_key,
+    check_count,
+    check_eigensolver_dtype,
+    check_product_size,
+    check_product_structure,
+    flatten,
+)
 
 PyTree = Any
 Distribution = Literal["rademacher", "normal"]
@@ -69,12 +76,16 @@ def _samples(key, shape, dtype, distribution: str) -> jax.Array:
 
 def _batched(matvec: Callable, unflatten: Callable, params: tuple) -> Callable:
     """``X (r, n) ↦ (A xᵢ)ᵢ (r, n)``, the products vmapped. A product of
-    another size than its input raises ``ValueError`` (shapes are static, so
-    at trace time)."""
+    another size, structure or leaf shape than its input raises ``ValueError``
+    (shapes are static, so at trace time): one of the right size only was
+    flattened into a wrong order, a trace of a permuted matrix, silently."""
 
     def one(x):
-        out, _ = ravel_pytree(matvec(unflatten(x), *params))
+        tree = unflatten(x)
+        product = matvec(tree, *params)
+        out, _ = ravel_pytree(product)
         check_product_size(out, x)
+        check_product_structure(product, tree)
         return out.astype(x.dtype)
 
     return jax.vmap(one)

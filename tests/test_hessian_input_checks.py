@@ -394,6 +394,9 @@ def test_density_grid_and_probe_batch_are_checked():
             jh.spectral_density(never, jnp.ones(4), key=0, num_steps=2, num_probes=2, grid=grid)
     with pytest.raises(ValueError, match="no numbers"):
         jh.spectral_density(never, {"w": jnp.ones(0)}, key=0, num_steps=2, num_probes=2)
+    # grid_size=1 gave one point at the left edge of the spectrum, a density of about 0 there
+    with pytest.raises(ValueError, match="grid_size must be an integer >= 2"):
+        jh.spectral_density(never, jnp.ones(4), key=0, num_steps=2, num_probes=2, grid_size=1)
     # An integer grid (or a list) is evaluated in the nodes' dtype: σ = 0.5 is not truncated to 0.
     quad = jh.stochastic_lanczos_quadrature(4, num_probes=2)(lambda v: jnp.arange(1.0, 5.0) * v, jnp.ones(4),
                                                               key=0)

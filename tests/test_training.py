@@ -645,3 +645,52 @@ def test_early_stopping_on_validation_loss_without_validation_data_fails_at_the_
     with pytest.raises(ValueError, match="monitors 'val_loss' but this fit has no validation data"):
         fit(model, cross_entropy, optax.sgd(0.1), data, epochs=3, batch_size=20, progress=False,
             callbacks=[EarlyStopping()])
+
+
+# --- from a review of the steps and adapters ---------------------------------------------------
+
+
+def test_steps_name_a_stack_of_states_given_to_an_unbatched_step():
+    # An ensemble's stacked state given to the plain step failed inside jax.random.split
+    # ("split accepts a single key, but was given a key array of shape (2,)").
+    model, data = _tiny_task()
+    opt = optax.sgd(0.1)
+    state = create_train_state(model, opt, key=0, batch=data)
+    ensemble = jax.tree.map(lambda a: jnp.stack([a, a]), state)  # as jax.vmap(create_train_state) makes
+    message = r"step has shape \(2,\): this is a stack of 2 train states"
+    with pytest.raises(ValueError, match=message):
+        make_train_step(model, cross_entropy, opt)(ensemble, data)
+    with pytest.raises(ValueError, match=message):
+        make_fused_train_step(model, cross_entropy, opt, loop="scan")(ensemble, data, jnp.zeros((1, 4), jnp.int32))
+    with pytest.raises(ValueError, match=message):
+        make_evaluate(model, cross_entropy)(ensemble, data)
+
+
+def test_fused_step_refuses_minibatches_of_no_examples():
+    # indices of shape (3, 0) failed in NumPy ("zero-size array to reduction operation").
+    model, data = _tiny_task()
+    opt = optax.sgd(0.1)
+    state = create_train_state(model, opt, key=0, batch=data)
+    with pytest.raises(ValueError, match=r"indices have shape \(3, 0\): 3 steps of 0 examples each"):
+        make_fused_train_step(model, cross_entropy, opt)(state, data, jnp.zeros((3, 0), jnp.int32))
+
+
+def test_default_metrics_leave_a_model_of_several_outputs_to_its_own_loss():
+    # A model returning (logits, penalty) for its own loss_fn failed in the default
+    # metrics: AttributeError: 'tuple' object has no attribute 'ndim'.
+    from jdl.training.step import classification_metrics
+
+    logits, labels = jnp.array([[2.0, 0.0], [0.0, 1.0]]), jnp.array([0, 0])
+    assert classification_metrics((logits, jnp.float32(0.0)), labels) == {}
+    np.testing.assert_allclose(classification_metrics(logits, labels)["accuracy"], 0.5)
+    # End to end: the state's label check (it read outputs.shape) and a step take such a model.
+    data = {"x": jnp.eye(2), "y": labels}
+    model = from_function(lambda w, x: (x @ w, 1e-3 * jnp.sum(w**2)), jnp.zeros((2, 2)))
+
+    def loss_fn(outputs, y):
+        z, penalty = outputs
+        return cross_entropy(z, y) + penalty
+
+    state = create_train_state(model, optax.sgd(0.1), key=0, batch=data)
+    state, metrics = make_train_step(model, loss_fn, optax.sgd(0.1))(state, data)
+    assert "accuracy" not in metrics and np.isfinite(float(metrics["loss"]))

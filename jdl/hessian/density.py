@@ -340,7 +340,7 @@ def spectral_density(
     operator static, e.g. ``jax.jit(lambda p: spectral_density(mv, p, p, key=0))``.
     """
     _check_sigma(sigma)
-    grid_size = check_count(grid_size, "grid_size")
+    grid_size = check_count(grid_size, "grid_size", 2, hint="a density on one point has no shape; the default is 1000")
     if grid is not None:
         _check_grid(grid)
     quad = stochastic_lanczos_quadrature(

@@ -169,8 +169,12 @@ def _check_model_accepts(model: Model, variables, batch: dict) -> None:
 
 def _check_label_range(labels, outputs, where: str) -> None:
     """Integer class labels must index the model's outputs (``0 ≤ y < k``): out
-    of range, the loss is NaN (or, for −1, silently the last class)."""
+    of range, the loss is NaN (or, for −1, silently the last class). Outputs
+    that are not one array (a model returning ``(logits, penalty)`` to its own
+    loss) say nothing about classes and are left to that loss."""
     y = np.asarray(labels)
+    if not hasattr(outputs, "shape"):
+        return
     if np.issubdtype(y.dtype, np.integer) and len(outputs.shape) == y.ndim + 1 and y.size:
         num_classes = outputs.shape[-1]
         low, high = y.min(), y.max()

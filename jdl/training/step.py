@@ -31,7 +31,13 @@ MetricsFn = Callable[[jax.Array, jax.Array], dict]
 
 
 def classification_metrics(outputs: jax.Array, targets: jax.Array) -> dict:
-    """Accuracy when targets are integer class labels and outputs are class scores."""
+    """Accuracy when targets are integer class labels and outputs are class scores.
+
+    Anything else (regression targets, a model that returns a tuple such as
+    ``(logits, aux)`` for its own ``loss_fn``) gets no default metrics.
+    """
+    if not (hasattr(outputs, "ndim") and hasattr(targets, "dtype")):
+        return {}
     if jnp.issubdtype(targets.dtype, jnp.integer) and outputs.ndim == targets.ndim + 1:
         correct = jnp.argmax(outputs, axis=-1) == targets
         return {"accuracy": jnp.mean(correct.astype(jnp.float32))}
@@ -118,10 +124,23 @@ def _optimizer_update(optimizer, grads, opt_state, params, value, value_fn):
     return optimizer.update(grads, opt_state, params)
 
 
+def _check_single_state(state: TrainState) -> None:
+    """A stack of train states (an ensemble from ``jax.vmap(create_train_state)``)
+    given to an unbatched step failed deep inside ``jax.random.split``."""
+    shape = jnp.shape(getattr(state, "step", ()))
+    if shape != ():
+        raise ValueError(
+            f"the train state's step has shape {tuple(shape)}: this is a stack of {shape[0]} train states (an "
+            "ensemble), not one; run the step under jax.vmap, e.g. jax.jit(jax.vmap(make_train_step(..., "
+            "jit=False), in_axes=(0, None)))"
+        )
+
+
 def _checked(fn, *, leading_axes=1):
     """Check the batch against the state's spec at trace time, before XLA sees it."""
 
     def checked(state: TrainState, batch: Batch, *args):
+        _check_single_state(state)
         check_batch(state.batch_spec, batch, leading_axes=leading_axes)
         return fn(state, batch, *args)
 
@@ -246,6 +265,9 @@ def _check_indices(indices, n: int) -> None:
         )
     if isinstance(indices, jax.core.Tracer) or not shape[0]:
         return
+    if not shape[1]:  # every step's minibatch empty: a NaN loss, and NaN parameters after the update
+        raise ValueError(f"indices have shape {tuple(shape)}: {shape[0]} steps of 0 examples each; each step "
+                         "needs at least one example")
     values = np.asarray(indices)
     low, high = values.min(), values.max()
     if low < 0 or high >= n:
@@ -343,6 +365,7 @@ def make_fused_train_step(
         return decided[spec]
 
     def fused(state: TrainState, data: Batch, indices: jax.Array):
+        _check_single_state(state)
         check_batch(state.batch_spec, data, where="data")
         _check_indices(indices, int(jnp.shape(data["x"])[0]))
         if not np.shape(indices)[0]:  # no steps: the state as it is, metrics with a zero-length axis
@@ -385,6 +408,7 @@ def make_evaluate(
     partial = jax.jit(eval_step)
 
     def evaluate(state: TrainState, data: Batch) -> dict:
+        _check_single_state(state)
         check_batch(state.batch_spec, data, where="evaluation data")
         n = int(jnp.shape(data["x"])[0])
         if n == 0:

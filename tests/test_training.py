@@ -73,6 +73,25 @@ def test_nnx_adapter_train_eval_dropout_and_batchnorm(data):
     assert _tree_equal(se, v.model_state)
 
 
+def test_linen_module_that_samples_in_eval_runs_and_is_reproducible_without_a_key():
+    # As from_nnx: without a key the streams come from key(0). A Linen module drawing
+    # from an RNG collection in eval had no key at all and failed.
+    class Sampler(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool):
+            mean = nn.Dense(2)(x)
+            return mean + jax.random.normal(self.make_rng("sample"), mean.shape)
+
+    model = from_linen(Sampler(), rng_collections=("sample",))
+    x = jnp.ones((3, 4))
+    v = model.init(jax.random.key(0), x)
+    a, _ = model.apply(v, x, train=False)
+    b, _ = model.apply(v, x, train=False)
+    np.testing.assert_array_equal(a, b)
+    c, _ = model.apply(v, x, train=False, key=jax.random.key(5))
+    assert not np.array_equal(a, c)
+
+
 def test_linen_adapter_batchnorm_and_dropout(data):
     class Net(nn.Module):
         @nn.compact

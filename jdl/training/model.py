@@ -174,11 +174,18 @@ def from_linen(
         none). A module switched by ``deterministic`` (``True`` meaning
         evaluation) needs a wrapper: passing ``"deterministic"`` here would
         invert the modes.
-      rng_collections: the RNG collections it uses in training (dropout).
+      rng_collections: the RNG collections it draws from (``"dropout"``; a
+        VAE's sampling collection, say).
       name: label for summaries.
 
     Every collection other than ``"params"`` (e.g. ``"batch_stats"``) is model
     state, marked mutable in training.
+
+    Random streams, as for :func:`from_nnx`: each collection's key is folded
+    from the explicit ``key``; called without one (in evaluation, or by a
+    direct caller), from a fixed ``jax.random.key(0)``, so that a module that
+    draws in eval (a VAE sampling ``z``) runs, reproducibly, rather than
+    failing for want of a key.
     """
 
     def _kwargs(train: bool) -> dict:
@@ -194,10 +201,8 @@ def from_linen(
 
     def apply(variables: Variables, x, *, train: bool, key=None):
         all_vars = {"params": variables.params, **variables.model_state}
-        rngs = None
-        if key is not None and train:
-            key = _as_typed_key(key)
-            rngs = {c: jax.random.fold_in(key, i) for i, c in enumerate(rng_collections)}
+        key = jax.random.key(0) if key is None else _as_typed_key(key)
+        rngs = {c: jax.random.fold_in(key, i) for i, c in enumerate(rng_collections)}
         collections = list(variables.model_state.keys())
         if train and collections:
             outputs, new_state = module.apply(all_vars, x, rngs=rngs, mutable=collections, **_kwargs(train))

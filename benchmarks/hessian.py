@@ -43,6 +43,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import jax
@@ -96,18 +97,40 @@ def median_time(fn, *args, repeats: int = 7, inner: int = 1) -> float:
 
 
 def interleaved(fns: dict, repeats: int = 9, inner: int = 20) -> dict:
-    """Median per-call times of several zero-argument functions, timed in alternation."""
+    """Median per-call times of several zero-argument functions, timed in
+    alternation, the order flipped every round so that none always runs first
+    (right after another's results, or in the same slot of the machine's load)."""
     for f in fns.values():
         _block(f())
-    samples = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
+    names = list(fns)
+    samples = {k: [] for k in names}
+    for r in range(repeats):
+        for k in names if r % 2 == 0 else names[::-1]:
+            f = fns[k]
             t = time.perf_counter()
             for _ in range(inner):
                 out = f()
             _block(out)
             samples[k].append((time.perf_counter() - t) / inner)
     return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def write_json_atomically(path: str, obj) -> None:
+    """JSON to ``path`` through a temporary file beside it and ``os.replace``:
+    an interrupted run leaves the previous results whole, never a truncated file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are read by others
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def digits_batch(dtype=jnp.float32) -> dict:
@@ -330,8 +353,8 @@ def bench_top_eigenvalue(loss, params, batch, dtype, exact_top: float) -> dict:
         res = lanczos_run(0.0)(p, b, v0)
         chosen = (0.0, res, abs(float(res.eigenvalues[0]) - exact_top) / abs(exact_top))
     tol, res, err = chosen
-    t = median_time(lanczos_run(tol), p, b, v0, repeats=5)
-    out["lanczos"] = {"tol": tol, "hvps": int(res.num_matvecs), "seconds": t, "relative_error": err,
+    runs = {"lanczos": lanczos_run(tol)}
+    out["lanczos"] = {"tol": tol, "hvps": int(res.num_matvecs), "relative_error": err,
                       "eigenvalue": float(res.eigenvalues[0])}
     for name, rule in (("power_pyhessian_1e-3", 1e-3), ("power_to_1e-6", None)):
         if rule is not None:
@@ -348,9 +371,14 @@ def bench_top_eigenvalue(loss, params, batch, dtype, exact_top: float) -> dict:
                 out[name] = {"hvps": None, "note": "did not reach 1e-6 within 1600 products"}
                 continue
         r = run(p, b, v0)
-        out[name] = {"hvps": int(r.num_matvecs), "seconds": median_time(run, p, b, v0, repeats=5),
+        runs[name] = run
+        out[name] = {"hvps": int(r.num_matvecs),
                      "relative_error": abs(float(r.eigenvalues[0]) - exact_top) / abs(exact_top),
                      "eigenvalue": float(r.eigenvalues[0])}
+    # Timed in alternation, so that a change in the machine's load hits both sides of the ratio.
+    seconds = interleaved({name: lambda run=run: run(p, b, v0) for name, run in runs.items()}, repeats=5, inner=1)
+    for name, t in seconds.items():
+        out[name]["seconds"] = t
     return out
 
 
@@ -390,8 +418,8 @@ def bench_dense_curve(widths) -> list[dict]:
         first = time.perf_counter() - t
         t_dense = median_time(dense, v.params, batch, repeats=3)
         eig_jnp = jax.jit(jnp.linalg.eigvalsh)
-        t_eig = median_time(eig_jnp, h, repeats=3)
-        t_scipy = median_time(dense_eigenvalues, h, repeats=3)
+        eig = interleaved({"jax": lambda: eig_jnp(h), "lapack": lambda: dense_eigenvalues(h)}, repeats=3, inner=1)
+        t_eig, t_scipy = eig["jax"], eig["lapack"]
         rows.append({"hidden": list(hidden), "num_params": num_params(v.params),
                      "dense_hessian_s": t_dense, "dense_hessian_first_call_s": first,
                      "eigvalsh_jax_s": t_eig, "eigvalsh_lapack_s": t_scipy,
@@ -445,9 +473,7 @@ def main(out: str | None = None) -> dict:
         "seconds": time.perf_counter() - t_start,
     }
     results["written_to"] = out
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(results, f, indent=2)
+    write_json_atomically(out, results)
     print_table(results)
     return results
 

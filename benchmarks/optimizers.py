@@ -70,6 +70,33 @@ QUICK_RESULTS = os.path.join(tempfile.gettempdir(), "jdl_benchmarks", "optimizer
 PARTS = ("jdl_vs_optax", "newton_family_vs_adam")
 
 
+def _replace_atomically(path: str, write) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then ``os.replace``:
+    an interrupted run leaves the previous file whole (part (a) or (b) alone
+    reads the other part's section back from it), never a truncated one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are read by others
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _write_json(path: str, obj) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+
+    _replace_atomically(path, write)
+
+
 def _timed(fn) -> float:
     t = time.perf_counter()
     jax.block_until_ready(fn())
@@ -276,7 +303,7 @@ def plot_cost_curve(curve: list[dict], path: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
 
 
@@ -337,9 +364,7 @@ def main(argv=None) -> dict:
         result["newton_family_vs_adam"] = {"run": run, "by_width": curve}
         plot_cost_curve(curve, os.path.splitext(out)[0] + "_newton_cost.png")
 
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=2)
+    _write_json(out, result)
     print("wrote", out)
     return result
 

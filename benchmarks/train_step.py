@@ -19,8 +19,10 @@ Timings come from repeats in which the contenders alternate (order flipped
 every repeat), so that drift in the machine's load hits all of them alike.
 Ratios are of the minima over repeats, the estimator least disturbed by other
 processes (which only ever add time); the ratios of the medians are recorded
-too. Times in (a) are seconds per step, in (b) and (c) seconds per call of
-``steps_per_call`` steps. Writes ``benchmarks/results/train_step.json`` (with
+too. (c) runs a third of the repeats (at least 3; its raw ``lax.scan`` takes
+about 0.75 s a call); each section records the repeats it ran. Times in (a)
+are seconds per step, in (b) and (c) seconds per call of ``steps_per_call``
+steps. Writes ``benchmarks/results/train_step.json`` (with
 ``--quick``, a smoke run, a scratch file in the system's temporary directory
 unless ``--out`` names one).
 
@@ -71,6 +73,25 @@ def interleaved(fns: dict, *, repeats: int) -> dict:
             fns[k]()
             samples[k].append(time.perf_counter() - t)
     return {k: {"min": min(v), "median": statistics.median(v)} for k, v in samples.items()}
+
+
+def write_json_atomically(path: str, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file in the same
+    folder and ``os.replace``: an interrupted run leaves the previous results
+    whole, never a truncated file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are read by others
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _scaled(t: dict, factor: float) -> dict:
@@ -152,6 +173,7 @@ def bench_step_overhead(steps: int, repeats: int) -> dict:
         "jdl_s_per_step": _scaled(t["jdl"], 1 / steps),
         "ratio_jdl_over_hand": _ratio(t["jdl"], t["hand"]),
         "ratio_jdl_over_hand_loss_only": _ratio(t["jdl"], t["hand_loss_only"]),
+        "repeats": repeats,
         "goal": "<= 1.03",
     }
 
@@ -186,6 +208,7 @@ def bench_fused(name: str, model, data: dict, batch_size: int, steps: int, repea
     return {
         "what": name,
         "steps_per_call": steps,
+        "repeats": repeats,
         "loop_kind_chosen": fused_auto.loop_kind(state, data, indices),
         "python_loop_s_per_call": t["loop"],
         "fused_auto_s_per_call": t["fused_auto"],
@@ -247,9 +270,7 @@ def main(argv=None) -> dict:
     )
     results["c_digits_cnn"]["goal"] = "fused (auto) never slower than the loop (>= ~1.0x)"
 
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(results, f, indent=2)
+    write_json_atomically(out, results)
 
     a = results["a_step_vs_hand_written"]["ratio_jdl_over_hand"]
     print(f"device: {results['device']} ({results['backend']}), jax {results['jax']}")
@@ -266,7 +287,7 @@ def main(argv=None) -> dict:
         fused, scan = r["speedup_fused_auto_over_loop"], r["speedup_raw_scan_over_loop"]
         print(
             f"{label:<44} {fused['min']:>7.2f}; {fused['median']:.2f}x  {r['goal']} "
-            f"[{r['loop_kind_chosen']}; raw scan {scan['min']:.2f}; {scan['median']:.2f}x]"
+            f"[{r['loop_kind_chosen']}; raw scan {scan['min']:.2f}; {scan['median']:.2f}x; {r['repeats']} repeats]"
         )
     print(f"wrote {out}")
     return results

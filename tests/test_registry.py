@@ -73,6 +73,14 @@ def test_cnn_hidden_sets_the_dense_width():
         build_module("cnn_stochastic", (8, 8, 1), 3, hidden=(16,), dense_width=16)
 
 
+def test_transformer_default_patches_never_leave_one_or_two_tokens():
+    # The smallest patch giving at most 16 tokens made a prime length (17) one token and
+    # 34 = 2 · 17 two: attention over one token has nothing to attend to.
+    for length, tokens in ((8, 8), (16, 16), (17, 17), (34, 17), (40, 10), (64, 16), (106, 53)):
+        model = build_module("transformer", (length, 1), 3, width=8, num_heads=2, num_layers=1)
+        assert model.num_tokens == tokens, length
+
+
 def test_transformer_mlp_ratio_is_forwarded():
     model = build_module("transformer", (6, 2), 3, width=8, num_heads=2, num_layers=1, mlp_ratio=3)
     assert model.blocks[0].mlp_in.out_features == 24

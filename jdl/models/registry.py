@@ -232,12 +232,22 @@ def _recurrent(cell: str, bidirectional: bool = False) -> Callable[..., nnx.Modu
     return build
 
 
-def _default_patch(length: int, max_tokens: int = 16) -> int:
-    """The smallest patch that divides ``length`` into at most ``max_tokens`` tokens."""
-    for p in range(1, length + 1):
-        if length % p == 0 and length // p <= max_tokens:
-            return p
-    return length
+def _default_patch(length: int, max_tokens: int = 16, min_tokens: int = 4) -> int:
+    """The smallest patch that divides ``length`` into at most ``max_tokens``
+    tokens, if that leaves at least ``min_tokens`` (or the whole length is
+    shorter); else the largest patch that leaves more than ``max_tokens``.
+
+    A length with no divisor in between — a prime such as 17, or 2 · 53 — gets
+    more tokens (17; 53) rather than one or two, over which attention would
+    have nothing to attend to.
+    """
+    divisors = [p for p in range(1, length + 1) if length % p == 0]
+    for p in divisors:
+        if length // p <= max_tokens:
+            if length // p >= min(min_tokens, length):
+                return p
+            break
+    return max(p for p in divisors if length // p > max_tokens)
 
 
 @_takes(_keyword_options(TransformerEncoder, exclude=("max_length",)))

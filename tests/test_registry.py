@@ -77,7 +77,8 @@ def test_transformer_default_patches_never_leave_one_or_two_tokens():
     # The smallest patch giving at most 16 tokens made a prime length (17) one token and
     # 34 = 2 · 17 two: attention over one token has nothing to attend to.
     for length, tokens in ((8, 8), (16, 16), (17, 17), (34, 17), (40, 10), (64, 16), (106, 53)):
-        model = build_module("transformer", (length, 1), 3, width=8, num_heads=2, num_layers=1)
+        model = nnx.eval_shape(lambda length=length: build_module("transformer", (length, 1), 3, width=8,
+                                                                  num_heads=2, num_layers=1))
         assert model.num_tokens == tokens, length
 
 

@@ -43,7 +43,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 import jax
@@ -52,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jdl._io import write_json_atomic
 from jdl.data.datasets import load_digits_arrays
 from jdl.hessian import (
     dense_eigenvalues,
@@ -113,24 +113,6 @@ def interleaved(fns: dict, repeats: int = 9, inner: int = 20) -> dict:
             _block(out)
             samples[k].append((time.perf_counter() - t) / inner)
     return {k: statistics.median(v) for k, v in samples.items()}
-
-
-def write_json_atomically(path: str, obj) -> None:
-    """JSON to ``path`` through a temporary file beside it and ``os.replace``:
-    an interrupted run leaves the previous results whole, never a truncated file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are read by others
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def digits_batch(dtype=jnp.float32) -> dict:
@@ -473,7 +455,8 @@ def main(out: str | None = None) -> dict:
         "seconds": time.perf_counter() - t_start,
     }
     results["written_to"] = out
-    write_json_atomically(out, results)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    write_json_atomic(out, results)  # an interrupted run leaves the previous results whole
     print_table(results)
     return results
 

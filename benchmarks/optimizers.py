@@ -40,6 +40,7 @@ unless ``--out`` names one) and prints the tables.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
@@ -60,6 +61,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import jdl.optim as jo  # noqa: E402
+from jdl._io import write_bytes_atomic, write_json_atomic  # noqa: E402
 from jdl.data import digits  # noqa: E402
 from jdl.models import get_model  # noqa: E402
 from jdl.nn import cross_entropy  # noqa: E402
@@ -68,33 +70,6 @@ from jdl.training import create_train_state, make_fused_train_step, make_train_s
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "optimizers.json")
 QUICK_RESULTS = os.path.join(tempfile.gettempdir(), "jdl_benchmarks", "optimizers.json")
 PARTS = ("jdl_vs_optax", "newton_family_vs_adam")
-
-
-def _replace_atomically(path: str, write) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then ``os.replace``:
-    an interrupted run leaves the previous file whole (part (a) or (b) alone
-    reads the other part's section back from it), never a truncated one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are read by others
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _write_json(path: str, obj) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-
-    _replace_atomically(path, write)
 
 
 def _timed(fn) -> float:
@@ -303,7 +278,10 @@ def plot_cost_curve(curve: list[dict], path: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _replace_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    image = io.BytesIO()
+    fig.savefig(image, dpi=110, format="png")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_bytes_atomic(path, image.getvalue())
     plt.close(fig)
 
 
@@ -364,7 +342,8 @@ def main(argv=None) -> dict:
         result["newton_family_vs_adam"] = {"run": run, "by_width": curve}
         plot_cost_curve(curve, os.path.splitext(out)[0] + "_newton_cost.png")
 
-    _write_json(out, result)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    write_json_atomic(out, result)  # an interrupted run leaves the previous file whole (read back by --part)
     print("wrote", out)
     return result
 

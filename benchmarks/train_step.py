@@ -32,7 +32,6 @@ unless ``--out`` names one).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -45,6 +44,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jdl._io import write_json_atomic
 from jdl.data import digits, xor
 from jdl.models import MLP, SmallCNN
 from jdl.nn import cross_entropy
@@ -73,25 +73,6 @@ def interleaved(fns: dict, *, repeats: int) -> dict:
             fns[k]()
             samples[k].append(time.perf_counter() - t)
     return {k: {"min": min(v), "median": statistics.median(v)} for k, v in samples.items()}
-
-
-def write_json_atomically(path: str, obj) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file in the same
-    folder and ``os.replace``: an interrupted run leaves the previous results
-    whole, never a truncated file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; results are read by others
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _scaled(t: dict, factor: float) -> dict:
@@ -270,7 +251,8 @@ def main(argv=None) -> dict:
     )
     results["c_digits_cnn"]["goal"] = "fused (auto) never slower than the loop (>= ~1.0x)"
 
-    write_json_atomically(out, results)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    write_json_atomic(out, results)  # an interrupted run leaves the previous results whole
 
     a = results["a_step_vs_hand_written"]["ratio_jdl_over_hand"]
     print(f"device: {results['device']} ({results['backend']}), jax {results['jax']}")
